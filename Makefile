@@ -1,0 +1,36 @@
+# The two commands: `make run` (serve on https://127.0.0.1:6443) and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+SOURCES := $(shell find grafana_aggregator twisted -name '*.py') setup.cfg pyproject.toml
+
+.PHONY: run test typecheck pki clean
+
+# Dependencies once, then the project itself as a real (non-editable) install, so that twistd finds
+# the plugin exactly as it would from a wheel; reinstalled whenever a source file changes.
+$(BIN)/.deps: setup.cfg pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip setuptools wheel
+	$(BIN)/python -m pip install --quiet '.[test]'
+	touch $@
+
+$(BIN)/.installed: $(BIN)/.deps $(SOURCES)
+	$(BIN)/python -m pip install --quiet --no-deps --force-reinstall --no-build-isolation .
+	$(BIN)/python -c "from twisted.plugin import IPlugin, getPlugins; list(getPlugins(IPlugin))"
+	rm -rf build
+	touch $@
+
+pki:
+	hack/make-aggregator-pki.sh
+
+run: $(BIN)/.installed pki
+	$(BIN)/twistd --nodaemon --pidfile= grafana-aggregator --config conf/dev.ini
+
+test: $(BIN)/.installed
+	$(BIN)/python -m twisted.trial tests
+
+typecheck: $(BIN)/.installed
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) build *.egg-info _trial_temp

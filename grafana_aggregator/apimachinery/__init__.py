@@ -1,0 +1,1 @@
+"""Kubernetes API machinery re-implemented for Twisted: Status errors, request info, JSON responses."""

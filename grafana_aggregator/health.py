@@ -1,0 +1,124 @@
+"""`/healthz`, `/livez` and `/readyz` with named checks, answered exactly as kube-apiserver answers them.
+
+Checks are callables that read state other parts keep up to date (they never do I/O in the request
+path) and return None when healthy or a reason.  `/readyz/<check>` asks one check; `?verbose`
+lists them all; `?exclude=<name>` leaves one out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from urllib.parse import parse_qs
+
+from attrs import define, field
+from twisted.logger import Logger
+from twisted.web.iweb import IRequest
+from twisted.web.resource import Resource
+
+from .apimachinery.status import StatusError, method_not_allowed, not_found_path, write_status
+
+_log = Logger()
+
+#: A check returns None when healthy, or why it is not.
+Check = Callable[[], "str | None"]
+
+ENDPOINTS = ("healthz", "livez", "readyz")
+
+
+@define
+class HealthChecks:
+    """The named checks of each health endpoint, in the order they were added."""
+
+    _checks: dict[str, dict[str, Check]] = field(factory=lambda: {e: {} for e in ENDPOINTS})
+
+    def add(self, name: str, check: Check, endpoints: tuple[str, ...] = ENDPOINTS) -> None:
+        """Register a check on some endpoints (all three by default)."""
+        for endpoint in endpoints:
+            if name in self._checks[endpoint]:
+                raise ValueError(f"health check {name!r} is already registered on /{endpoint}")
+            self._checks[endpoint][name] = check
+
+    def checks(self, endpoint: str) -> dict[str, Check]:
+        """The checks of one endpoint."""
+        return dict(self._checks[endpoint])
+
+
+def _run(check: Check) -> str | None:
+    try:
+        return check()
+    except Exception as error:
+        _log.failure("health check raised")
+        return f"check raised {type(error).__name__}"
+
+
+class HealthResource(Resource):
+    """One of /healthz, /livez, /readyz and their per-check children."""
+
+    isLeaf = True
+
+    def __init__(self, name: str, checks: HealthChecks):
+        super().__init__()
+        self._name = name
+        self._checks = checks
+
+    def render_HEAD(self, request: IRequest) -> bytes:
+        return self.render_GET(request)
+
+    def render(self, request: IRequest) -> bytes:
+        method = request.method.decode("ascii", "replace")
+        if method not in ("GET", "HEAD"):
+            return write_status(request, method_not_allowed(method, request.path.decode("utf-8", "replace")))
+        return super().render(request)  # type: ignore[no-any-return]
+
+    def render_GET(self, request: IRequest) -> bytes:
+        postpath = [p for p in (request.postpath or []) if p]
+        checks = self._checks.checks(self._name)
+        if len(postpath) > 1:
+            return write_status(request, not_found_path())
+        if postpath:
+            check_name = b"/".join(postpath).decode("utf-8", "replace")
+            if check_name not in checks:
+                return write_status(request, not_found_path())
+            problem = _run(checks[check_name])
+            if problem is not None:
+                return _plain(request, 500, f"internal server error: {problem}\n")
+            return _plain(request, 200, "ok")
+        query = parse_qs(request.uri.partition(b"?")[2].decode("utf-8", "replace"), keep_blank_values=True)
+        excluded = {n for value in query.get("exclude", []) for n in value.split(",") if n}
+        lines: list[str] = []
+        failed: list[str] = []
+        details: list[str] = []
+        for check_name, check in checks.items():
+            if check_name in excluded:
+                excluded.discard(check_name)
+                lines.append(f"[+]{check_name} excluded: ok")
+                continue
+            problem = _run(check)
+            if problem is None:
+                lines.append(f"[+]{check_name} ok")
+            else:
+                lines.append(f"[-]{check_name} failed: reason withheld")
+                details.append(f"[-]{check_name} failed: {problem}")
+                failed.append(check_name)
+        if excluded:
+            quoted = ",".join(f'"{n}"' for n in sorted(excluded))
+            lines.append(f"warn: some health checks cannot be excluded: no matches for {quoted}")
+        output = "".join(line + "\n" for line in lines)
+        if failed:
+            _log.info("{endpoint} check failed: {checks}\n{details}", endpoint=self._name,
+                      checks=",".join(failed), details="\n".join(details))
+            return _plain(request, 500, f"{output}{self._name} check failed\n")
+        if "verbose" not in query:
+            return _plain(request, 200, "ok")
+        return _plain(request, 200, f"{output}{self._name} check passed\n")
+
+
+def _plain(request: IRequest, code: int, text: str) -> bytes:
+    request.setResponseCode(code)
+    request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
+    request.setHeader(b"X-Content-Type-Options", b"nosniff")
+    request.setHeader(b"Cache-Control", b"no-cache, private")
+    return text.encode("utf-8")
+
+
+__all__ = ["HealthChecks", "HealthResource", "StatusError"]

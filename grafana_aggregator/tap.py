@@ -1,0 +1,214 @@
+"""Composition root of `twistd grafana-aggregator`: options, then one MultiService wired from them.
+
+This is the only module that touches the global reactor; everything below it receives the reactor,
+clock and clients it needs.  `make_service` takes the reactor as an argument so tests build the
+real service against a MemoryReactorClock.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from attrs import frozen
+from twisted.application import service
+from twisted.application.internet import StreamServerEndpointService
+from twisted.internet import endpoints
+from twisted.internet.interfaces import IListeningPort, IReactorCore, IStreamServerEndpoint
+from twisted.logger import Logger
+from twisted.python import usage
+
+from . import __version__
+from .auth import (
+    Authenticator,
+    ChainVerifier,
+    IAuthenticator,
+    RequestHeaderAuthenticator,
+    TokenAuthenticator,
+    TokenFileError,
+    UserInfo,
+    X509Authenticator,
+    load_ca_bundle,
+    parse_token_file,
+)
+from .config import KEYS, ConfigError, Settings, load_settings
+from .health import HealthChecks
+from .kubeconfig import ensure_admin_token, server_url, write_kubeconfig
+from .server import AuthenticatingRoot, build_site, build_tree
+from .tls import CertificateError, KeyPair, ServingTLS, TLSServerEndpoint, ensure_self_signed, load_key_pair, trust_anchor
+
+_log = Logger()
+
+
+class Options(usage.Options):
+    """Command line of `twistd grafana-aggregator`: --config plus kube-apiserver-style flags that override it."""
+
+    synopsis = "[options]"
+    longdesc = (
+        "Serve a Kubernetes-style aggregated API over TLS. Settings come from the ini file given with "
+        "--config (see conf/defaults.ini); each flag overrides the matching ini key."
+    )
+    optParameters: list[list[Any]] = [
+        ["config", "c", None, "Grafana-style ini file with the daemon's settings."],
+        *([key.flag, None, None, f"{key.help} (ini: [{key.section}] {key.name})"] for key in KEYS if key.flag),
+    ]
+
+    def opt_version(self) -> None:
+        """Print the version and exit."""
+        print(f"grafana-aggregator {__version__}")  # noqa: T201 - command-line output, not logging
+        raise SystemExit(0)
+
+    def postOptions(self) -> None:
+        flags = {key.flag: self[key.flag] for key in KEYS if key.flag}
+        try:
+            self.settings = load_settings(self["config"], flags)
+            if self.settings.listen:
+                from twisted.internet import reactor
+
+                try:
+                    endpoints.serverFromString(reactor, self.settings.listen)
+                except (ValueError, KeyError, TypeError) as error:
+                    raise ConfigError(f"invalid value for {_where_listen(self.settings)}: "
+                                      f"{self.settings.listen!r} is not a server endpoint description ({error})")
+            self.runtime = load_runtime(self.settings)
+        except ConfigError as error:
+            raise usage.UsageError(str(error)) from None
+
+
+def _where_listen(settings: Settings) -> str:
+    return "--listen / [grafana-apiserver] listen" + (f" in {settings.config_file}" if settings.config_file else "")
+
+
+@frozen
+class Runtime:
+    """What the settings point at, loaded and checked: certificates, CA bundles, tokens."""
+
+    serving: KeyPair
+    client_ca: list[Any]
+    requestheader_ca: list[Any]
+    tokens: dict[str, UserInfo]
+    admin_token: str | None
+
+
+def load_runtime(settings: Settings) -> Runtime:
+    """Load every file the settings name; a problem becomes a ConfigError naming the key and the file."""
+    where = f" in {settings.config_file}" if settings.config_file else ""
+    try:
+        if settings.tls_cert_file and settings.tls_private_key_file:
+            serving = load_key_pair(settings.tls_cert_file, settings.tls_private_key_file)
+        else:
+            serving = load_key_pair(*ensure_self_signed(settings.cert_dir))
+    except (CertificateError, OSError) as error:
+        raise ConfigError(f"serving certificate (tls_cert_file / tls_private_key_file{where}): {error}") from None
+
+    def bundle(path: str | None, name: str) -> list[Any]:
+        if path is None:
+            return []
+        try:
+            return load_ca_bundle(path)
+        except (ValueError, OSError) as error:
+            raise ConfigError(f"[grafana-apiserver] {name}{where}: {error}") from None
+
+    client_ca = bundle(settings.client_ca_file, "client_ca_file")
+    requestheader_ca = bundle(settings.requestheader.client_ca_file, "requestheader_client_ca_file")
+    for path, name in ((settings.proxy_client_cert_file, "proxy_client_cert_file"),
+                       (settings.apiservice_ca_bundle_file, "apiservice_ca_bundle_file")):
+        bundle(path, name)
+    if settings.proxy_client_cert_file and settings.proxy_client_key_file:
+        try:
+            load_key_pair(settings.proxy_client_cert_file, settings.proxy_client_key_file)
+        except CertificateError as error:
+            raise ConfigError(f"[grafana-apiserver] proxy_client_cert_file / proxy_client_key_file{where}: {error}") from None
+
+    tokens: dict[str, UserInfo] = {}
+    if settings.token_auth_file:
+        try:
+            tokens = parse_token_file(settings.token_auth_file)
+        except (TokenFileError, OSError, UnicodeDecodeError) as error:
+            raise ConfigError(f"[grafana-apiserver] token_auth_file{where}: {error}") from None
+    admin_token = None
+    if settings.ensure_kubectl_access:
+        try:
+            admin_token, admin = ensure_admin_token(settings.storage_path)
+        except OSError as error:
+            raise ConfigError(f"storage_path{where}: cannot keep the kubectl token: {error}") from None
+        tokens[admin_token] = admin
+    return Runtime(serving, client_ca, requestheader_ca, tokens, admin_token)
+
+
+def build_authenticator(settings: Settings, runtime: Runtime) -> Authenticator:
+    """The authenticator chain in kube-apiserver's order: front proxy, client certificate, bearer token."""
+    chain: list[IAuthenticator] = []
+    if runtime.requestheader_ca:
+        chain.append(RequestHeaderAuthenticator(ChainVerifier(runtime.requestheader_ca), settings.requestheader))
+    if runtime.client_ca:
+        chain.append(X509Authenticator(ChainVerifier(runtime.client_ca)))
+    if runtime.tokens:
+        chain.append(TokenAuthenticator(runtime.tokens))
+    return Authenticator(chain, anonymous=settings.anonymous_auth)
+
+
+class ReadinessService(service.Service):
+    """Tracks whether the daemon is shutting down, for the `shutdown` readiness check."""
+
+    def __init__(self) -> None:
+        self.shutting_down = False
+
+    def stopService(self) -> None:
+        self.shutting_down = True
+        super().stopService()
+
+    def check(self) -> str | None:
+        return "the server is shutting down" if self.shutting_down else None
+
+
+def make_service(settings: Settings, runtime: Runtime, reactor: IReactorCore) -> service.MultiService:
+    """Wire the daemon: TLS listener, authentication, the served tree and health checks."""
+    top = service.MultiService()
+    readiness = ReadinessService()
+    readiness.setServiceParent(top)
+
+    health = HealthChecks()
+    health.add("ping", lambda: None)
+    health.add("shutdown", readiness.check, endpoints=("readyz",))
+
+    tree = build_tree(health=health, emulated_version=settings.emulated_version)
+    root = AuthenticatingRoot(tree, build_authenticator(settings, runtime))
+    site = build_site(root)
+
+    def on_listening(port: IListeningPort) -> None:
+        address = port.getHost()
+        host = getattr(address, "host", settings.bind_address)
+        number = getattr(address, "port", settings.secure_port)
+        try:
+            url = server_url(host, number)
+        except ValueError:
+            url = server_url(settings.bind_address, settings.secure_port)
+        _log.info("grafana-aggregator {version} serving on {url}", version=__version__, url=url)
+        if runtime.admin_token is not None:
+            write_kubeconfig(settings.kubeconfig_path, url, trust_anchor(runtime.serving.chain), runtime.admin_token)
+            _log.info("kubectl access: export KUBECONFIG={path}", path=os.path.abspath(settings.kubeconfig_path))
+
+    tls = ServingTLS(runtime.serving, [*runtime.client_ca, *runtime.requestheader_ca])
+    endpoint = TLSServerEndpoint(_plain_endpoint(settings, reactor), tls, on_listening)
+    listener = StreamServerEndpointService(endpoint, site)
+    listener._raiseSynchronously = True
+    listener.setServiceParent(top)
+    for unknown in settings.unknown_keys:
+        _log.warn("ignoring unknown setting {key} in {file}", key=unknown, file=settings.config_file)
+    return top
+
+
+def _plain_endpoint(settings: Settings, reactor: Any) -> IStreamServerEndpoint:
+    if settings.listen:
+        return endpoints.serverFromString(reactor, settings.listen)
+    if ":" in settings.bind_address:
+        return endpoints.TCP6ServerEndpoint(reactor, settings.secure_port, interface=settings.bind_address)
+    return endpoints.TCP4ServerEndpoint(reactor, settings.secure_port, interface=settings.bind_address)
+
+
+def makeService(options: Options) -> service.MultiService:
+    """twistd's entry point."""
+    from twisted.internet import reactor
+
+    return make_service(options.settings, options.runtime, reactor)  # type: ignore[arg-type]

@@ -27,6 +27,7 @@ run: $(BIN)/.installed pki
 	$(BIN)/twistd --nodaemon --pidfile= grafana-aggregator --config conf/dev.ini
 
 test: $(BIN)/.installed
+	$(BIN)/mypy
 	$(BIN)/python -m twisted.trial tests
 
 typecheck: $(BIN)/.installed

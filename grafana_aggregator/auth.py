@@ -76,7 +76,7 @@ class Credentials:
 class IAuthenticator(Interface):
     """Turns a request's credentials into a user."""
 
-    def authenticate(credentials: Credentials) -> UserInfo | None:  # type: ignore[misc]
+    def authenticate(credentials: Credentials) -> UserInfo | None:
         """Return the user, None when this authenticator does not apply, or raise AuthenticationError."""
 
 

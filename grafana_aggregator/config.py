@@ -264,6 +264,8 @@ def load_settings(config_file: str | None, flags: Mapping[str, str | None] | Non
         if key.flag is not None and flags.get(key.flag) is not None:
             text = flags[key.flag]
             from_flag = True
+        if text is not None and text.strip() == "" and key.kind == "bool":
+            text = key.default
         if text is None or (text.strip() == "" and key.kind not in ("list",)):
             values[key.name] = None
             continue

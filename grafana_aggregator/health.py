@@ -15,7 +15,7 @@ from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 
-from .apimachinery.status import StatusError, method_not_allowed, not_found_path, write_status
+from .apimachinery.status import not_found_path, write_status
 
 _log = Logger()
 
@@ -36,6 +36,7 @@ class HealthChecks:
         for endpoint in endpoints:
             if name in self._checks[endpoint]:
                 raise ValueError(f"health check {name!r} is already registered on /{endpoint}")
+        for endpoint in endpoints:
             self._checks[endpoint][name] = check
 
     def checks(self, endpoint: str) -> dict[str, Check]:
@@ -61,22 +62,14 @@ class HealthResource(Resource):
         self._name = name
         self._checks = checks
 
-    def render_HEAD(self, request: IRequest) -> bytes:
-        return self.render_GET(request)
-
     def render(self, request: IRequest) -> bytes:
-        method = request.method.decode("ascii", "replace")
-        if method not in ("GET", "HEAD"):
-            return write_status(request, method_not_allowed(method, request.path.decode("utf-8", "replace")))
-        return super().render(request)  # type: ignore[no-any-return]
-
-    def render_GET(self, request: IRequest) -> bytes:
-        postpath = [p for p in (request.postpath or []) if p]
+        """Answer any method, as kube-apiserver's health handlers do."""
+        postpath = request.postpath or []
         checks = self._checks.checks(self._name)
-        if len(postpath) > 1:
+        if len(postpath) > 1 or postpath == [b""]:
             return write_status(request, not_found_path())
         if postpath:
-            check_name = b"/".join(postpath).decode("utf-8", "replace")
+            check_name = postpath[0].decode("utf-8", "replace")
             if check_name not in checks:
                 return write_status(request, not_found_path())
             problem = _run(checks[check_name])
@@ -84,7 +77,7 @@ class HealthResource(Resource):
                 return _plain(request, 500, f"internal server error: {problem}\n")
             return _plain(request, 200, "ok")
         query = parse_qs(request.uri.partition(b"?")[2].decode("utf-8", "replace"), keep_blank_values=True)
-        excluded = {n for value in query.get("exclude", []) for n in value.split(",") if n}
+        excluded = set(query.get("exclude", []))
         lines: list[str] = []
         failed: list[str] = []
         details: list[str] = []
@@ -120,5 +113,3 @@ def _plain(request: IRequest, code: int, text: str) -> bytes:
     request.setHeader(b"Cache-Control", b"no-cache, private")
     return text.encode("utf-8")
 
-
-__all__ = ["HealthChecks", "HealthResource", "StatusError"]

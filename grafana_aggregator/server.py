@@ -190,6 +190,6 @@ def build_tree(*, health: HealthChecks, emulated_version: tuple[int, int]) -> Ro
 def build_site(root: IResource) -> server.Site:
     """A Site serving the given root with JSON errors and no tracebacks."""
     site = server.Site(root)
-    site.requestFactory = ApiRequest  # type: ignore[assignment]
+    site.requestFactory = ApiRequest
     site.displayTracebacks = False
     return site

@@ -184,15 +184,16 @@ def make_service(settings: Settings, runtime: Runtime, reactor: IReactorCore) ->
             url = server_url(host, number)
         except ValueError:
             url = server_url(settings.bind_address, settings.secure_port)
-        _log.info("grafana-aggregator {version} serving on {url}", version=__version__, url=url)
         if runtime.admin_token is not None:
             write_kubeconfig(settings.kubeconfig_path, url, trust_anchor(runtime.serving.chain), runtime.admin_token)
             _log.info("kubectl access: export KUBECONFIG={path}", path=os.path.abspath(settings.kubeconfig_path))
+        _log.info("grafana-aggregator {version} serving on {url}", version=__version__, url=url)
 
     tls = ServingTLS(runtime.serving, [*runtime.client_ca, *runtime.requestheader_ca])
     endpoint = TLSServerEndpoint(_plain_endpoint(settings, reactor), tls, on_listening)
     listener = StreamServerEndpointService(endpoint, site)
     listener._raiseSynchronously = True
+    listener.setName("https")
     listener.setServiceParent(top)
     for unknown in settings.unknown_keys:
         _log.warn("ignoring unknown setting {key} in {file}", key=unknown, file=settings.config_file)
@@ -201,7 +202,8 @@ def make_service(settings: Settings, runtime: Runtime, reactor: IReactorCore) ->
 
 def _plain_endpoint(settings: Settings, reactor: Any) -> IStreamServerEndpoint:
     if settings.listen:
-        return endpoints.serverFromString(reactor, settings.listen)
+        endpoint: IStreamServerEndpoint = endpoints.serverFromString(reactor, settings.listen)
+        return endpoint
     if ":" in settings.bind_address:
         return endpoints.TCP6ServerEndpoint(reactor, settings.secure_port, interface=settings.bind_address)
     return endpoints.TCP4ServerEndpoint(reactor, settings.secure_port, interface=settings.bind_address)
@@ -211,4 +213,4 @@ def makeService(options: Options) -> service.MultiService:
     """twistd's entry point."""
     from twisted.internet import reactor
 
-    return make_service(options.settings, options.runtime, reactor)  # type: ignore[arg-type]
+    return make_service(options.settings, options.runtime, reactor)

@@ -81,7 +81,7 @@ def load_key_pair(cert_file: str, key_file: str) -> KeyPair:
     """Load a certificate chain and its key; refuse a key that does not match the certificate."""
     chain = load_certificates(cert_file)
     key = load_private_key(key_file)
-    public = key.public_key()  # type: ignore[attr-defined]
+    public = key.public_key()
     der = serialization.Encoding.DER
     info = serialization.PublicFormat.SubjectPublicKeyInfo
     if public.public_bytes(der, info) != chain[0].public_key().public_bytes(der, info):
@@ -218,18 +218,19 @@ class TLSServerEndpoint:
         self._endpoint = endpoint
         self._tls = tls
         self._on_listening = on_listening
+        #: The listening port, once listening.
+        self.port: IListeningPort | None = None
 
     def listen(self, protocolFactory: IProtocolFactory) -> Deferred[IListeningPort]:
         listening = self._endpoint.listen(TLSMemoryBIOFactory(self._tls, False, protocolFactory))
-        if self._on_listening is not None:
-            callback = self._on_listening
 
-            def tell(port: IListeningPort) -> IListeningPort:
-                callback(port)
-                return port
+        def listened(port: IListeningPort) -> IListeningPort:
+            self.port = port
+            if self._on_listening is not None:
+                self._on_listening(port)
+            return port
 
-            listening.addCallback(tell)
-        return listening
+        return listening.addCallback(listened)
 
 
 def peer_chain(transport: object) -> list[x509.Certificate]:

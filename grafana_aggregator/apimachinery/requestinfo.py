@@ -13,6 +13,7 @@ from attrs import frozen
 _METHOD_VERBS = {"POST": "create", "GET": "get", "HEAD": "get", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
 _API_PREFIXES = ("api", "apis")
 _NAMESPACE_SUBRESOURCES = ("status", "finalize")
+_SPECIAL_VERBS = ("proxy", "watch")
 
 
 @frozen
@@ -49,11 +50,11 @@ def request_info(method: str, path: str, query: str = "") -> RequestInfo:
     if not rest:
         return non_resource
 
-    verb = _METHOD_VERBS.get(method, method.lower())
-    if rest[0] == "watch":
-        verb, rest = "watch", rest[1:]
-        if not rest:
+    verb = _METHOD_VERBS.get(method, "")
+    if rest[0] in _SPECIAL_VERBS:
+        if len(rest) < 2:
             return non_resource
+        verb, rest = rest[0], rest[1:]
 
     namespace = ""
     if rest[0] == "namespaces" and len(rest) > 1:
@@ -66,7 +67,8 @@ def request_info(method: str, path: str, query: str = "") -> RequestInfo:
 
     if verb == "get" and not name:
         params = parse_qs(query, keep_blank_values=True)
-        verb = "watch" if params.get("watch", [""])[0].lower() in ("1", "true") else "list"
+        watch = params.get("watch")
+        verb = "watch" if watch is not None and watch[0].lower() not in ("0", "false") else "list"
         name = _exact_name(params.get("fieldSelector", [""])[0])
     if verb == "delete" and not name:
         verb = "deletecollection"

@@ -1,0 +1,120 @@
+"""Test fixtures: a small certificate authority that issues CA, server and client certificates at test time."""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import os
+from collections.abc import Sequence
+
+from attrs import frozen
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+NOW = datetime.datetime.now(datetime.timezone.utc)
+
+
+@frozen
+class Issued:
+    """A certificate, its key, and (when written) the PEM files holding them."""
+
+    certificate: x509.Certificate
+    key: ec.EllipticCurvePrivateKey
+
+    @property
+    def cert_pem(self) -> bytes:
+        return self.certificate.public_bytes(serialization.Encoding.PEM)
+
+    @property
+    def key_pem(self) -> bytes:
+        return self.key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                      serialization.NoEncryption())
+
+    def write(self, folder: str, name: str) -> tuple[str, str]:
+        """Write `<name>.crt` and `<name>.key` into folder and return their paths."""
+        os.makedirs(folder, exist_ok=True)
+        cert_path, key_path = os.path.join(folder, f"{name}.crt"), os.path.join(folder, f"{name}.key")
+        with open(cert_path, "wb") as handle:
+            handle.write(self.cert_pem)
+        with open(key_path, "wb") as handle:
+            handle.write(self.key_pem)
+        return cert_path, key_path
+
+
+def _name(common_name: str, organizations: Sequence[str] = ()) -> x509.Name:
+    attributes = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in organizations]
+    if common_name:
+        attributes.append(x509.NameAttribute(NameOID.COMMON_NAME, common_name))
+    return x509.Name(attributes)
+
+
+class CertificateAuthority:
+    """A CA that issues leaf certificates; each test makes its own, so nothing is committed."""
+
+    def __init__(self, common_name: str = "test-ca", valid_days: int = 30):
+        self.key = ec.generate_private_key(ec.SECP256R1())
+        name = _name(common_name)
+        self.certificate = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(self.key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(NOW - datetime.timedelta(days=1))
+            .not_valid_after(NOW + datetime.timedelta(days=valid_days))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(self.key.public_key()), critical=False)
+            .sign(self.key, hashes.SHA256())
+        )
+
+    @property
+    def issued(self) -> Issued:
+        return Issued(self.certificate, self.key)
+
+    def write_ca(self, folder: str, name: str = "ca") -> str:
+        """Write the CA certificate as `<name>.crt` and return its path."""
+        return self.issued.write(folder, name)[0]
+
+    def issue(
+        self,
+        common_name: str,
+        organizations: Sequence[str] = (),
+        *,
+        dns: Sequence[str] = (),
+        ips: Sequence[str] = (),
+        usages: Sequence[x509.ObjectIdentifier] | None = (ExtendedKeyUsageOID.CLIENT_AUTH,),
+        not_before: datetime.datetime | None = None,
+        not_after: datetime.datetime | None = None,
+    ) -> Issued:
+        """Issue a leaf certificate; `usages=None` leaves out the extended key usage extension."""
+        key = ec.generate_private_key(ec.SECP256R1())
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(_name(common_name, organizations))
+            .issuer_name(self.certificate.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(not_before or NOW - datetime.timedelta(days=1))
+            .not_valid_after(not_after or NOW + datetime.timedelta(days=10))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()), critical=False)
+        )
+        if usages is not None:
+            builder = builder.add_extension(x509.ExtendedKeyUsage(list(usages)), critical=False)
+        if dns or ips:
+            names: list[x509.GeneralName] = [x509.DNSName(d) for d in dns]
+            names += [x509.IPAddress(ipaddress.ip_address(i)) for i in ips]
+            builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+        return Issued(builder.sign(self.key, hashes.SHA256()), key)
+
+    def server(self) -> Issued:
+        """A serving certificate for localhost and 127.0.0.1."""
+        return self.issue("localhost", dns=["localhost"], ips=["127.0.0.1"], usages=[ExtendedKeyUsageOID.SERVER_AUTH])
+
+
+def expired(ca: CertificateAuthority, common_name: str, organizations: Sequence[str] = ()) -> Issued:
+    """A client certificate that expired yesterday."""
+    return ca.issue(common_name, organizations, not_before=NOW - datetime.timedelta(days=10),
+                    not_after=NOW - datetime.timedelta(days=1))

@@ -120,7 +120,7 @@ class PKIScriptTests(SynchronousTestCase):
 
     # tests
 
-    def test_scriptIsExecutable(self) -> None:
+    def test_script_is_executable(self) -> None:
         """
         The script is committed as an executable file with a bash shebang.
         """
@@ -128,7 +128,7 @@ class PKIScriptTests(SynchronousTestCase):
         self.assertTrue(SCRIPT.read_text().startswith("#!/usr/bin/env bash\n"))
         self.assertIn("set -euo pipefail", SCRIPT.read_text())
 
-    def test_writesSixFilesWithModes(self) -> None:
+    def test_writes_six_files_with_modes(self) -> None:
         """
         A run creates the output folder with mode 0700, keys with mode 0600
         and certificates with mode 0644, and nothing else.
@@ -147,7 +147,7 @@ class PKIScriptTests(SynchronousTestCase):
         # The temporary sibling folder is gone.
         self.assertEqual(os.listdir(self.out.parent), [self.out.name])
 
-    def test_existingFolderModeIsKept(self) -> None:
+    def test_existing_folder_mode_is_kept(self) -> None:
         """
         An output folder that already exists is used as it is.
         """
@@ -157,7 +157,7 @@ class PKIScriptTests(SynchronousTestCase):
         self.assertEqual(stat.S_IMODE(self.out.stat().st_mode), 0o755)
         self.assertEqual(sorted(os.listdir(self.out)), sorted(ALL_FILES))
 
-    def test_outputNamesFilesAndWarns(self) -> None:
+    def test_output_names_files_and_warns(self) -> None:
         """
         The script lists every file it wrote and says they are for
         development only.
@@ -167,7 +167,7 @@ class PKIScriptTests(SynchronousTestCase):
             self.assertIn(str(self.out / name), result.stdout)
         self.assertIn("development only", result.stdout)
 
-    def test_keysAreUnencryptedP256MatchingTheirCertificates(self) -> None:
+    def test_keys_are_unencrypted_p256_matching_their_certificates(self) -> None:
         """
         Each key is an unencrypted EC P-256 PEM key whose public half is the
         one in the certificate of the same name.
@@ -183,7 +183,7 @@ class PKIScriptTests(SynchronousTestCase):
             assert isinstance(certKey, ec.EllipticCurvePublicKey)
             self.assertEqual(key.public_key().public_numbers(), certKey.public_numbers())
 
-    def test_caIsLongLivedSelfSignedCA(self) -> None:
+    def test_ca_is_long_lived_self_signed_ca(self) -> None:
         """
         The CA is self-signed, marked as a CA, may sign certificates and is
         valid for at least a year (not OpenSSL's 30-day default).
@@ -217,7 +217,7 @@ class PKIScriptTests(SynchronousTestCase):
         for name in ("server.crt", "client.crt"):
             self.assertGreater(ca.not_valid_after_utc, self.cert(name).not_valid_after_utc)
 
-    def test_serverCertificate(self) -> None:
+    def test_server_certificate(self) -> None:
         """
         The server certificate is a leaf for localhost, 127.0.0.1 and the
         example backend's service name, usable for serverAuth, and verifies
@@ -275,7 +275,7 @@ class PKIScriptTests(SynchronousTestCase):
         with self.assertRaises(verification.VerificationError):
             builder.build_server_verifier(x509.DNSName("example.com")).verify(server, [])
 
-    def test_clientCertificate(self) -> None:
+    def test_client_certificate(self) -> None:
         """
         The client certificate is CN=development in O=system:masters, only
         usable for clientAuth, and verifies against the CA.
@@ -327,7 +327,7 @@ class PKIScriptTests(SynchronousTestCase):
             verified = verifier.verify(client, [])
             self.assertEqual(verified.chain[-1], ca)
 
-    def test_secondRunIsANoOp(self) -> None:
+    def test_second_run_is_ano_op(self) -> None:
         """
         Without --force a second run leaves a complete set byte-identical and
         says it is already present.
@@ -345,7 +345,7 @@ class PKIScriptTests(SynchronousTestCase):
         )
         self.assertEqual(os.listdir(self.out.parent), [self.out.name])
 
-    def test_forceRegenerates(self) -> None:
+    def test_force_regenerates(self) -> None:
         """
         --force replaces a complete set with a new CA and leaves signed by it.
         """
@@ -362,7 +362,7 @@ class PKIScriptTests(SynchronousTestCase):
         for name in ("server.crt", "client.crt"):
             self.assertChainsToCA(self.cert(name), ca)
 
-    def test_partialSetIsRegenerated(self) -> None:
+    def test_partial_set_is_regenerated(self) -> None:
         """
         When only some files exist (a broken earlier run), all six are
         generated anew, consistently.
@@ -391,7 +391,7 @@ class PKIScriptTests(SynchronousTestCase):
             ),
         )
 
-    def test_failedRunChangesNothing(self) -> None:
+    def test_failed_run_changes_nothing(self) -> None:
         """
         If openssl fails half-way (here: when signing the leaves), the
         existing set stays untouched and no temporary folder is left behind.
@@ -416,7 +416,7 @@ class PKIScriptTests(SynchronousTestCase):
         self.assertEqual(sorted(os.listdir(self.out)), sorted(ALL_FILES))
         self.assertEqual(os.listdir(self.out.parent), [self.out.name])
 
-    def test_defaultFolderIsRelativeToScript(self) -> None:
+    def test_default_folder_is_relative_to_script(self) -> None:
         """
         Without --out the files go to data/grafana-aggregator under the
         parent of the script's folder, whatever the working directory.
@@ -434,7 +434,7 @@ class PKIScriptTests(SynchronousTestCase):
         self.assertEqual(sorted(os.listdir(target)), sorted(ALL_FILES))
         self.assertEqual(os.listdir(elsewhere), [])
 
-    def test_unknownArgumentExits2(self) -> None:
+    def test_unknown_argument_exits2(self) -> None:
         """
         An unknown argument prints the usage on stderr, exits with status 2
         and writes nothing.
@@ -446,7 +446,7 @@ class PKIScriptTests(SynchronousTestCase):
         self.assertEqual(result.stdout, "")
         self.assertFalse(self.out.exists())
 
-    def test_outWithoutValueExits2(self) -> None:
+    def test_out_without_value_exits2(self) -> None:
         """
         --out without a folder is a usage error (status 2).
         """
@@ -465,7 +465,7 @@ class PKIScriptTests(SynchronousTestCase):
         self.assertIn("--out DIR", result.stdout)
         self.assertFalse(self.out.exists())
 
-    def test_shellSyntax(self) -> None:
+    def test_shell_syntax(self) -> None:
         """
         The script parses with C{bash -n} (and passes shellcheck when it is
         installed).

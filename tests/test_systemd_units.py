@@ -140,7 +140,7 @@ class ServiceUnitTests(SynchronousTestCase):
         """
         self.assertEqual(self.unit.sections(), ["Unit", "Service", "Install"])
 
-    def test_execStart(self) -> None:
+    def test_exec_start(self) -> None:
         """
         The service runs twistd from the venv in the foreground, without a pid
         file, with the plugin's configuration file.
@@ -154,7 +154,7 @@ class ServiceUnitTests(SynchronousTestCase):
         self.assertIn("--pidfile=", argv)
         self.assertLess(argv.index("--pidfile="), argv.index("grafana-aggregator"))
 
-    def test_accountAndDirectories(self) -> None:
+    def test_account_and_directories(self) -> None:
         """
         The service runs as grafana-aggregator in its private state folder,
         with its configuration folder managed by systemd.
@@ -181,7 +181,7 @@ class ServiceUnitTests(SynchronousTestCase):
         self.assertEqual(self.service["TimeoutStopSec"], "90")
         self.assertEqual(self.service["LimitNOFILE"], "65536")
 
-    def test_orderingAndInstall(self) -> None:
+    def test_ordering_and_install(self) -> None:
         """
         The service starts after the network is online and is wanted by
         multi-user.target.
@@ -198,7 +198,7 @@ class ServiceUnitTests(SynchronousTestCase):
             values = allValues(SERVICE, "Service", key)
             self.assertEqual(values, [expected], f"{key}=")
 
-    def test_systemCallFilter(self) -> None:
+    def test_system_call_filter(self) -> None:
         """
         System calls are limited to @system-service, minus @privileged and
         @resources.
@@ -208,7 +208,7 @@ class ServiceUnitTests(SynchronousTestCase):
             ["@system-service", "~@privileged @resources"],
         )
 
-    def test_memoryDenyWriteExecuteOffOnPurpose(self) -> None:
+    def test_memory_deny_write_execute_off_on_purpose(self) -> None:
         """
         MemoryDenyWriteExecute is explicitly off, with the reason given next
         to it (pyOpenSSL's cffi callbacks need W+X memory).
@@ -216,7 +216,7 @@ class ServiceUnitTests(SynchronousTestCase):
         self.assertEqual(allValues(SERVICE, "Service", "MemoryDenyWriteExecute"), ["no"])
         self.assertIn("ffi.callback()", comments(SERVICE))
 
-    def test_installationDocumented(self) -> None:
+    def test_installation_documented(self) -> None:
         """
         The comments say how to build the venv and install the unit.
         """
@@ -254,7 +254,7 @@ print("callback allocated")
 sys.exit(1)
 """
 
-    def test_pyOpenSSLCallbacksNeedWritableExecutableMemory(self) -> None:
+    def test_py_open_sslcallbacks_need_writable_executable_memory(self) -> None:
         """
         Under the kernel's W^X policy (what MemoryDenyWriteExecute=yes
         enforces) pyOpenSSL cannot create the verify callback Twisted installs
@@ -303,7 +303,7 @@ class SocketUnitTests(SynchronousTestCase):
         self.assertNotIn("Accept", unit["Socket"])
         self.assertEqual(unit["Install"]["WantedBy"], "sockets.target")
 
-    def test_dropInDependsOnSocket(self) -> None:
+    def test_drop_in_depends_on_socket(self) -> None:
         """
         The drop-in makes the service require, and start after, the socket.
         """
@@ -311,7 +311,7 @@ class SocketUnitTests(SynchronousTestCase):
         self.assertEqual(unit["Unit"]["Requires"], "grafana-aggregator.socket")
         self.assertEqual(unit["Unit"]["After"], "grafana-aggregator.socket")
 
-    def test_dropInReplacesExecStart(self) -> None:
+    def test_drop_in_replaces_exec_start(self) -> None:
         """
         The drop-in first resets ExecStart, then runs the same command with
         --listen naming the systemd-passed socket.
@@ -325,7 +325,7 @@ class SocketUnitTests(SynchronousTestCase):
         self.assertEqual(argv[: len(mainArgv)], mainArgv)
         self.assertTrue(argv[argv.index("--listen") + 1].startswith("systemd:"))
 
-    def test_installationDocumented(self) -> None:
+    def test_installation_documented(self) -> None:
         """
         The socket and drop-in comments say how to install and enable them.
         """
@@ -443,7 +443,7 @@ class SystemdAnalyzeVerifyTests(SynchronousTestCase):
             path.write_text(text.replace(TWISTD, executable), encoding="utf-8")
         return self.folder
 
-    def test_unitsVerify(self) -> None:
+    def test_units_verify(self) -> None:
         """
         The service (with its drop-in) and the socket verify cleanly: exit
         status 0 and not one warning about them.
@@ -453,7 +453,7 @@ class SystemdAnalyzeVerifyTests(SynchronousTestCase):
         self.assertEqual(status, 0, output)
         self.assertEqual(unitMessages(output, folder, self.NAMES), [], output)
 
-    def test_dropInIsVerified(self) -> None:
+    def test_drop_in_is_verified(self) -> None:
         """
         verify reads the drop-in next to the staged service: a bad key in it
         is reported.
@@ -469,7 +469,7 @@ class SystemdAnalyzeVerifyTests(SynchronousTestCase):
             output,
         )
 
-    def test_unstagedExecutableIsRejected(self) -> None:
+    def test_unstaged_executable_is_rejected(self) -> None:
         """
         Unstaged, verify complains that the venv's twistd does not exist,
         which is why the tests rewrite the path.
@@ -481,7 +481,7 @@ class SystemdAnalyzeVerifyTests(SynchronousTestCase):
         self.assertNotEqual(status, 0, output)
         self.assertIn(TWISTD, output)
 
-    def test_misspelledSectionIsRejected(self) -> None:
+    def test_misspelled_section_is_rejected(self) -> None:
         """
         A misspelled [Service] section makes verify fail.
         """
@@ -493,7 +493,7 @@ class SystemdAnalyzeVerifyTests(SynchronousTestCase):
         self.assertNotEqual(status, 0, output)
         self.assertIn("Unknown section 'Servise'", output)
 
-    def test_misspelledKeyAndBadValueAreReported(self) -> None:
+    def test_misspelled_key_and_bad_value_are_reported(self) -> None:
         """
         A misspelled key and an invalid value are reported against the unit,
         so the clean-output check of test_unitsVerify would catch them.

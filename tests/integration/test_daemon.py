@@ -157,3 +157,16 @@ class DaemonTests(TestCase):
             "message": "Unauthorized", "reason": "Unauthorized", "code": 401}))
         response = await client.get(url + "/healthz")
         self.assertEqual((response.code, await response.text()), (200, "ok"))
+
+    async def test_emulated_version_selects_kubectl_binary(self) -> None:
+        """--emulated-version 1.27 makes the version-dispatching kubectl run its 1.27 binary."""
+        kubectl = require_kubectl()
+        daemon = self.start("--listen", "tcp:0:interface=127.0.0.1", "--data-dir", os.path.join(self.folder, "data"),
+                            "--ensure-kubectl-access", "true", "--emulated-version", "1.27")
+        await daemon.serving
+        self.env["KUBECONFIG"] = os.path.join(self.folder, "data", "grafana-apiserver", "grafana.kubeconfig")
+        out, err, code = await self.execute(kubectl, "version", "-o", "json")
+        self.assertEqual(code, 0, err)
+        version: Any = json.loads(out)
+        self.assertEqual(version["serverVersion"]["minor"], "27")
+        self.assertTrue(version["clientVersion"]["gitVersion"].startswith("v1.27."), version["clientVersion"])

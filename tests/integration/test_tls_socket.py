@@ -129,3 +129,43 @@ class MutualTLSTests(TestCase):
         client = HTTPClient(Agent(reactor, ClientPolicy(other.issued.cert_pem, None), pool=pool))
         with self.assertRaises(ResponseNeverReceived):
             await client.get(self.base + "/healthz")
+
+
+class ProtocolVersionTests(TestCase):
+    """The listener speaks TLS 1.2 and later only."""
+
+    def setUp(self) -> None:
+        folder = os.path.abspath(self.mktemp())
+        settings = load_settings(None, {"data-dir": folder, "listen": "tcp:0:interface=127.0.0.1"})
+        self.service = make_service(settings, load_runtime(settings), reactor)
+        self.service.startService()
+        self.addCleanup(self.service.stopService)
+        endpoint: Any = self.service.getServiceNamed("https").endpoint  # type: ignore[attr-defined]
+        self.port = endpoint.port.getHost().port
+
+    def handshake(self, version: Any) -> str:
+        """Connect with exactly one TLS version (security level 0, so the client itself allows old ones)."""
+        import socket
+        import ssl as stdlib_ssl
+
+        context = stdlib_ssl.SSLContext(stdlib_ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = stdlib_ssl.CERT_NONE
+        context.set_ciphers("DEFAULT@SECLEVEL=0")
+        context.minimum_version = context.maximum_version = version
+        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as raw:
+            try:
+                with context.wrap_socket(raw) as tls:
+                    return str(tls.version())
+            except stdlib_ssl.SSLError as error:
+                return str(error)
+
+    async def test_tls_1_1_refused_by_server(self) -> None:
+        """A TLS 1.1 client is refused by the server with a protocol-version alert; TLS 1.2 and 1.3 connect."""
+        from ssl import TLSVersion
+
+        from twisted.internet.threads import deferToThread
+
+        self.assertIn("alert protocol version", await deferToThread(self.handshake, TLSVersion.TLSv1_1))
+        self.assertEqual(await deferToThread(self.handshake, TLSVersion.TLSv1_2), "TLSv1.2")
+        self.assertEqual(await deferToThread(self.handshake, TLSVersion.TLSv1_3), "TLSv1.3")

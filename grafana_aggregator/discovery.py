@@ -8,13 +8,13 @@ k8s.io/apiserver: the first Accept clause that names a form the server can produ
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from attrs import frozen
-from twisted.web.iweb import IRequest
-from twisted.web.resource import Resource
 
-from .apimachinery.status import StatusError, method_not_allowed, not_found_path, write_json, write_status
+from .registry.base import KindInfo
 
 DISCOVERY_GROUP = "apidiscovery.k8s.io"
 AGGREGATED_KIND = "APIGroupDiscoveryList"
@@ -91,41 +91,109 @@ def legacy_group_list(groups: list[dict[str, Any]]) -> dict[str, Any]:
     return {"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}
 
 
-class DiscoveryResource(Resource):
-    """`/api` or `/apis`: the negotiated document; deeper paths are left to the children this resource is given."""
-
-    def __init__(self, core: bool, emulated_minor: int):
-        super().__init__()
-        self._core = core
-        self._emulated_minor = emulated_minor
-
-    def getChild(self, path: bytes, request: IRequest) -> Resource:
-        if path == b"":
-            return self
-        return _NotFound()
-
-    def render(self, request: IRequest) -> bytes:
-        method = request.method.decode("ascii", "replace")
-        if method not in ("GET", "HEAD"):
-            return write_status(request, method_not_allowed(method, request.path.decode("utf-8", "replace")))
-        accept = request.getHeader(b"accept")
-        negotiated = negotiate_discovery(accept.decode("latin-1") if accept else None, self._emulated_minor)
-        if negotiated is None:
-            return write_status(request, StatusError(
-                406, f"only the following media types are accepted: application/json, "
-                     f"application/json;g={DISCOVERY_GROUP};v=v2;as={AGGREGATED_KIND}"))
-        if negotiated.form == "aggregated":
-            body = aggregated_list(negotiated.version, [])
-        else:
-            body = legacy_core_versions() if self._core else legacy_group_list([])
-        data = write_json(request, 200, body)
-        request.setHeader(b"Content-Type", negotiated.content_type)
-        request.setHeader(b"Vary", b"Accept")
-        return data
+def _priority(apiservice: dict[str, Any], key: str) -> int:
+    value = apiservice.get("spec", {}).get(key, 0)
+    return value if isinstance(value, int) else 0
 
 
-class _NotFound(Resource):
-    isLeaf = True
+_KUBE_VERSION = re.compile(r"^v(\d+)(?:(alpha|beta)(\d+))?$")
 
-    def render(self, request: IRequest) -> bytes:
-        return write_status(request, not_found_path())
+
+def kube_version_key(version: str) -> tuple[int, int, int, str]:
+    """A sort key putting versions in kube's preference order (GA > beta > alpha, higher first)."""
+    match = _KUBE_VERSION.match(version)
+    if not match:
+        return (0, 0, 0, version)
+    stability = {"": 3, "beta": 2, "alpha": 1}[match.group(2) or ""]
+    return (1, stability, int(match.group(1)) * 1_000_000 + int(match.group(3) or 0), "")
+
+
+def _version_order(apiservice: dict[str, Any]) -> tuple[Any, ...]:
+    key = kube_version_key(apiservice.get("spec", {}).get("version", ""))
+    # Higher priority first; kube-like versions above others, then the kube-aware order (descending);
+    # non-kube-like versions ascending by name.
+    return (-_priority(apiservice, "versionPriority"), -key[0], -key[1], -key[2], key[3])
+
+
+def sorted_by_group_and_version(apiservices: Iterable[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """kube's SortedByGroupAndVersion: groups by their highest priority (ties by name), versions by priority."""
+    by_priority = sorted(apiservices, key=lambda a: (-_priority(a, "groupPriorityMinimum"),
+                                                     a.get("metadata", {}).get("name", "")))
+    buckets: dict[str, list[dict[str, Any]]] = {}
+    for apiservice in by_priority:
+        buckets.setdefault(apiservice.get("spec", {}).get("group", ""), []).append(apiservice)
+    return [sorted(bucket, key=_version_order) for group, bucket in buckets.items() if group]
+
+
+def _group_version(group: str, version: str) -> dict[str, str]:
+    return {"groupVersion": f"{group}/{version}", "version": version}
+
+
+def api_group(bucket: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The legacy APIGroup of one group's APIServices (already in preference order)."""
+    group = bucket[0]["spec"]["group"]
+    versions = [_group_version(group, a["spec"]["version"]) for a in bucket]
+    return {"name": group, "versions": versions, "preferredVersion": versions[0]}
+
+
+def legacy_groups(apiservices: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The `groups` of the legacy APIGroupList: every APIService's group, in kube's order."""
+    return [api_group(bucket) for bucket in sorted_by_group_and_version(apiservices)]
+
+
+def api_resource_list(group: str, version: str, kinds: Sequence[KindInfo]) -> dict[str, Any]:
+    """The APIResourceList of a locally served group-version."""
+    resources: list[dict[str, Any]] = []
+    for info in kinds:
+        entry: dict[str, Any] = {"name": info.plural, "singularName": info.singular, "namespaced": info.namespaced,
+                                 "kind": info.kind, "verbs": list(info.verbs)}
+        if info.short_names:
+            entry["shortNames"] = list(info.short_names)
+        if info.categories:
+            entry["categories"] = list(info.categories)
+        resources.append(entry)
+        if info.has_status:
+            resources.append({"name": f"{info.plural}/status", "singularName": "", "namespaced": info.namespaced,
+                              "kind": info.kind, "verbs": ["get", "patch", "update"]})
+    return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": f"{group}/{version}",
+            "resources": resources}
+
+
+def aggregated_resources(kinds: Sequence[KindInfo]) -> list[dict[str, Any]]:
+    """The aggregated-discovery resources of a locally served group-version."""
+    resources = []
+    for info in kinds:
+        kind = {"group": info.group, "version": info.version, "kind": info.kind}
+        entry: dict[str, Any] = {"resource": info.plural, "responseKind": kind,
+                                 "scope": "Namespaced" if info.namespaced else "Cluster",
+                                 "singularResource": info.singular, "verbs": list(info.verbs)}
+        if info.short_names:
+            entry["shortNames"] = list(info.short_names)
+        if info.categories:
+            entry["categories"] = list(info.categories)
+        if info.has_status:
+            entry["subresources"] = [{"subresource": "status", "responseKind": kind, "verbs": ["get", "patch", "update"]}]
+        resources.append(entry)
+    return resources
+
+
+def aggregated_groups(apiservices: Iterable[dict[str, Any]],
+                      resources_for: Callable[[str, str], list[dict[str, Any]] | None]) -> list[dict[str, Any]]:
+    """The items of an APIGroupDiscoveryList: every APIService's group-version, with its resources when known.
+
+    resources_for(group, version) returns the resources, or None when they are not known (a remote
+    backend not yet reached): that version is listed as Stale, as kube lists a failing backend.
+    """
+    items = []
+    for bucket in sorted_by_group_and_version(apiservices):
+        versions = []
+        for apiservice in bucket:
+            group, version = apiservice["spec"]["group"], apiservice["spec"]["version"]
+            resources = resources_for(group, version)
+            entry: dict[str, Any] = {"version": version}
+            if resources:
+                entry["resources"] = resources
+            entry["freshness"] = "Current" if resources is not None else "Stale"
+            versions.append(entry)
+        items.append({"metadata": {"name": bucket[0]["spec"]["group"]}, "versions": versions})
+    return items

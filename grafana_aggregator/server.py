@@ -21,7 +21,7 @@ from . import __version__
 from .apimachinery.requestinfo import request_info
 from .apimachinery.status import StatusError, method_not_allowed, not_found_path, unauthorized, write_json, write_status
 from .auth import Authenticator, Credentials, UserInfo, authorize, forbidden_details
-from .discovery import DiscoveryResource
+from .apis import CoreResource
 from .health import ENDPOINTS, HealthChecks, HealthResource
 from .tls import peer_chain
 
@@ -176,14 +176,17 @@ class ApiRequest(server.Request):
         return reason
 
 
-def build_tree(*, health: HealthChecks, emulated_version: tuple[int, int]) -> Router:
+def build_tree(*, health: HealthChecks, emulated_version: tuple[int, int], apis: Resource,
+               openapi: Resource | None = None) -> Router:
     """The served paths, before authentication."""
     tree = Router()
     tree.putChild(b"version", VersionResource(version_info(emulated_version)))
     for endpoint in ENDPOINTS:
         tree.putChild(endpoint.encode(), HealthResource(endpoint, health))
-    tree.putChild(b"api", DiscoveryResource(core=True, emulated_minor=emulated_version[1]))
-    tree.putChild(b"apis", DiscoveryResource(core=False, emulated_minor=emulated_version[1]))
+    tree.putChild(b"api", CoreResource(emulated_minor=emulated_version[1]))
+    tree.putChild(b"apis", apis)
+    if openapi is not None:
+        tree.putChild(b"openapi", openapi)
     return tree
 
 

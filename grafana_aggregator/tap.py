@@ -7,13 +7,16 @@ real service against a MemoryReactorClock.
 
 from __future__ import annotations
 
+import datetime
 import os
+from collections.abc import Callable
 from typing import Any
 
 from attrs import frozen
 from twisted.application import service
 from twisted.application.internet import StreamServerEndpointService
 from twisted.internet import endpoints
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IListeningPort, IReactorCore, IStreamServerEndpoint
 from twisted.logger import Logger
 from twisted.python import usage
@@ -32,7 +35,14 @@ from .auth import (
     parse_token_file,
 )
 from .config import KEYS, ConfigError, Settings, load_settings
+from .apis import ApisResource, LocalGroupVersion
+from .controllers.local_apiservices import LocalAPIService, LocalAPIServiceRegistration
 from .health import HealthChecks
+from .openapi_resource import OpenAPIResource
+from .registry.apiservice import APIServiceStrategy
+from .registry.externalname import ExternalNameStrategy
+from .storage import IStore, StoreLockedError
+from .storage.file import FileStore
 from .kubeconfig import ensure_admin_token, server_url, write_kubeconfig
 from .server import AuthenticatingRoot, build_site, build_tree
 from .tls import CertificateError, KeyPair, ServingTLS, TLSServerEndpoint, ensure_self_signed, load_key_pair, trust_anchor
@@ -88,6 +98,7 @@ class Runtime:
     requestheader_ca: list[Any]
     tokens: dict[str, UserInfo]
     admin_token: str | None
+    store: IStore
 
 
 def load_runtime(settings: Settings) -> Runtime:
@@ -133,7 +144,14 @@ def load_runtime(settings: Settings) -> Runtime:
         except OSError as error:
             raise ConfigError(f"storage_path{where}: cannot keep the kubectl token: {error}") from None
         tokens[admin_token] = admin
-    return Runtime(serving, client_ca, requestheader_ca, tokens, admin_token)
+    try:
+        store = FileStore.open(settings.storage_path)
+    except StoreLockedError as error:
+        raise ConfigError(str(error)) from None
+    except OSError as error:
+        raise ConfigError(f"storage_path{where}: cannot open the file storage in {settings.storage_path}: "
+                          f"{error}") from None
+    return Runtime(serving, client_ca, requestheader_ca, tokens, admin_token, store)
 
 
 def build_authenticator(settings: Settings, runtime: Runtime) -> Authenticator:
@@ -162,17 +180,57 @@ class ReadinessService(service.Service):
         return "the server is shutting down" if self.shutting_down else None
 
 
+class StoreService(service.Service):
+    """Closes the store (flushing it and releasing its lock) when the daemon stops."""
+
+    def __init__(self, store: IStore):
+        self._store = store
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        return Deferred.fromCoroutine(self._store.close())
+
+
+#: The group-versions served in this process, and their Local APIServices' priorities.
+LOCAL_APISERVICES = (
+    LocalAPIService("apiregistration.k8s.io", "v1", 18000, 15),
+    LocalAPIService("service.grafana.app", "v0alpha1", 15000, 1),
+)
+
+
+def local_groups(now: Callable[[], datetime.datetime]) -> tuple[APIServiceStrategy, list[LocalGroupVersion]]:
+    """The kinds served here, grouped by group-version."""
+    apiservices = APIServiceStrategy(clock=now)
+    return apiservices, [
+        LocalGroupVersion("apiregistration.k8s.io", "v1", (apiservices,)),
+        LocalGroupVersion("service.grafana.app", "v0alpha1", (ExternalNameStrategy(),)),
+    ]
+
+
 def make_service(settings: Settings, runtime: Runtime, reactor: IReactorCore) -> service.MultiService:
-    """Wire the daemon: TLS listener, authentication, the served tree and health checks."""
+    """Wire the daemon: storage, TLS listener, authentication, the served tree and health checks."""
+    clock: Any = reactor
     top = service.MultiService()
+    StoreService(runtime.store).setServiceParent(top)
     readiness = ReadinessService()
     readiness.setServiceParent(top)
+
+    def now() -> datetime.datetime:
+        return datetime.datetime.fromtimestamp(clock.seconds(), datetime.timezone.utc)
+
+    apiservice_strategy, groups = local_groups(now)
+    registration = LocalAPIServiceRegistration(runtime.store, apiservice_strategy, LOCAL_APISERVICES, now)
+    registration.setServiceParent(top)
 
     health = HealthChecks()
     health.add("ping", lambda: None)
     health.add("shutdown", readiness.check, endpoints=("readyz",))
+    health.add("poststarthook/local-apiservice-registration",
+               lambda: None if registration.done else "the Local APIServices are not registered yet")
 
-    tree = build_tree(health=health, emulated_version=settings.emulated_version)
+    apis = ApisResource(runtime.store, groups, clock, settings.emulated_version[1])
+    tree = build_tree(health=health, emulated_version=settings.emulated_version, apis=apis,
+                      openapi=OpenAPIResource(groups, settings.emulated_version))
     root = AuthenticatingRoot(tree, build_authenticator(settings, runtime))
     site = build_site(root)
 

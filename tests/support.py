@@ -8,6 +8,8 @@ import os
 from collections.abc import Sequence
 
 from attrs import frozen
+from twisted.internet.task import Clock
+from twisted.web.resource import Resource
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -118,3 +120,11 @@ def expired(ca: CertificateAuthority, common_name: str, organizations: Sequence[
     """A client certificate that expired yesterday."""
     return ca.issue(common_name, organizations, not_before=NOW - datetime.timedelta(days=10),
                     not_after=NOW - datetime.timedelta(days=1))
+
+
+def empty_apis() -> Resource:
+    """An /apis tree over an empty memory store, serving no local groups."""
+    from grafana_aggregator.apis import ApisResource
+    from grafana_aggregator.storage.memory import MemoryStore
+
+    return ApisResource(MemoryStore(), [], Clock(), emulated_minor=33)

@@ -31,7 +31,7 @@ from grafana_aggregator.config import RequestHeaderSettings
 from grafana_aggregator.health import HealthChecks
 from grafana_aggregator.server import AuthenticatingRoot, build_site, build_tree
 
-from .support import NOW, CertificateAuthority, expired
+from .support import NOW, CertificateAuthority, empty_apis, expired
 
 
 def creds(chain: Sequence[x509.Certificate] = (), **headers: str | list[str]) -> Credentials:
@@ -362,7 +362,7 @@ class AuthenticatingRootTests(SynchronousTestCase):
                                  "usertoken": UserInfo(name="alice")})],
             anonymous=True,
         )
-        tree = build_tree(health=HealthChecks(), emulated_version=(1, 33))
+        tree = build_tree(health=HealthChecks(), emulated_version=(1, 33), apis=empty_apis())
         root = AuthenticatingRoot(tree, authenticator, peer_certificates=lambda request: self.chain)
         self.client = StubTreq(build_site(root).resource)
 

@@ -10,10 +10,13 @@ import json
 from typing import Any
 
 from treq.testing import StubTreq
+from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
 
-from grafana_aggregator.discovery import DiscoveryResource, MediaRange, Negotiated, negotiate_discovery, parse_accept
+from grafana_aggregator.apis import ApisResource, CoreResource
+from grafana_aggregator.storage.memory import MemoryStore
+from grafana_aggregator.discovery import MediaRange, Negotiated, negotiate_discovery, parse_accept
 
 V2 = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
 V2BETA1 = "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList"
@@ -166,13 +169,13 @@ class NegotiateDiscoveryTests(SynchronousTestCase):
 
 
 class DiscoveryResourceTests(SynchronousTestCase):
-    """DiscoveryResource serves /api and /apis over HTTP."""
+    """CoreResource and ApisResource serve /api and /apis over HTTP (no APIServices stored)."""
 
     def client(self, minor: int = 33) -> StubTreq:
         """A client for a tree with /api and /apis served at the given emulated minor version."""
         root = Resource()
-        root.putChild(b"api", DiscoveryResource(core=True, emulated_minor=minor))
-        root.putChild(b"apis", DiscoveryResource(core=False, emulated_minor=minor))
+        root.putChild(b"api", CoreResource(emulated_minor=minor))
+        root.putChild(b"apis", ApisResource(MemoryStore(), [], Clock(), emulated_minor=minor))
         return StubTreq(root)
 
     def get(self, path: str, accept: str | None = None, minor: int = 33,

@@ -10,12 +10,14 @@ from grafana_aggregator.auth import Authenticator
 from grafana_aggregator.health import HealthChecks
 from grafana_aggregator.server import AuthenticatingRoot, build_site, build_tree
 
+from .support import empty_apis
+
 
 class ServerTests(SynchronousTestCase):
     """Through the real site with anonymous access and no authenticators (anonymous may read /version only)."""
 
     def client(self, emulated: tuple[int, int] = (1, 33)) -> StubTreq:
-        tree = build_tree(health=HealthChecks(), emulated_version=emulated)
+        tree = build_tree(health=HealthChecks(), emulated_version=emulated, apis=empty_apis())
         return StubTreq(build_site(AuthenticatingRoot(tree, Authenticator([], anonymous=True))).resource)
 
     def test_version_shape(self) -> None:

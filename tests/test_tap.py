@@ -209,3 +209,22 @@ class MakeServiceTests(SynchronousTestCase):
         self.assertIsNone(readiness.check())
         top.stopService()
         self.assertEqual(readiness.check(), "the server is shutting down")
+
+
+class PackagingTests(SynchronousTestCase):
+    """setup.cfg ships every package of the source tree."""
+
+    def test_every_package_listed(self) -> None:
+        """Each folder of grafana_aggregator with an __init__.py is in setup.cfg's packages."""
+        import configparser
+
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        parser = configparser.ConfigParser()
+        parser.read(os.path.join(root, "setup.cfg"))
+        listed = set(parser.get("options", "packages").split())
+        found = {
+            os.path.relpath(folder, root).replace(os.sep, ".")
+            for folder, _, files in os.walk(os.path.join(root, "grafana_aggregator"))
+            if "__init__.py" in files
+        }
+        self.assertEqual(found - listed, set())

@@ -128,10 +128,12 @@ class DaemonTests(TestCase):
         self.assertTrue(version["clientVersion"]["gitVersion"].startswith("v1.33."), version["clientVersion"])
 
         out, err, code = await self.execute(kubectl, "get", "--raw", "/readyz?verbose")
-        self.assertEqual((out, code), (b"[+]ping ok\n[+]shutdown ok\nreadyz check passed\n", 0), err)
+        self.assertEqual((out, code), (b"[+]ping ok\n[+]shutdown ok\n[+]poststarthook/local-apiservice-registration ok\n"
+                                       b"readyz check passed\n", 0), err)
 
         out, err, code = await self.execute(kubectl, "get", "--raw", "/apis")
-        self.assertEqual((json.loads(out), code), ({"kind": "APIGroupList", "apiVersion": "v1", "groups": []}, 0))
+        self.assertEqual(code, 0, err)
+        self.assertEqual([g["name"] for g in json.loads(out)["groups"]], ["apiregistration.k8s.io", "service.grafana.app"])
 
         # Restart on another port: the kubeconfig is rewritten, and the token and CA still work.
         # twistd ends itself with the SIGTERM it handled (after a clean shutdown), which systemd counts as success.

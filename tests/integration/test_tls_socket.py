@@ -80,7 +80,7 @@ class MutualTLSTests(TestCase):
     async def test_client_certificate_accepted(self) -> None:
         """A client certificate from the client CA in system:masters reaches /apis."""
         code, body = await self.get("/apis", self.client_ca.issue("development", ["system:masters"]))
-        self.assertEqual((code, body), (200, {"kind": "APIGroupList", "apiVersion": "v1", "groups": []}))
+        self.assertEqual((code, body["kind"]), (200, "APIGroupList"))
 
     async def test_no_certificate_is_anonymous(self) -> None:
         """Without a client certificate the caller is anonymous: /healthz is served, /apis is 401."""

@@ -1,0 +1,1 @@
+"""The kinds this server stores and serves itself, each described by a strategy."""

@@ -1,0 +1,33 @@
+"""Where API objects live: the `IStore` interface and its backends (memory for tests, files by default)."""
+
+from .interface import (
+    AlreadyExistsError,
+    Collection,
+    ConflictError,
+    ExpiredError,
+    InvalidKeyError,
+    IStore,
+    IWatch,
+    ListResult,
+    NotFoundError,
+    StorageError,
+    StoreLockedError,
+    WatchEvent,
+    validate_path_segment,
+)
+
+__all__ = [
+    "AlreadyExistsError",
+    "Collection",
+    "ConflictError",
+    "ExpiredError",
+    "IStore",
+    "IWatch",
+    "InvalidKeyError",
+    "ListResult",
+    "NotFoundError",
+    "StorageError",
+    "StoreLockedError",
+    "WatchEvent",
+    "validate_path_segment",
+]

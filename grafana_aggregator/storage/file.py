@@ -1,0 +1,353 @@
+"""The default store: one JSON file per object under a folder that one process at a time may write to.
+
+Everything is read into memory at open; a write goes to disk (atomically) first, then to memory, then
+to watchers, so a failed write changes nothing and a killed process leaves only complete files.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from collections.abc import Callable
+
+from attrs import define, field
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from ..files import write_atomic
+from .interface import (
+    Collection,
+    InvalidKeyError,
+    IStore,
+    IWatch,
+    ListResult,
+    Object,
+    StorageError,
+    StoreLockedError,
+    WatchEvent,
+    validate_path_segment,
+)
+from .memory import DELETED, Change, ObjectTable
+from .watch import DEFAULT_HISTORY_SIZE, WatchHub
+
+_log = Logger()
+
+#: Held with flock by the process that writes the folder; holds that process's pid.
+LOCK_FILE = ".lock"
+#: The highest resourceVersion that may have been handed out (a reservation, ahead of use).
+RESOURCE_VERSION_FILE = ".resource-version"
+#: How many resourceVersions each write of RESOURCE_VERSION_FILE reserves.
+RESERVE_AHEAD = 1000
+#: The folder of the core ("") API group.
+CORE_GROUP_FOLDER = "core"
+#: write_atomic's temporary files are `.<name>.tmp-<pid>`.
+TEMPORARY_MARK = ".tmp-"
+
+FOLDER_MODE = 0o700
+
+Writer = Callable[[str, bytes], None]
+Remover = Callable[[str], None]
+
+
+def remove_durable(path: str) -> None:
+    """Remove a file (already gone is fine) and fsync its folder, so the removal survives a power cut."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    _fsync_folder(os.path.dirname(path) or ".")
+
+
+def _fsync_folder(folder: str) -> None:
+    """Flush a folder's entries to disk."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _encode(obj: Object) -> bytes:
+    """The file content for an object: its JSON, newline-terminated."""
+    return json.dumps(obj, indent=2, ensure_ascii=False, allow_nan=False).encode("utf-8") + b"\n"
+
+
+def _lock(path: str) -> int:
+    """Take the folder's single-writer lock and record our pid in it; StoreLockedError if another process has it."""
+    fd = os.open(os.path.join(path, LOCK_FILE), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            raise StoreLockedError(f"storage folder {path} is in use by another grafana-aggregator process "
+                                   f"(pid {pid}); only one may write to it") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _unlock(fd: int) -> None:
+    """Release the lock taken by _lock."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+class _Skip(Exception):
+    """A file under the folder that is not a stored object; the message says why."""
+
+
+@define
+class _Loaded:
+    """What open found on disk."""
+
+    objects: list[tuple[Collection, str, str, Object]] = field(factory=list)
+    resource_version: int = 0
+
+
+def _scan(root: str) -> _Loaded:
+    """Read every stored object under root, removing temporary files that killed writers left behind."""
+    loaded = _Loaded()
+
+    def unreadable(error: OSError) -> None:
+        _log.warn("skipping {path}: {error}", path=error.filename, error=error)
+
+    for folder, subfolders, names in os.walk(root, onerror=unreadable):
+        subfolders.sort()
+        relative = os.path.relpath(folder, root)
+        parts = [] if relative == os.curdir else relative.split(os.sep)
+        for name in sorted(names):
+            path = os.path.join(folder, name)
+            if name.startswith(".") and TEMPORARY_MARK in name:
+                try:
+                    os.unlink(path)
+                except OSError as error:
+                    _log.warn("cannot remove the leftover temporary file {path}: {error}", path=path, error=error)
+                else:
+                    _log.info("removed the leftover temporary file {path} of an interrupted write", path=path)
+                continue
+            if not name.endswith(".json"):
+                continue
+            try:
+                collection, namespace, key, obj, rv = _read_object(path, parts, name[: -len(".json")])
+            except _Skip as problem:
+                _log.warn("skipping {path}: {problem}", path=path, problem=str(problem))
+                continue
+            loaded.objects.append((collection, namespace, key, obj))
+            loaded.resource_version = max(loaded.resource_version, rv)
+    return loaded
+
+
+def _read_object(path: str, parts: list[str], name: str) -> tuple[Collection, str, str, Object, int]:
+    """The object stored in path, with its key and resourceVersion; _Skip when it is not a valid stored object."""
+    if len(parts) not in (2, 3):
+        raise _Skip("not where a stored object belongs (<group>/<resource>/[<namespace>/]<name>.json)")
+    try:
+        for part, what in zip(parts, ("group folder", "resource folder", "namespace folder")):
+            validate_path_segment(part, what)
+        validate_path_segment(name, "name")
+    except InvalidKeyError as error:
+        raise _Skip(str(error)) from None
+    group = "" if parts[0] == CORE_GROUP_FOLDER else parts[0]
+    namespace = parts[2] if len(parts) == 3 else ""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except OSError as error:
+        raise _Skip(f"cannot read it: {error}") from None
+    try:
+        obj = json.loads(data)
+    except ValueError as error:
+        raise _Skip(f"not valid JSON: {error}") from None
+    if not isinstance(obj, dict):
+        raise _Skip(f"not a JSON object but a {type(obj).__name__}")
+    metadata = obj.get("metadata")
+    if not isinstance(metadata, dict):
+        raise _Skip("the object has no metadata")
+    if metadata.get("name") != name:
+        raise _Skip(f"metadata.name {metadata.get('name')!r} does not match the file name {name!r}")
+    if (metadata.get("namespace") or "") != namespace:
+        raise _Skip(f"metadata.namespace {metadata.get('namespace')!r} does not match the folder {namespace!r}")
+    version = metadata.get("resourceVersion")
+    if not isinstance(version, str) or not version.isdigit() or not version.isascii():
+        raise _Skip(f"metadata.resourceVersion {version!r} is not a decimal number")
+    return Collection(group, parts[1]), namespace, name, obj, int(version)
+
+
+def _read_reservation(root: str) -> int:
+    """The persisted resourceVersion reservation (0 when there is none, or it is unreadable)."""
+    path = os.path.join(root, RESOURCE_VERSION_FILE)
+    try:
+        with open(path, "rb") as handle:
+            text = handle.read().decode("ascii").strip()
+    except FileNotFoundError:
+        return 0
+    except (OSError, UnicodeDecodeError) as error:
+        _log.warn("ignoring {path}: {error}", path=path, error=error)
+        return 0
+    if not text.isdigit():
+        _log.warn("ignoring {path}: {content!r} is not a decimal number", path=path, content=text)
+        return 0
+    return int(text)
+
+
+@implementer(IStore)
+@define
+class FileStore:
+    """Objects as `<path>/<group>/<resource>/[<namespace>/]<name>.json` (mode 0600, folders 0700), served from memory.
+
+    Make one with `FileStore.open`.  resourceVersions never repeat, across deletions and restarts:
+    `<path>/.resource-version` always holds a number at least as high as any handed out.
+    """
+
+    path: str
+    _lock_fd: int
+    _table: ObjectTable
+    _reserved: int
+    _write: Writer = write_atomic
+    _remove: Remover = remove_durable
+    _folders: dict[tuple[Collection, str], str] = field(init=False, factory=dict)
+
+    @classmethod
+    def open(
+        cls,
+        path: str,
+        *,
+        write: Writer = write_atomic,
+        remove: Remover = remove_durable,
+        history_size: int = DEFAULT_HISTORY_SIZE,
+    ) -> FileStore:
+        """Lock the folder (StoreLockedError if another process has it), clean it up and load it.
+
+        write and remove put and delete one file durably; tests replace them to simulate failures.
+        """
+        path = os.path.normpath(path)
+        os.makedirs(path, mode=FOLDER_MODE, exist_ok=True)
+        lock_fd = _lock(path)
+        try:
+            loaded = _scan(path)
+            reserved = _read_reservation(path)
+        except BaseException:
+            _unlock(lock_fd)
+            raise
+        start = max(reserved, loaded.resource_version)
+        table = ObjectTable(WatchHub(history_size, start), start)
+        for collection, namespace, name, obj in loaded.objects:
+            table.load(collection, namespace, name, obj)
+        _log.info("file storage {path}: {count} objects, resourceVersion {resource_version}",
+                  path=path, count=len(loaded.objects), resource_version=start)
+        return cls(path, lock_fd, table, reserved, write, remove)
+
+    async def get(self, collection: Collection, namespace: str, name: str) -> Object:
+        """The stored object (a copy); NotFoundError if missing."""
+        return self._table.get(collection, namespace, name)
+
+    async def list(self, collection: Collection, namespace: str | None) -> ListResult:
+        """The objects of one namespace ("" for cluster-scoped), or of all when None, and the store's resourceVersion."""
+        return self._table.list(collection, namespace)
+
+    async def create(self, collection: Collection, namespace: str, name: str, obj: Object) -> Object:
+        """Store a new object; AlreadyExistsError if the name is taken."""
+        return self._commit(self._table.plan_create(collection, namespace, name, obj))
+
+    async def update(
+        self,
+        collection: Collection,
+        namespace: str,
+        name: str,
+        obj: Object,
+        expected_resource_version: int | None = None,
+    ) -> Object:
+        """Replace an existing object, only if still at expected_resource_version when that is given."""
+        return self._commit(self._table.plan_update(collection, namespace, name, obj, expected_resource_version))
+
+    async def delete(
+        self,
+        collection: Collection,
+        namespace: str,
+        name: str,
+        expected_resource_version: int | None = None,
+        expected_uid: str | None = None,
+    ) -> Object:
+        """Remove an object and return its last stored state."""
+        return self._commit(
+            self._table.plan_delete(collection, namespace, name, expected_resource_version, expected_uid))
+
+    def watch(
+        self,
+        collection: Collection,
+        namespace: str | None,
+        resource_version: int,
+        on_event: Callable[[WatchEvent], None],
+    ) -> IWatch:
+        """Deliver every change after resource_version, then every later one; ExpiredError if too old.
+
+        The history starts empty at open: only watches from the resourceVersion at open or later work then.
+        """
+        return self._table.watch(collection, namespace, resource_version, on_event)
+
+    def current_resource_version(self) -> int:
+        """The resourceVersion of the latest change."""
+        return self._table.resource_version
+
+    async def close(self) -> None:
+        """Release the folder's lock; later writes fail (reads still answer from memory)."""
+        if self._lock_fd >= 0:
+            fd, self._lock_fd = self._lock_fd, -1
+            _unlock(fd)
+
+    def _commit(self, change: Change) -> Object:
+        """Persist a planned change, then apply it in memory; an OSError leaves both unchanged."""
+        if self._lock_fd < 0:
+            raise StorageError(f"the file storage in {self.path} is closed")
+        folder = self._folder(change.collection, change.namespace)
+        target = os.path.join(folder, f"{change.name}.json")
+        if change.type == DELETED:
+            self._reserve(change.resource_version)
+            self._remove(target)
+        else:
+            data = _encode(change.object)
+            self._reserve(change.resource_version)
+            self._make_folders(folder)
+            self._write(target, data)
+        return self._table.apply(change)
+
+    def _reserve(self, resource_version: int) -> None:
+        """Make sure the persisted reservation covers resource_version, reserving RESERVE_AHEAD more when not."""
+        if resource_version > self._reserved:
+            reserved = resource_version - 1 + RESERVE_AHEAD
+            self._write(os.path.join(self.path, RESOURCE_VERSION_FILE), f"{reserved}\n".encode("ascii"))
+            self._reserved = reserved
+
+    def _folder(self, collection: Collection, namespace: str) -> str:
+        """The folder of a collection's objects in namespace; InvalidKeyError for an unusable group or resource."""
+        key = (collection, namespace)
+        folder = self._folders.get(key)
+        if folder is None:
+            if collection.group:
+                validate_path_segment(collection.group, "group")
+            validate_path_segment(collection.resource, "resource")
+            parts = [self.path, collection.group or CORE_GROUP_FOLDER, collection.resource]
+            if namespace:
+                parts.append(namespace)
+            folder = self._folders[key] = os.path.join(*parts)
+        return folder
+
+    def _make_folders(self, folder: str) -> None:
+        """Create folder and its missing parents under the store's root, each 0700 and durably recorded."""
+        if os.path.isdir(folder):
+            return
+        parent = os.path.dirname(folder)
+        if parent != self.path:
+            self._make_folders(parent)
+        try:
+            os.mkdir(folder, FOLDER_MODE)
+        except FileExistsError:
+            return
+        _fsync_folder(parent)

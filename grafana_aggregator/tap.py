@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from attrs import frozen
@@ -20,6 +20,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IListeningPort, IReactorCore, IStreamServerEndpoint
 from twisted.logger import Logger
 from twisted.python import usage
+from twisted.web.resource import IResource
 
 from . import __version__
 from .auth import (
@@ -36,15 +37,18 @@ from .auth import (
 )
 from .config import KEYS, ConfigError, Settings, load_settings
 from .apis import ApisResource, LocalGroupVersion
+from .controllers.apiservice_index import APIServiceIndex
 from .controllers.local_apiservices import LocalAPIService, LocalAPIServiceRegistration
 from .health import HealthChecks
 from .openapi_resource import OpenAPIResource
-from .registry.apiservice import APIServiceStrategy
+from .proxy import ProxyResource
+from .registry.apiservice import APIServiceStrategy, is_local
 from .registry.externalname import ExternalNameStrategy
 from .storage import IStore, StoreLockedError
 from .storage.file import FileStore
+from .upstream import UpstreamClients
 from .kubeconfig import ensure_admin_token, server_url, write_kubeconfig
-from .server import AuthenticatingRoot, build_site, build_tree
+from .server import AuthenticatingRoot, build_site, build_tree, request_user
 from .tls import CertificateError, KeyPair, ServingTLS, TLSServerEndpoint, ensure_self_signed, load_key_pair, trust_anchor
 
 _log = Logger()
@@ -99,6 +103,8 @@ class Runtime:
     tokens: dict[str, UserInfo]
     admin_token: str | None
     store: IStore
+    proxy_client: KeyPair | None = None
+    apiservice_ca_bundle: list[Any] | None = None
 
 
 def load_runtime(settings: Settings) -> Runtime:
@@ -122,12 +128,12 @@ def load_runtime(settings: Settings) -> Runtime:
 
     client_ca = bundle(settings.client_ca_file, "client_ca_file")
     requestheader_ca = bundle(settings.requestheader.client_ca_file, "requestheader_client_ca_file")
-    for path, name in ((settings.proxy_client_cert_file, "proxy_client_cert_file"),
-                       (settings.apiservice_ca_bundle_file, "apiservice_ca_bundle_file")):
-        bundle(path, name)
+    bundle(settings.proxy_client_cert_file, "proxy_client_cert_file")
+    apiservice_ca_bundle = bundle(settings.apiservice_ca_bundle_file, "apiservice_ca_bundle_file") or None
+    proxy_client = None
     if settings.proxy_client_cert_file and settings.proxy_client_key_file:
         try:
-            load_key_pair(settings.proxy_client_cert_file, settings.proxy_client_key_file)
+            proxy_client = load_key_pair(settings.proxy_client_cert_file, settings.proxy_client_key_file)
         except CertificateError as error:
             raise ConfigError(f"[grafana-apiserver] proxy_client_cert_file / proxy_client_key_file{where}: {error}") from None
 
@@ -151,7 +157,8 @@ def load_runtime(settings: Settings) -> Runtime:
     except OSError as error:
         raise ConfigError(f"storage_path{where}: cannot open the file storage in {settings.storage_path}: "
                           f"{error}") from None
-    return Runtime(serving, client_ca, requestheader_ca, tokens, admin_token, store)
+    return Runtime(serving, client_ca, requestheader_ca, tokens, admin_token, store, proxy_client,
+                   apiservice_ca_bundle)
 
 
 def build_authenticator(settings: Settings, runtime: Runtime) -> Authenticator:
@@ -178,6 +185,17 @@ class ReadinessService(service.Service):
 
     def check(self) -> str | None:
         return "the server is shutting down" if self.shutting_down else None
+
+
+class ClosingService(service.Service):
+    """Runs a coroutine function when the daemon stops (closing pools, for example)."""
+
+    def __init__(self, close: Callable[[], Coroutine[Any, Any, None]]):
+        self._close = close
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        return Deferred.fromCoroutine(self._close())
 
 
 class StoreService(service.Service):
@@ -228,7 +246,22 @@ def make_service(settings: Settings, runtime: Runtime, reactor: IReactorCore) ->
     health.add("poststarthook/local-apiservice-registration",
                lambda: None if registration.done else "the Local APIServices are not registered yet")
 
-    apis = ApisResource(runtime.store, groups, clock, settings.emulated_version[1])
+    index = APIServiceIndex(runtime.store)
+    index.setServiceParent(top)
+    clients = UpstreamClients(clock, runtime.proxy_client, runtime.apiservice_ca_bundle)
+    ClosingService(clients.close).setServiceParent(top)
+    stripped = frozenset(h.lower() for h in (*settings.requestheader.username_headers,
+                                             *settings.requestheader.uid_headers,
+                                             *settings.requestheader.group_headers))
+
+    def remote(group: str, version: str) -> IResource | None:
+        apiservice = index.apiservice_for(group, version)
+        if apiservice is None or is_local(apiservice) or not settings.kubernetes_aggregator:
+            return None
+        return ProxyResource(apiservice, index.externalname_for(apiservice), clients.client_for, clock, request_user,
+                             on_unreachable=lambda name: None, extra_stripped=stripped)
+
+    apis = ApisResource(runtime.store, groups, clock, settings.emulated_version[1], remote=remote)
     tree = build_tree(health=health, emulated_version=settings.emulated_version, apis=apis,
                       openapi=OpenAPIResource(groups, settings.emulated_version))
     root = AuthenticatingRoot(tree, build_authenticator(settings, runtime))

@@ -1,0 +1,284 @@
+"""The aggregation proxy: a remote group-version's requests, streamed to its backend with the caller's identity.
+
+Behaviour follows kube-aggregator's proxy handler: an APIService that is not Available is answered
+503 without contacting the backend; the caller's credentials and any identity headers it sent are
+stripped and replaced by `X-Remote-*` headers for the authenticated user, over mutual TLS with the
+proxy client certificate; redirects are refused (502); connection upgrades are refused; discovery
+requests (`/apis/<g>/<v>`) time out after 5 s; bodies stream both ways with back-pressure, and a
+client that goes away cancels the upstream request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import quote
+
+from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.client import FileBodyProducer, ResponseDone
+from twisted.web.http import PotentialDataLoss
+from twisted.web.http_headers import Headers
+from twisted.web.iweb import IRequest, IResponse
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
+
+from .apimachinery.status import StatusError, encode_json
+from .auth import UserInfo
+from .registry.apiservice import is_available
+from .upstream import Backend, BackendUnresolvable, resolve_backend
+
+_log = Logger()
+
+#: Request bodies up to this size are sent from memory; larger ones are streamed from Twisted's spool file.
+SMALL_BODY = 1024 * 1024
+#: Discovery requests to a backend (`/apis/<group>/<version>`) must answer within this many seconds.
+DISCOVERY_TIMEOUT = 5.0
+
+HOP_BY_HOP = frozenset({
+    "connection", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization", "te", "trailer",
+    "transfer-encoding", "upgrade",
+})
+#: Request headers that carry credentials or identity and must never reach a backend from the client.
+_STRIPPED_PREFIXES = ("x-remote-", "impersonate-")
+_STRIPPED = frozenset({"authorization", "host", "content-length"})
+#: Characters kept as they are in an extra key (RFC 7230 token characters, minus '%').
+_TOKEN_SAFE = "!#$&'*+-.^_`|~"
+
+
+def escape_extra_key(key: str) -> str:
+    """Percent-encode an extra key for an `X-Remote-Extra-` header name, as client-go does."""
+    return quote(key, safe=_TOKEN_SAFE)
+
+
+def forward_headers(incoming: Headers, user: UserInfo, client_ip: str, backend_host: str, path: str,
+                    extra_stripped: frozenset[str] = frozenset()) -> Headers:
+    """The headers sent to a backend: the client's, minus credentials, identity and hop-by-hop ones, plus the caller's identity."""
+    connection_named = {
+        token.strip().lower()
+        for value in incoming.getRawHeaders("connection", [])
+        for token in value.split(",")
+    }
+    outgoing = Headers()
+    forwarded_for: list[str] = []
+    for raw_name, values in incoming.getAllRawHeaders():
+        name = raw_name.decode("latin-1").lower()
+        if (name in HOP_BY_HOP or name in _STRIPPED or name in connection_named or name in extra_stripped
+                or name.startswith(_STRIPPED_PREFIXES)):
+            continue
+        if name == "x-forwarded-for":
+            forwarded_for.extend(v.decode("latin-1") for v in values)
+            continue
+        outgoing.setRawHeaders(raw_name, list(values))
+    outgoing.setRawHeaders("X-Remote-User", [user.name])
+    if user.uid:
+        outgoing.setRawHeaders("X-Remote-Uid", [user.uid])
+    if user.groups:
+        outgoing.setRawHeaders("X-Remote-Group", list(user.groups))
+    for key, extra_values in sorted(user.extra.items()):
+        outgoing.setRawHeaders(f"X-Remote-Extra-{escape_extra_key(key)}", list(extra_values))
+    outgoing.setRawHeaders("X-Forwarded-For", [", ".join([*forwarded_for, client_ip])] if forwarded_for else [client_ip])
+    outgoing.setRawHeaders("X-Forwarded-Proto", ["https"])
+    outgoing.setRawHeaders("X-Forwarded-Host", [backend_host])
+    outgoing.setRawHeaders("X-Forwarded-Uri", [path])
+    return outgoing
+
+
+def is_discovery_path(path: str) -> bool:
+    """Whether a path is a group-version's discovery document, `/apis/<g>/<v>` (trailing slash allowed)."""
+    parts = [p for p in path.split("?", 1)[0].split("/") if p]
+    return len(parts) == 3 and parts[0] == "apis"
+
+
+def _status(request: IRequest, error: StatusError) -> None:
+    body = encode_json(error.to_status())
+    request.setResponseCode(error.code)
+    request.setHeader(b"Content-Type", b"application/json")
+    request.setHeader(b"Content-Length", str(len(body)).encode())
+    request.write(body)
+    request.finish()
+
+
+def service_unavailable(message: str = "service unavailable") -> StatusError:
+    """503 as the aggregator answers for a backend it cannot use."""
+    return StatusError(503, message, "ServiceUnavailable")
+
+
+class _BodyRelay(Protocol):
+    """Relays a backend response body to the client, with back-pressure, until either side ends."""
+
+    def __init__(self, request: IRequest, done: defer.Deferred[None]):
+        self._request = request
+        self._done = done
+        self.transport: Any = None
+
+    def connectionMade(self) -> None:
+        self._request.registerProducer(self.transport, True)  # type: ignore[attr-defined]
+
+    def dataReceived(self, data: bytes) -> None:
+        self._request.write(data)
+
+    def connectionLost(self, reason: Failure = Failure(ResponseDone())) -> None:
+        try:
+            self._request.unregisterProducer()  # type: ignore[attr-defined]
+        except Exception:
+            pass
+        if reason.check(ResponseDone, PotentialDataLoss):
+            self._done.callback(None)
+        else:
+            self._done.errback(reason)
+
+    def abort(self) -> None:
+        """Stop the backend response (the client went away)."""
+        if self.transport is not None:
+            self.transport.stopProducing()
+
+
+class ProxyResource(Resource):
+    """Everything under `/apis/<group>/<version>` of one remote APIService."""
+
+    isLeaf = True
+
+    def __init__(
+        self,
+        apiservice: dict[str, Any],
+        externalname: dict[str, Any] | None,
+        client_for: Callable[[Backend], Any],
+        clock: IReactorTime,
+        user_of: Callable[[IRequest], UserInfo | None],
+        on_unreachable: Callable[[str], None] = lambda name: None,
+        extra_stripped: frozenset[str] = frozenset(),
+    ):
+        super().__init__()
+        self._apiservice = apiservice
+        self._externalname = externalname
+        self._client_for = client_for
+        self._clock = clock
+        self._user_of = user_of
+        self._on_unreachable = on_unreachable
+        self._extra_stripped = extra_stripped
+
+    @property
+    def name(self) -> str:
+        return str(self._apiservice.get("metadata", {}).get("name", ""))
+
+    def render(self, request: IRequest) -> int:
+        defer.Deferred.fromCoroutine(self._proxy(request)).addErrback(self._failed, request)
+        return NOT_DONE_YET
+
+    def _failed(self, failure: Failure, request: IRequest) -> None:
+        _log.failure("proxying to {apiservice} failed", failure, apiservice=self.name)
+        if not request.finished and not getattr(request, "_disconnected", False):  # type: ignore[attr-defined]
+            if request.startedWriting:  # type: ignore[attr-defined]
+                request.loseConnection()  # type: ignore[attr-defined]
+            else:
+                _status(request, StatusError(500, "Internal error occurred: the proxy failed (see the server log)"))
+
+    async def _proxy(self, request: IRequest) -> None:
+        gone: list[bool] = []
+        request.notifyFinish().addBoth(lambda _: gone.append(True))  # type: ignore[attr-defined]
+        if not is_available(self._apiservice):
+            _status(request, service_unavailable())
+            return
+        if any("upgrade" in v.lower() for v in request.requestHeaders.getRawHeaders("connection", [])):
+            _status(request, StatusError(400, "connection upgrades (exec, attach, port-forward, websockets) are not "
+                                              "supported through this aggregator", "BadRequest"))
+            return
+        user = self._user_of(request)
+        if user is None:
+            _status(request, StatusError(500, "Internal error occurred: missing user"))
+            return
+        try:
+            backend = resolve_backend(self._apiservice, self._externalname)
+            client = self._client_for(backend)
+        except BackendUnresolvable as error:
+            _log.info("no backend for {apiservice}: {error}", apiservice=self.name, error=str(error))
+            _status(request, service_unavailable())
+            return
+        uri = request.uri.decode("latin-1")
+        path = uri.split("?", 1)[0]
+        headers = forward_headers(request.requestHeaders, user, _client_ip(request), f"{backend.host}:{backend.port}",
+                                  path, self._extra_stripped)
+        data: Any = None
+        body = request.content
+        if body is not None:
+            body.seek(0, 2)
+            size = body.tell()
+            body.seek(0)
+            if size > SMALL_BODY:
+                data = FileBodyProducer(body)
+            elif size:
+                data = body.read()
+        method = request.method.decode("ascii")
+        upstream = client.request(method, backend.url + uri, headers=headers, data=data, allow_redirects=False,
+                                  unbuffered=True)
+        timer = None
+        if is_discovery_path(path):
+            timer = self._clock.callLater(DISCOVERY_TIMEOUT, upstream.cancel)
+        request.notifyFinish().addErrback(lambda _: upstream.cancel())  # type: ignore[attr-defined]
+        try:
+            response: IResponse = await upstream
+        except Exception as error:
+            if gone:
+                return
+            reason = _describe(error, timed_out=timer is not None and not timer.active())
+            _log.info("backend of {apiservice} unreachable: {reason}", apiservice=self.name, reason=reason)
+            self._on_unreachable(self.name)
+            _status(request, service_unavailable(f"error trying to reach service: {reason}"))
+            return
+        finally:
+            if timer is not None and timer.active():
+                timer.cancel()
+        if gone:
+            response.deliverBody(_Discard())
+            return
+        if 300 <= response.code < 400 and response.headers.getRawHeaders("location"):
+            response.deliverBody(_Discard())
+            _status(request, StatusError(502, "the backend attempted to redirect this request, which is not permitted",
+                                         "BadGateway"))
+            return
+        request.setResponseCode(response.code, response.phrase)
+        for raw_name, values in response.headers.getAllRawHeaders():
+            name = raw_name.decode("latin-1").lower()
+            if name in HOP_BY_HOP or name.startswith("access-control-allow-"):
+                continue
+            request.responseHeaders.setRawHeaders(raw_name, list(values))
+        done: defer.Deferred[None] = defer.Deferred()
+        relay = _BodyRelay(request, done)
+        request.notifyFinish().addErrback(lambda _: relay.abort())  # type: ignore[attr-defined]
+        response.deliverBody(relay)
+        try:
+            await done
+        except Exception as error:
+            if not gone:
+                _log.info("backend of {apiservice} broke off its response: {error}", apiservice=self.name,
+                          error=str(error))
+                request.loseConnection()  # type: ignore[attr-defined]
+            return
+        if not gone and not request.finished:  # type: ignore[attr-defined]
+            request.finish()
+
+
+class _Discard(Protocol):
+    def dataReceived(self, data: bytes) -> None:
+        pass
+
+    def connectionLost(self, reason: Failure = Failure(ResponseDone())) -> None:
+        pass
+
+
+def _client_ip(request: IRequest) -> str:
+    address = request.getClientAddress()
+    return str(getattr(address, "host", "") or "")
+
+
+def _describe(error: Exception, timed_out: bool) -> str:
+    if timed_out:
+        return "context deadline exceeded"
+    reasons = getattr(error, "reasons", None)
+    if reasons:
+        return "; ".join(str(r.value) or type(r.value).__name__ for r in reasons)
+    return str(error) or type(error).__name__

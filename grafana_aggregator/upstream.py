@@ -1,0 +1,189 @@
+"""Connections to backend API servers: where an APIService points, and mutual-TLS HTTP clients to reach it.
+
+Both the proxy and the availability controller use these clients, so a probe travels exactly the
+path a proxied request does.  The backend is verified with the APIService's caBundle, else the
+configured default bundle, else the system roots, and its certificate must be valid for the
+ExternalName host or for `<service>.<namespace>.svc`; verification is skipped only when the
+APIService says `insecureSkipTLSVerify`.  Redirects are never followed (CVE-2022-3172).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import ipaddress
+from collections.abc import Sequence
+from typing import Any
+
+from attrs import frozen
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+from OpenSSL import SSL, crypto
+from service_identity import VerificationError
+from service_identity.pyopenssl import verify_hostname, verify_ip_address
+from treq.client import HTTPClient
+from twisted.internet import ssl
+from twisted.internet.interfaces import IOpenSSLClientConnectionCreator, IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.client import Agent, HTTPConnectionPool
+from twisted.web.iweb import IPolicyForHTTPS
+from zope.interface import implementer
+
+from .tls import KeyPair
+
+_log = Logger()
+
+#: How long establishing a TCP connection to a backend may take.
+CONNECT_TIMEOUT = 5.0
+
+
+class BackendCertificateError(Exception):
+    """The backend's certificate is not valid for any of the names it must have."""
+
+
+class BackendUnresolvable(Exception):
+    """The APIService names no usable backend (its ExternalName is missing or has no host)."""
+
+
+@frozen
+class Backend:
+    """Where one remote APIService's requests go, and how its certificate is checked."""
+
+    host: str
+    port: int
+    #: Names the serving certificate may be valid for (the ExternalName host, `<svc>.<ns>.svc`).
+    names: tuple[str, ...]
+    ca_bundle: bytes | None
+    insecure: bool
+
+    @property
+    def url(self) -> str:
+        """The base URL (scheme, host and port) of the backend."""
+        try:
+            is_v6 = ipaddress.ip_address(self.host).version == 6
+        except ValueError:
+            is_v6 = False
+        return f"https://[{self.host}]:{self.port}" if is_v6 else f"https://{self.host}:{self.port}"
+
+
+def resolve_backend(apiservice: dict[str, Any], externalname: dict[str, Any] | None) -> Backend:
+    """The backend of a remote APIService given its ExternalName; BackendUnresolvable when there is none."""
+    spec = apiservice.get("spec", {})
+    service = spec.get("service") or {}
+    name, namespace = service.get("name", ""), service.get("namespace", "")
+    if externalname is None:
+        raise BackendUnresolvable(f'service/{name} in "{namespace}" is not present')
+    host = (externalname.get("spec") or {}).get("host") or ""
+    if not host:
+        raise BackendUnresolvable(f'service/{name} in "{namespace}" has no host')
+    ca_text = spec.get("caBundle")
+    ca_bundle = base64.b64decode(ca_text) if ca_text else None
+    return Backend(host=host, port=int(service.get("port") or 443), names=(host, f"{name}.{namespace}.svc"),
+                   ca_bundle=ca_bundle, insecure=bool(spec.get("insecureSkipTLSVerify")))
+
+
+def _is_ip(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+@implementer(IOpenSSLClientConnectionCreator)
+class BackendTLS:
+    """Client TLS to one backend: the proxy certificate, the backend's CA, and a check of its names."""
+
+    def __init__(self, backend: Backend, trust: Sequence[x509.Certificate] | None, client: KeyPair | None):
+        options: dict[str, Any] = {"raiseMinimumTo": ssl.TLSVersion.TLSv1_2, "acceptableProtocols": [b"http/1.1"]}
+        if client is not None:
+            options["privateKey"] = crypto.PKey.from_cryptography_key(client.key)  # type: ignore[arg-type]
+            options["certificate"] = crypto.X509.from_cryptography(client.chain[0])
+            options["extraCertChain"] = [crypto.X509.from_cryptography(c) for c in client.chain[1:]]
+        if not backend.insecure:
+            if trust:
+                options["trustRoot"] = ssl.trustRootFromCertificates(
+                    [ssl.Certificate.loadPEM(c.public_bytes(Encoding.PEM)) for c in trust])
+            else:
+                options["trustRoot"] = ssl.platformTrust()
+        self._context = ssl.CertificateOptions(**options).getContext()
+        self._names = backend.names
+        self._sni = None if _is_ip(backend.host) else backend.host.encode("idna")
+        self._verify = not backend.insecure
+        self._context.set_info_callback(self._info)
+
+    def clientConnectionForTLS(self, tlsProtocol: Any) -> SSL.Connection:
+        connection = SSL.Connection(self._context, None)
+        connection.set_app_data(tlsProtocol)
+        if self._sni is not None:
+            connection.set_tlsext_host_name(self._sni)
+        connection.set_connect_state()
+        return connection
+
+    def _info(self, connection: SSL.Connection, where: int, ret: int) -> None:
+        if not (where & SSL.SSL_CB_HANDSHAKE_DONE) or not self._verify:
+            return
+        for name in self._names:
+            try:
+                if _is_ip(name):
+                    verify_ip_address(connection, name)
+                else:
+                    verify_hostname(connection, name)
+                return
+            except VerificationError:
+                continue
+            except Exception:
+                break
+        protocol = connection.get_app_data()
+        names = " or ".join(self._names)
+        protocol.failVerification(Failure(BackendCertificateError(f"x509: certificate is not valid for {names}")))
+
+
+@implementer(IPolicyForHTTPS)
+class _FixedPolicy:
+    def __init__(self, creator: BackendTLS):
+        self._creator = creator
+
+    def creatorForNetloc(self, hostname: bytes, port: int) -> BackendTLS:
+        return self._creator
+
+
+class UpstreamClients:
+    """HTTP clients to backends, one pooled client per distinct TLS configuration (never shared across them)."""
+
+    def __init__(self, reactor: IReactorTime, proxy_client: KeyPair | None,
+                 default_trust: Sequence[x509.Certificate] | None, max_connections_per_backend: int = 64):
+        self._reactor = reactor
+        self._proxy_client = proxy_client
+        self._default_trust = list(default_trust) if default_trust else None
+        self._max = max_connections_per_backend
+        self._clients: dict[tuple[Any, ...], tuple[HTTPClient, HTTPConnectionPool]] = {}
+
+    def client_for(self, backend: Backend) -> HTTPClient:
+        """The client for a backend (created on first use, then reused with its connection pool)."""
+        trust = self._default_trust
+        if backend.ca_bundle:
+            try:
+                trust = x509.load_pem_x509_certificates(backend.ca_bundle)
+            except ValueError:
+                raise BackendUnresolvable("the APIService's caBundle holds no PEM certificate") from None
+        key = (backend.names, backend.host, backend.insecure,
+               hashlib.sha256(b"".join(c.public_bytes(Encoding.DER) for c in trust or [])).hexdigest())
+        entry = self._clients.get(key)
+        if entry is None:
+            pool = HTTPConnectionPool(self._reactor, persistent=True)
+            pool.maxPersistentPerHost = self._max
+            pool.cachedConnectionTimeout = 90
+            pool.retryAutomatically = False
+            tls = BackendTLS(backend, trust, self._proxy_client)
+            agent = Agent(self._reactor, _FixedPolicy(tls), connectTimeout=CONNECT_TIMEOUT, pool=pool)
+            entry = (HTTPClient(agent), pool)
+            self._clients[key] = entry
+        return entry[0]
+
+    async def close(self) -> None:
+        """Close every pooled connection."""
+        for _, pool in list(self._clients.values()):
+            await pool.closeCachedConnections()
+        self._clients.clear()

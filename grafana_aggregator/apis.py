@@ -209,7 +209,7 @@ class _UnavailableOrMissing(AsyncResource):
     async def handle(self, request: IRequest) -> None:
         for apiservice in await self._apis.apiservices():
             spec = apiservice.get("spec", {})
-            if spec.get("group") == self._group and spec.get("version") == self._version:
+            if spec.get("group") == self._group and spec.get("version") == self._version and spec.get("service"):
                 raise StatusError(503, "the server is currently unable to handle the request", "ServiceUnavailable",
                                   {"causes": [{"reason": "UnexpectedServerResponse", "message": "service unavailable"}]})
         raise not_found_path()

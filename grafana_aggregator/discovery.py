@@ -91,8 +91,16 @@ def legacy_group_list(groups: list[dict[str, Any]]) -> dict[str, Any]:
     return {"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}
 
 
+#: kube pins its own group above every APIService (20001, past the 20000 maximum): "It's good to be king."
+APIREGISTRATION_GROUP = "apiregistration.k8s.io"
+APIREGISTRATION_PRIORITY = 20001
+
+
 def _priority(apiservice: dict[str, Any], key: str) -> int:
-    value = apiservice.get("spec", {}).get(key, 0)
+    spec = apiservice.get("spec", {})
+    if key == "groupPriorityMinimum" and spec.get("group") == APIREGISTRATION_GROUP:
+        return APIREGISTRATION_PRIORITY
+    value = spec.get(key, 0)
     return value if isinstance(value, int) else 0
 
 

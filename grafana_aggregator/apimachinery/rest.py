@@ -424,7 +424,7 @@ class _Request:
 
     def selectors(self) -> tuple[Any, Any]:
         labels = parse_label_selector(_single(self.query, "labelSelector"))
-        allowed = ["metadata.name"] + (["metadata.namespace"] if self.info.namespaced else [])
+        allowed = ["metadata.name", "metadata.namespace"]
         fields = parse_field_selector(_single(self.query, "fieldSelector"), allowed)
         return labels, fields
 
@@ -474,7 +474,8 @@ class _Request:
             remaining = len(items) - limit
             items = items[:limit]
             meta["continue"] = encode_continue(list_rv, _key(items[-1]))
-            meta["remainingItemCount"] = remaining
+            if not _single(self.query, "labelSelector") and not _single(self.query, "fieldSelector"):
+                meta["remainingItemCount"] = remaining
         if self.output.form == "table":
             respond(self.request, 200, self.table(items, meta), self.output, self.warnings)
             return
@@ -911,6 +912,7 @@ class WatchStream:
         request.setHeader(b"Cache-Control", b"no-cache, private")
         request.setHeader(b"Transfer-Encoding", b"chunked")
         request.notifyFinish().addBoth(self._finished)  # type: ignore[attr-defined]
+        request.write(b"")
         for obj in initial:
             self._send("ADDED", obj)
         try:
@@ -928,8 +930,19 @@ class WatchStream:
         if self._done:
             return
         self._last_rv = event.resource_version
-        if self._handler.matches(event.object, self._labels, self._fields):
-            self._send(event.type, event.object)
+        matches = self._handler.matches(event.object, self._labels, self._fields)
+        if event.type != "MODIFIED" or event.previous is None:
+            if matches:
+                self._send(event.type, event.object)
+            return
+        matched = self._handler.matches(event.previous, self._labels, self._fields)
+        if matches:
+            self._send("MODIFIED" if matched else "ADDED", event.object)
+        elif matched:
+            # Out of the selector now: the watcher sees it go, as kube's watch cache reports it.
+            gone = copy.deepcopy(event.previous)
+            gone.setdefault("metadata", {})["resourceVersion"] = str(event.resource_version)
+            self._send("DELETED", gone)
 
     def _bookmark(self) -> None:
         if self._done:

@@ -94,6 +94,10 @@ class LocalAPIServiceRegistration(Service):
             await self._store.create(APISERVICES, "", local.name, obj)
             _log.info("registered Local APIService {name}", name=local.name)
             return
+        if (current.get("metadata", {}).get("labels") or {}).get(AUTOMANAGED_LABEL) is None:
+            _log.info("leaving APIService {name} alone: it is not labelled {label}", name=local.name,
+                      label=AUTOMANAGED_LABEL)
+            return
         wanted = dict(current)
         wanted["spec"] = spec
         self._strategy.default(wanted)

@@ -192,10 +192,7 @@ class Strategy:
     def selectable_fields(self, obj: Object) -> dict[str, str]:
         """Fields a fieldSelector may use (kube's ObjectMetaFieldsSet by default)."""
         meta = obj.get("metadata", {})
-        fields = {"metadata.name": meta.get("name", "")}
-        if self.info.namespaced:
-            fields["metadata.namespace"] = meta.get("namespace", "")
-        return fields
+        return {"metadata.name": meta.get("name", ""), "metadata.namespace": meta.get("namespace", "")}
 
 
 def parse_time(text: str | None) -> datetime.datetime | None:

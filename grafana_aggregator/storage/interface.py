@@ -73,6 +73,8 @@ class WatchEvent:
     collection: Collection
     namespace: str
     name: str
+    #: The object before a MODIFIED change (None otherwise); shared by every watcher, never to be changed.
+    previous: Object | None = None
 
 
 class IWatch(Interface):

@@ -176,7 +176,8 @@ class ObjectTable:
             result = copy.deepcopy(change.object)
         self.resource_version = change.resource_version
         self.hub.publish(WatchEvent(change.type, event_object, change.resource_version, change.collection,
-                                    change.namespace, change.name))
+                                    change.namespace, change.name,
+                                    change.previous if change.type == MODIFIED else None))
         return result
 
     def _current(self, collection: Collection, namespace: str, name: str) -> Object:

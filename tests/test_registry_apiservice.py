@@ -225,7 +225,8 @@ class APIServicePrepareTests(SynchronousTestCase):
 
     def test_selectable_fields(self) -> None:
         """Only metadata.name is selectable for this cluster-scoped kind."""
-        self.assertEqual(APIServiceStrategy().selectable_fields(_remote()), {"metadata.name": "v1beta1.metrics.k8s.io"})
+        self.assertEqual(APIServiceStrategy().selectable_fields(_remote()),
+                         {"metadata.name": "v1beta1.metrics.k8s.io", "metadata.namespace": ""})
 
 
 class APIServiceValidateTests(SynchronousTestCase):

@@ -329,7 +329,7 @@ class _Request:
             raise StatusError(400, "the request body is empty; an object is required", "BadRequest")
         return decode_object(data, _header(self.request, b"content-type"))
 
-    def check_object(self, decoded: Decoded, obj: Any, url_name: str | None) -> Object:
+    def check_object(self, decoded: Decoded, obj: Any, url_name: str | None, from_body: bool = True) -> Object:
         """Check kind, apiVersion, namespace and name of a body against the URL and prune unknown fields."""
         if not isinstance(obj, dict):
             raise StatusError(400, "the request body must be a JSON or YAML object", "BadRequest")
@@ -360,17 +360,19 @@ class _Request:
         if url_name is not None and meta.get("name") != url_name:
             raise StatusError(400, f"the name of the object ({meta.get('name')}) does not match the name on the URL "
                                    f"({url_name})", "BadRequest")
-        self.apply_field_validation(decoded, obj)
+        self.apply_field_validation(decoded, obj, from_body)
         return obj
 
-    def apply_field_validation(self, decoded: Decoded, obj: Object) -> None:
+    def apply_field_validation(self, decoded: Decoded, obj: Object, from_body: bool = True) -> None:
         mode = self.field_validation()
         problems = [f'unknown field "{path}"' for path in prune_unknown_fields(obj, self.info.schema)]
         problems += [f'duplicate field "{name}"' for name in decoded.duplicates]
         if not problems or mode == "Ignore":
             return
         if mode == "Strict":
-            raise StatusError(400, "strict decoding error: " + ", ".join(problems), "BadRequest")
+            prefix = (f'{self.info.kind} in version "{self.info.version}" cannot be handled as a {self.info.kind}: '
+                      if from_body else "")
+            raise StatusError(400, prefix + "strict decoding error: " + ", ".join(problems), "BadRequest")
         self.warnings.extend(problems)
 
     def respond(self, code: int, body: Any) -> None:
@@ -586,7 +588,9 @@ class _Request:
     def prepare_update(self, new: Object, old: Object, manager: str, operation: str) -> Object:
         """Keep server-owned metadata, run the strategy (main resource or status), validate, track field owners."""
         meta, old_meta = new.setdefault("metadata", {}), old["metadata"]
-        for key in ("uid", "creationTimestamp", "generation", "deletionTimestamp", "deletionGracePeriodSeconds"):
+        if not meta.get("uid"):
+            meta["uid"] = old_meta.get("uid", "")
+        for key in ("creationTimestamp", "generation", "deletionTimestamp", "deletionGracePeriodSeconds"):
             if key in old_meta:
                 meta[key] = old_meta[key]
             else:
@@ -632,12 +636,13 @@ class _Request:
                                    f"{', '.join(PATCH_TYPES)}", "UnsupportedMediaType")
         body = self.read_body()
         force = _flag(self.query, "force")
-        if force and content_type != APPLY_PATCH:
-            raise StatusError(422, "force: Forbidden: may not be specified for non-apply patch", "Invalid")
+        if "force" in self.query and content_type != APPLY_PATCH:
+            raise options_invalid("PatchOptions", "force", "FieldValueForbidden",
+                                  "Forbidden: may not be specified for non-apply patch")
         manager = _single(self.query, "fieldManager")
         if content_type == APPLY_PATCH and not manager:
-            raise StatusError(422, "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is "
-                                   "required for apply patch", "Invalid")
+            raise options_invalid("PatchOptions", "fieldManager", "FieldValueRequired",
+                                  "Required value: is required for apply patch")
         manager = manager or self.field_manager()
         for attempt in range(PATCH_RETRIES):
             try:
@@ -661,16 +666,13 @@ class _Request:
         now = rfc3339(self.owner.now())
         if content_type == APPLY_PATCH:
             decoded = decode_yaml(body)
-            applied = self.check_object(decoded, decoded.value, self.target.name)
+            applied = self.check_object(decoded, decoded.value, self.target.name, from_body=False)
             reset = self.reset_fields()
             try:
                 new = ssa.server_side_apply(old, applied, manager, force, now, self.info.api_version,
                                             reset_fields=reset, list_map_keys=LIST_MAP_KEYS,
                                             kind=self.info.kind, subresource=self.target.subresource)
-            except StatusError as error:
-                if error.code == 409:
-                    error.details = {**(error.details or {}), "name": self.target.name, "group": self.info.group,
-                                     "kind": self.info.plural}
+            except StatusError:
                 raise
             if old is None:
                 new["metadata"]["name"] = self.target.name
@@ -702,7 +704,7 @@ class _Request:
             patched = patching.apply_json_patch(json.loads(source), body)
         else:
             patched = patching.apply_merge_patch(json.loads(source), body)
-        obj = self.check_object(Decoded(patched), patched, self.target.name)
+        obj = self.check_object(Decoded(patched), patched, self.target.name, from_body=False)
         requested = obj["metadata"].get("resourceVersion")
         if requested and requested != old["metadata"]["resourceVersion"]:
             raise StatusError(409, f'Operation cannot be fulfilled on {self.qualified} "{self.target.name}": the '
@@ -740,9 +742,9 @@ class _Request:
             options = decoded
         policy = _single(self.query, "propagationPolicy") or options.get("propagationPolicy")
         if policy and policy not in ("Orphan", "Background", "Foreground"):
-            raise StatusError(422, f'DeleteOptions.meta.k8s.io "" is invalid: propagationPolicy: Unsupported value: '
-                                   f'"{policy}": supported values: "Foreground", "Background", "Orphan", "nil"',
-                              "Invalid")
+            raise options_invalid("DeleteOptions", "propagationPolicy", "FieldValueNotSupported",
+                                  f'Unsupported value: "{policy}": supported values: "Foreground", "Background", '
+                                  f'"Orphan", "nil"')
         for value in options.get("dryRun") or []:
             if value != "All":
                 raise StatusError(400, f'dryRun: Unsupported value: "{value}": supported values: "All"', "BadRequest")
@@ -759,9 +761,13 @@ class _Request:
         try:
             current = await self.store.get(self.target.collection, self.target.key_namespace, self.target.name)
             if dry_run:
+                actual_rv = current["metadata"].get("resourceVersion")
                 if expected_uid and current["metadata"].get("uid") != expected_uid:
                     raise ConflictError(f"Precondition failed: UID in precondition: {expected_uid}, UID in object "
                                         f"meta: {current['metadata'].get('uid')}")
+                if expected_rv and str(expected_rv) != actual_rv:
+                    raise ConflictError(f"Precondition failed: ResourceVersion in precondition: {expected_rv}, "
+                                        f"ResourceVersion in object meta: {actual_rv}")
                 deleted = current
             else:
                 deleted = await self.store.delete(
@@ -803,6 +809,12 @@ class _Request:
 
 #: Lists that are maps keyed by some of their fields, for server-side apply.
 LIST_MAP_KEYS: dict[str, tuple[str, ...]] = {"status.conditions": ("type",)}
+
+
+def options_invalid(kind: str, field: str, reason: str, message: str) -> StatusError:
+    """422 for a bad request option, as kube reports an invalid PatchOptions or DeleteOptions."""
+    return StatusError(422, f'{kind}.meta.k8s.io "" is invalid: {field}: {message}', "Invalid", {
+        "group": "meta.k8s.io", "kind": kind, "causes": [{"reason": reason, "message": message, "field": field}]})
 
 
 def _unique(errors: list[FieldError]) -> list[FieldError]:

@@ -70,7 +70,7 @@ def unauthorized() -> StatusError:
 
 def method_not_allowed(method: str, path: str) -> StatusError:
     """The error for a method the path does not support."""
-    return StatusError(405, f"the server does not allow this method on the requested resource ({method} {path})", "MethodNotAllowed", {})
+    return StatusError(405, "the server does not allow this method on the requested resource", "MethodNotAllowed", {})
 
 
 def encode_json(obj: Any) -> bytes:

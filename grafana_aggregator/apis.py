@@ -99,11 +99,13 @@ class ApisResource(AsyncResource):
         clock: IReactorTime,
         emulated_minor: int,
         remote: Callable[[str, str], IResource | None] = lambda group, version: None,
+        remote_resources: Callable[[str, str], list[dict[str, Any]] | None] = lambda group, version: None,
     ):
         super().__init__()
         self._store = store
         self._emulated_minor = emulated_minor
         self._remote = remote
+        self._remote_resources = remote_resources
         self._local: dict[tuple[str, str], LocalGroupVersion] = {(g.group, g.version): g for g in local}
         self._handlers: dict[tuple[str, str], GroupVersionResource] = {}
         for gv in local:
@@ -123,7 +125,9 @@ class ApisResource(AsyncResource):
     def resources_for(self, group: str, version: str) -> list[dict[str, Any]] | None:
         """Aggregated-discovery resources of a group-version: known for local ones, unknown (None) for remote."""
         local = self._local.get((group, version))
-        return aggregated_resources(local.infos) if local is not None else None
+        if local is not None:
+            return aggregated_resources(local.infos)
+        return self._remote_resources(group, version)
 
     def handler_for(self, group: str, version: str) -> IResource | None:
         """The resource serving a group-version, if this process serves or proxies it."""

@@ -39,6 +39,7 @@ from .config import KEYS, ConfigError, Settings, load_settings
 from .apis import ApisResource, LocalGroupVersion
 from .controllers.apiservice_index import APIServiceIndex
 from .controllers.local_apiservices import LocalAPIService, LocalAPIServiceRegistration
+from .controllers.remote_discovery import RemoteDiscovery
 from .health import HealthChecks
 from .openapi_resource import OpenAPIResource
 from .proxy import ProxyResource
@@ -261,7 +262,10 @@ def make_service(settings: Settings, runtime: Runtime, reactor: IReactorCore) ->
         return ProxyResource(apiservice, index.externalname_for(apiservice), clients.client_for, clock, request_user,
                              on_unreachable=lambda name: None, extra_stripped=stripped)
 
-    apis = ApisResource(runtime.store, groups, clock, settings.emulated_version[1], remote=remote)
+    remote_discovery = RemoteDiscovery(index, clients.client_for, clock)
+    remote_discovery.setServiceParent(top)
+    apis = ApisResource(runtime.store, groups, clock, settings.emulated_version[1], remote=remote,
+                        remote_resources=remote_discovery.resources_for)
     tree = build_tree(health=health, emulated_version=settings.emulated_version, apis=apis,
                       openapi=OpenAPIResource(groups, settings.emulated_version))
     root = AuthenticatingRoot(tree, build_authenticator(settings, runtime))

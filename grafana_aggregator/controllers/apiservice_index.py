@@ -6,6 +6,7 @@ ExternalName points; it follows every change without a restart.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from twisted.application.service import Service
@@ -29,6 +30,8 @@ class APIServiceIndex(Service):
         self._externalnames: dict[tuple[str, str], dict[str, Any]] = {}
         self._watches: list[IWatch] = []
         self.ready: Deferred[None] | None = None
+        #: Called with every WatchEvent after the index has applied it.
+        self.listeners: list[Callable[[WatchEvent], None]] = []
 
     def startService(self) -> None:
         super().startService()
@@ -72,6 +75,11 @@ class APIServiceIndex(Service):
                 self._externalnames.pop(key, None)
             else:
                 self._externalnames[key] = event.object
+        for listener in list(self.listeners):
+            try:
+                listener(event)
+            except Exception:
+                _log.failure("APIService index listener failed")
 
     def apiservice_for(self, group: str, version: str) -> dict[str, Any] | None:
         """The APIService serving a group-version (named `<version>.<group>`), if any."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime
 import os
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, cast
 
 from attrs import frozen
 from twisted.application import service
@@ -38,6 +38,7 @@ from .auth import (
 from .config import KEYS, ConfigError, Settings, load_settings
 from .apis import ApisResource, LocalGroupVersion
 from .controllers.apiservice_index import APIServiceIndex
+from .controllers.availability import AvailabilityController
 from .controllers.local_apiservices import LocalAPIService, LocalAPIServiceRegistration
 from .controllers.remote_discovery import RemoteDiscovery
 from .health import HealthChecks
@@ -255,12 +256,18 @@ def make_service(settings: Settings, runtime: Runtime, reactor: IReactorCore) ->
                                              *settings.requestheader.uid_headers,
                                              *settings.requestheader.group_headers))
 
+    availability = AvailabilityController(runtime.store, lambda backend: cast(Any, clients.client_for(backend)), clock, now)
+    availability.setServiceParent(top)
+    health.add("poststarthook/apiservice-status-available-controller",
+               lambda: None if availability.synced else "the availability of remote APIServices is not known yet",
+               endpoints=("readyz",))
+
     def remote(group: str, version: str) -> IResource | None:
         apiservice = index.apiservice_for(group, version)
         if apiservice is None or is_local(apiservice) or not settings.kubernetes_aggregator:
             return None
         return ProxyResource(apiservice, index.externalname_for(apiservice), clients.client_for, clock, request_user,
-                             on_unreachable=lambda name: None, extra_stripped=stripped)
+                             on_unreachable=availability.recheck, extra_stripped=stripped)
 
     remote_discovery = RemoteDiscovery(index, clients.client_for, clock)
     remote_discovery.setServiceParent(top)

@@ -72,6 +72,18 @@ class KubectlWalkthroughTests(TestCase):
             self.assertEqual(code, 0, f"kubectl {' '.join(args)} failed: {err.decode()}")
         return out.decode(), err.decode()
 
+    async def apiservice_rows(self, binary: str | None, name: str, available: str) -> dict[str, list[str]]:
+        """`kubectl get apiservice` rows by name, once name shows the wanted AVAILABLE (within 10 s)."""
+        for _ in range(100):
+            out, _ = await self.kubectl("get", "apiservice", binary=binary)
+            lines = out.splitlines()
+            self.assertEqual(lines[0].split(), ["NAME", "SERVICE", "AVAILABLE", "AGE"])
+            rows = {line.split()[0]: line.split()[1:] for line in lines[1:]}
+            if available in " ".join(rows.get(name, [])):
+                return rows
+            await deferLater(reactor, 0.1, lambda: None)
+        self.fail(f"{name} never became {available}: {out}")
+
     async def walkthrough(self, binary: str | None) -> None:
         out, _ = await self.kubectl("apply", "-f", self.manifests, binary=binary)
         self.assertEqual(out.splitlines(), [
@@ -93,11 +105,9 @@ class KubectlWalkthroughTests(TestCase):
             "externalname.service.grafana.app/example-apiserver configured",
         ])
 
-        out, _ = await self.kubectl("get", "apiservice", binary=binary)
-        lines = out.splitlines()
-        self.assertEqual(lines[0].split(), ["NAME", "SERVICE", "AVAILABLE", "AGE"])
-        rows = {line.split()[0]: line.split()[1:] for line in lines[1:]}
-        self.assertEqual(rows["v0alpha1.example.grafana.app"][:2], ["grafana/example-apiserver", "Unknown"])
+        rows = await self.apiservice_rows(binary, "v0alpha1.example.grafana.app", "False (FailedDiscoveryCheck)")
+        self.assertEqual(rows["v0alpha1.example.grafana.app"][:3], ["grafana/example-apiserver", "False",
+                                                                    "(FailedDiscoveryCheck)"])
         self.assertEqual(rows["v1.apiregistration.k8s.io"][:2], ["Local", "True"])
         self.assertEqual(rows["v0alpha1.service.grafana.app"][:2], ["Local", "True"])
 

@@ -1,0 +1,734 @@
+# -*- test-case-name: tests.test_availability -*-
+"""Tests for L{grafana_aggregator.controllers.availability}: probing remote APIServices with StubTreq backends."""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Callable
+from typing import Any
+
+from attrs import frozen
+from treq.testing import StubTreq
+from twisted.internet.defer import Deferred, fail
+from twisted.internet.error import ConnectionRefusedError
+from twisted.internet.task import Clock
+from twisted.internet.testing import EventLoggingObserver
+from twisted.logger import globalLogPublisher
+from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.http_headers import Headers
+from twisted.web.iweb import IRequest
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
+
+from grafana_aggregator.controllers.availability import APISERVICES, EXTERNALNAMES, AvailabilityController
+from grafana_aggregator.registry.apiservice import available_condition, local_available_condition
+from grafana_aggregator.storage import Collection, ExpiredError, IWatch, ListResult, StorageError, WatchEvent
+from grafana_aggregator.storage.memory import MemoryStore
+from grafana_aggregator.upstream import Backend
+
+T0 = datetime.datetime(2026, 1, 1, 12, 0, 0, tzinfo=datetime.timezone.utc)
+NAME = "v0alpha1.example.grafana.app"
+URL = "https://backend.test:7443/apis/example.grafana.app/v0alpha1"
+PATH = b"/apis/example.grafana.app/v0alpha1"
+
+
+def apiservice(name: str = NAME, service: str | None = "example-apiserver", group: str = "example.grafana.app",
+               version: str = "v0alpha1") -> dict[str, Any]:
+    """A remote APIService pointing at ExternalName grafana/<service> on port 7443, or a Local one."""
+    spec: dict[str, Any] = {"group": group, "version": version, "groupPriorityMinimum": 1000,
+                            "versionPriority": 15}
+    if service is not None:
+        spec["service"] = {"namespace": "grafana", "name": service, "port": 7443}
+    return {"apiVersion": "apiregistration.k8s.io/v1", "kind": "APIService", "metadata": {"name": name},
+            "spec": spec}
+
+
+def externalname(name: str = "example-apiserver", host: str = "backend.test") -> dict[str, Any]:
+    """An ExternalName in namespace grafana."""
+    return {"apiVersion": "service.grafana.app/v0alpha1", "kind": "ExternalName",
+            "metadata": {"name": name, "namespace": "grafana"}, "spec": {"host": host}}
+
+
+@frozen
+class Seen:
+    """One request a fake backend received."""
+
+    at: float
+    method: bytes
+    path: bytes
+    headers: Headers
+
+
+class FakeBackend(Resource):
+    """A backend that records every request and answers with a configurable code, or never."""
+
+    isLeaf = True
+
+    def __init__(self, clock: Clock) -> None:
+        super().__init__()
+        self.clock = clock
+        self.code = 200
+        self.headers: dict[str, str] = {}
+        self.body = b'{"kind":"APIResourceList"}'
+        self.hang = False
+        self.held: list[IRequest] = []
+        self.requests: list[Seen] = []
+        self.on_request: Callable[[], None] | None = None
+
+    def render(self, request: IRequest) -> bytes | int:
+        assert request.path is not None
+        self.requests.append(Seen(self.clock.seconds(), request.method, request.path, request.requestHeaders))
+        if self.on_request is not None:
+            self.on_request()
+        if self.hang:
+            self.held.append(request)
+            return NOT_DONE_YET
+        request.setResponseCode(self.code)
+        for name, value in self.headers.items():
+            request.setHeader(name, value)
+        return self.body
+
+    def probe_times(self) -> list[float]:
+        """When probes started (each probe sends up to five requests at one moment)."""
+        return sorted({seen.at for seen in self.requests})
+
+
+class RacingStore(MemoryStore):
+    """A store where, while `racing`, another writer changes the object just before the next update."""
+
+    racing = False
+
+    async def update(self, collection: Collection, namespace: str, name: str, obj: dict[str, Any],
+                     expected_resource_version: int | None = None) -> dict[str, Any]:
+        if self.racing:
+            self.racing = False
+            current = await self.get(collection, namespace, name)
+            current["metadata"]["labels"] = {"touched": "yes"}
+            await super().update(collection, namespace, name, current)
+        return await super().update(collection, namespace, name, obj, expected_resource_version)
+
+
+class ExpiringStore(MemoryStore):
+    """A store whose first watch finds its resourceVersion expired."""
+
+    expired = 0
+
+    def watch(self, collection: Collection, namespace: str | None, resource_version: int,
+              on_event: Callable[[WatchEvent], None]) -> IWatch:
+        if not self.expired:
+            self.expired += 1
+            raise ExpiredError("too old resource version")
+        return super().watch(collection, namespace, resource_version, on_event)
+
+
+class FailingListStore(MemoryStore):
+    """A store whose first list fails."""
+
+    failed = 0
+
+    async def list(self, collection: Collection, namespace: str | None) -> ListResult:
+        if not self.failed:
+            self.failed += 1
+            raise StorageError("store unavailable")
+        return await super().list(collection, namespace)
+
+
+class ControllerTestCase(SynchronousTestCase):
+    """A MemoryStore, a Clock, and one fake backend per ExternalName host."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.now = T0
+        self.store = MemoryStore()
+        self.backend = FakeBackend(self.clock)
+        self.backends: dict[str, FakeBackend] = {"backend.test": self.backend}
+        self.stubs: dict[str, StubTreq] = {}
+        self.resolved: list[Backend] = []
+
+    def client_for(self, backend: Backend) -> Any:
+        self.resolved.append(backend)
+        fake = self.backends.setdefault(backend.host, FakeBackend(self.clock))
+        return self.stubs.setdefault(backend.host, StubTreq(fake))
+
+    def wait(self, coroutine: Any) -> Any:
+        return self.successResultOf(Deferred.fromCoroutine(coroutine))
+
+    def create(self, obj: dict[str, Any]) -> dict[str, Any]:
+        if obj["kind"] == "APIService":
+            return self.wait(self.store.create(APISERVICES, "", obj["metadata"]["name"], obj))  # type: ignore[no-any-return]
+        return self.wait(self.store.create(EXTERNALNAMES, "grafana", obj["metadata"]["name"], obj))  # type: ignore[no-any-return]
+
+    def get(self, name: str = NAME) -> dict[str, Any]:
+        return self.wait(self.store.get(APISERVICES, "", name))  # type: ignore[no-any-return]
+
+    def condition(self, name: str = NAME) -> dict[str, Any] | None:
+        return available_condition(self.get(name))
+
+    def rv(self, name: str = NAME) -> str:
+        return str(self.get(name)["metadata"]["resourceVersion"])
+
+    def controller(self, clients: Callable[[Backend], Any] | None = None, **kwargs: Any) -> AvailabilityController:
+        controller = AvailabilityController(self.store, clients or self.client_for, self.clock, lambda: self.now,
+                                            **kwargs)
+        controller.startService()
+        self.addCleanup(self.stop, controller)
+        return controller
+
+    def stop(self, controller: AvailabilityController) -> None:
+        if controller.running:
+            self.successResultOf(controller.stopService())
+
+    def standard(self) -> None:
+        """The APIService and its ExternalName."""
+        self.create(apiservice())
+        self.create(externalname())
+
+
+class ProbeResultTests(ControllerTestCase):
+    """The condition each kind of backend answer gives."""
+
+    def test_service_not_found(self) -> None:
+        """A missing ExternalName makes the APIService ServiceNotFound with kube's message, without a request."""
+        self.create(apiservice())
+        controller = self.controller()
+        self.assertEqual(self.condition(), {
+            "type": "Available", "status": "False", "lastTransitionTime": "2026-01-01T12:00:00Z",
+            "reason": "ServiceNotFound", "message": 'service/example-apiserver in "grafana" is not present'})
+        self.assertEqual(self.resolved, [])
+        self.assertTrue(controller.synced)
+
+    def test_passed(self) -> None:
+        """A backend answering 200 makes the APIService Available with reason Passed."""
+        self.standard()
+        controller = self.controller()
+        self.assertEqual(self.condition(), {
+            "type": "Available", "status": "True", "lastTransitionTime": "2026-01-01T12:00:00Z",
+            "reason": "Passed", "message": "all checks passed"})
+        self.assertEqual([(s.method, s.path) for s in self.backend.requests], [(b"GET", PATH)])
+        self.assertEqual(self.resolved[0].url, "https://backend.test:7443")
+        self.assertTrue(controller.synced)
+        self.assertEqual(controller.in_flight, {})
+
+    def test_bad_status(self) -> None:
+        """A 503 from all five attempts is FailedDiscoveryCheck with kube's bad-status message."""
+        self.standard()
+        self.backend.code = 503
+        controller = self.controller()
+        self.assertEqual(self.condition(), {
+            "type": "Available", "status": "False", "lastTransitionTime": "2026-01-01T12:00:00Z",
+            "reason": "FailedDiscoveryCheck",
+            "message": f"failing or missing response from {URL}: bad status from {URL}: 503"})
+        self.assertEqual(len(self.backend.requests), 5)
+        self.assertEqual(controller.failures, {NAME: 1})
+
+    def test_redirect_not_followed(self) -> None:
+        """A 302 is a failure and its Location is never requested."""
+        self.standard()
+        self.backend.code = 302
+        self.backend.headers = {"Location": "https://backend.test:7443/elsewhere"}
+        self.controller()
+        condition = self.condition()
+        assert condition is not None
+        self.assertEqual((condition["status"], condition["reason"], condition["message"]),
+                         ("False", "FailedDiscoveryCheck",
+                          f"failing or missing response from {URL}: bad status from {URL}: 302"))
+        self.assertEqual({s.path for s in self.backend.requests}, {PATH})
+
+    def test_timeout(self) -> None:
+        """A backend that never answers fails every attempt after probe_timeout with Go's client timeout text."""
+        self.standard()
+        self.backend.hang = True
+        controller = self.controller(probe_timeout=5.0)
+        self.assertIsNone(self.condition())
+        self.assertEqual(list(controller.in_flight), [NAME])
+        self.assertFalse(controller.synced)
+        self.clock.pump([1.0] * 4)
+        self.assertIsNone(self.condition())
+        self.clock.pump([1.0])
+        condition = self.condition()
+        assert condition is not None
+        self.assertEqual((condition["status"], condition["reason"], condition["message"]), (
+            "False", "FailedDiscoveryCheck",
+            f'failing or missing response from {URL}: Get "{URL}": context deadline exceeded '
+            "(Client.Timeout exceeded while awaiting headers)"))
+        self.assertEqual(len(self.backend.requests), 5)
+        self.assertEqual(controller.in_flight, {})
+        self.assertTrue(controller.synced)
+
+    def test_connection_error(self) -> None:
+        """A connection error is FailedDiscoveryCheck with the error text after `Get "<url>":`."""
+        self.standard()
+
+        class Refusing:
+            def get(self, url: str, **kwargs: Any) -> Deferred[Any]:
+                return fail(ConnectionRefusedError("111: Connection refused"))
+
+        self.controller(clients=lambda backend: Refusing())
+        condition = self.condition()
+        assert condition is not None
+        self.assertEqual((condition["status"], condition["reason"], condition["message"]), (
+            "False", "FailedDiscoveryCheck",
+            f'failing or missing response from {URL}: Get "{URL}": '
+            "Connection was refused by other side: 111: Connection refused."))
+
+    def test_one_success_is_enough(self) -> None:
+        """When some attempts fail and one succeeds, the APIService is Passed."""
+        self.standard()
+        answers = iter([503, 500, 200, 503, 503])
+
+        def next_code() -> None:
+            self.backend.code = next(answers)
+
+        self.backend.on_request = next_code
+        self.controller()
+        condition = self.condition()
+        assert condition is not None
+        self.assertEqual(condition["reason"], "Passed")
+        self.assertEqual(len(self.backend.requests), 3)
+
+    def test_last_error_wins(self) -> None:
+        """When every attempt fails, the message is the error of the attempt that finished last."""
+        self.standard()
+        answers = iter([500, 501, 502, 503, 504])
+
+        def next_code() -> None:
+            self.backend.code = next(answers)
+
+        self.backend.on_request = next_code
+        self.controller()
+        condition = self.condition()
+        assert condition is not None
+        self.assertEqual(condition["message"], f"failing or missing response from {URL}: bad status from {URL}: 504")
+
+    def test_large_body_still_passes(self) -> None:
+        """A 200 with a body larger than the read limit still counts as success."""
+        self.standard()
+        self.backend.body = b"x" * (1024 * 1024)
+        self.controller()
+        condition = self.condition()
+        assert condition is not None
+        self.assertEqual(condition["reason"], "Passed")
+
+    def test_missing_host(self) -> None:
+        """An ExternalName without a host is FailedDiscoveryCheck with the resolver's error, unwrapped."""
+        self.create(apiservice())
+        self.create(externalname(host=""))
+        self.controller()
+        condition = self.condition()
+        assert condition is not None
+        self.assertEqual((condition["status"], condition["reason"], condition["message"]),
+                         ("False", "FailedDiscoveryCheck", 'service/example-apiserver in "grafana" has no host'))
+
+    def test_identity_headers(self) -> None:
+        """The probe is a GET as system:kube-aggregator in system:masters, with no uid and no extras."""
+        self.standard()
+        self.controller()
+        seen = self.backend.requests[0]
+        self.assertEqual((seen.method, seen.path), (b"GET", PATH))
+        self.assertEqual(seen.headers.getRawHeaders("x-remote-user"), ["system:kube-aggregator"])
+        self.assertEqual(seen.headers.getRawHeaders("x-remote-group"), ["system:masters"])
+        remote = sorted(name.decode().lower() for name, _ in seen.headers.getAllRawHeaders()
+                        if name.lower().startswith(b"x-remote-"))
+        self.assertEqual(remote, ["x-remote-group", "x-remote-user"])
+        self.assertIn("close", seen.headers.getRawHeaders("connection", []))
+
+    def test_legacy_core_path(self) -> None:
+        """The APIService `v1.` is probed at /api/<version>."""
+        self.create(apiservice(name="v1.", group="", version="v1"))
+        self.create(externalname())
+        self.controller()
+        self.assertEqual(self.backend.requests[0].path, b"/api/v1")
+
+
+class WriteTests(ControllerTestCase):
+    """How the condition is written back to storage."""
+
+    def test_no_write_when_nothing_changed(self) -> None:
+        """Resync ticks probe again but leave the resourceVersion alone while the answer stays the same."""
+        self.standard()
+        self.controller(resync=30.0)
+        before = self.rv()
+        self.clock.pump([30.0] * 4)
+        self.assertEqual(self.rv(), before)
+        self.assertEqual(self.backend.probe_times(), [0.0, 30.0, 60.0, 90.0, 120.0])
+
+    def test_no_write_when_still_failing_the_same_way(self) -> None:
+        """Backoff retries of a backend failing with the same error write nothing."""
+        self.standard()
+        self.backend.code = 503
+        self.controller()
+        before = self.rv()
+        self.clock.pump([0.5] * 20)
+        self.assertEqual(self.rv(), before)
+        self.assertGreater(len(self.backend.probe_times()), 3)
+
+    def test_last_transition_time_only_on_status_change(self) -> None:
+        """A new message keeps lastTransitionTime; a new status moves it."""
+        self.standard()
+        self.backend.code = 503
+        self.controller()
+        self.now = T0 + datetime.timedelta(minutes=1)
+        self.backend.code = 500
+        self.clock.pump([0.5])
+        condition = self.condition()
+        assert condition is not None
+        self.assertEqual((condition["message"], condition["lastTransitionTime"]),
+                         (f"failing or missing response from {URL}: bad status from {URL}: 500",
+                          "2026-01-01T12:00:00Z"))
+        self.now = T0 + datetime.timedelta(minutes=2)
+        self.backend.code = 200
+        self.clock.pump([0.5] * 2)
+        condition = self.condition()
+        assert condition is not None
+        self.assertEqual((condition["status"], condition["lastTransitionTime"]), ("True", "2026-01-01T12:02:00Z"))
+
+    def test_local_untouched(self) -> None:
+        """A Local APIService keeps its Local condition and its resourceVersion; nothing is probed."""
+        local = apiservice(name="v1.local.test", service=None, group="local.test", version="v1")
+        local["status"] = {"conditions": [local_available_condition(T0)]}
+        self.create(local)
+        controller = self.controller()
+        before = self.get("v1.local.test")
+        self.clock.pump([30.0] * 3)
+        self.assertEqual(self.get("v1.local.test"), before)
+        self.assertEqual(self.resolved, [])
+        self.assertTrue(controller.synced)
+
+    def test_deleted_not_recreated(self) -> None:
+        """An APIService deleted while its backend answers is not written back."""
+        self.standard()
+
+        def delete() -> None:
+            self.wait(self.store.delete(APISERVICES, "", NAME))
+
+        self.backend.on_request = delete
+        controller = self.controller()
+        self.assertEqual(self.wait(self.store.list(APISERVICES, "")).items, [])
+        self.assertEqual(controller.in_flight, {})
+
+    def test_deleted_while_in_flight_cancels(self) -> None:
+        """Deleting an APIService cancels its probe in flight and writes nothing."""
+        self.standard()
+        self.backend.hang = True
+        controller = self.controller()
+        self.wait(self.store.delete(APISERVICES, "", NAME))
+        self.assertEqual(controller.in_flight, {})
+        self.assertEqual(self.clock.getDelayedCalls()[0].getTime(), 30.0)
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+
+    def test_conflict_retried_with_fresh_read(self) -> None:
+        """A write that conflicts is retried on a fresh read and keeps the other writer's change."""
+        store = self.store = RacingStore()
+        self.standard()
+        store.racing = True
+        self.controller()
+        self.assertFalse(store.racing)
+        stored = self.get()
+        self.assertEqual(stored["metadata"]["labels"], {"touched": "yes"})
+        condition = available_condition(stored)
+        assert condition is not None
+        self.assertEqual(condition["reason"], "Passed")
+
+    def test_spec_changed_during_probe(self) -> None:
+        """A result for an old spec is not written; the new spec is probed instead."""
+        self.standard()
+        self.create(externalname(name="other", host="other.test"))
+        self.backend.code = 503
+        other = self.backends["other.test"] = FakeBackend(self.clock)
+
+        def repoint() -> None:
+            self.backend.on_request = None
+            current = self.get()
+            current["spec"]["service"]["name"] = "other"
+            self.wait(self.store.update(APISERVICES, "", NAME, current))
+
+        self.backend.on_request = repoint
+        self.controller()
+        condition = self.condition()
+        assert condition is not None
+        self.assertEqual(condition["reason"], "Passed")
+        self.assertEqual(len(other.requests), 1)
+
+    def test_overwritten_status_restored(self) -> None:
+        """A status written by someone else is checked again and corrected."""
+        self.standard()
+        self.backend.code = 503
+        self.controller()
+        current = self.get()
+        current["status"]["conditions"][0].update(status="True", reason="Passed", message="all checks passed")
+        self.wait(self.store.update(APISERVICES, "", NAME, current))
+        condition = self.condition()
+        assert condition is not None
+        self.assertEqual((condition["status"], condition["reason"]), ("False", "FailedDiscoveryCheck"))
+
+    def test_change_logged(self) -> None:
+        """Each condition change logs one line with name, old and new status, reason and message."""
+        log = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        self.standard()
+        self.backend.code = 503
+        self.controller()
+        self.backend.code = 200
+        self.clock.pump([0.5] * 3)
+        changes = [(e["name"], e["old"], e["new"], e["reason"], e["detail"]) for e in log
+                   if "availability changed" in e.get("log_format", "")]
+        self.assertEqual(changes, [
+            (NAME, None, "False", "FailedDiscoveryCheck",
+             f"failing or missing response from {URL}: bad status from {URL}: 503"),
+            (NAME, "False", "True", "Passed", "all checks passed"),
+        ])
+
+
+class SchedulingTests(ControllerTestCase):
+    """When probes happen: backoff, events, recheck, coalescing and concurrency."""
+
+    def test_backoff_doubles_up_to_max(self) -> None:
+        """An unavailable backend is retried after 0.5, 1, 2, then every max_backoff seconds."""
+        self.standard()
+        self.backend.code = 503
+        self.controller(max_backoff=4.0)
+        self.clock.pump([0.5] * 32)
+        self.assertEqual(self.backend.probe_times(), [0.0, 0.5, 1.5, 3.5, 7.5, 11.5, 15.5])
+
+    def test_recovered_backend_available_within_max_backoff(self) -> None:
+        """A backend that comes up is Available within max_backoff plus the probe time."""
+        self.standard()
+        self.backend.code = 503
+        self.controller(max_backoff=4.0)
+        self.clock.pump([0.5] * 40)
+        self.backend.code = 200
+        steps = 0
+        while True:
+            condition = self.condition()
+            assert condition is not None
+            if condition["status"] == "True":
+                break
+            self.clock.pump([0.5])
+            steps += 1
+        self.assertLessEqual(steps * 0.5, 4.0)
+
+    def test_success_resets_backoff(self) -> None:
+        """After a success, the next failure is retried after 0.5 s again."""
+        self.standard()
+        self.backend.code = 503
+        self.controller(max_backoff=4.0)
+        self.clock.pump([0.5] * 16)
+        self.backend.code = 200
+        self.clock.pump([0.5] * 8)
+        self.backend.code = 503
+        self.backend.requests.clear()
+        self.clock.pump([0.5] * 44)
+        self.assertEqual(self.backend.probe_times(), [30.0, 30.5, 31.5, 33.5])
+
+    def test_externalname_change_reprobes(self) -> None:
+        """Changing the ExternalName's host probes the new host at once."""
+        self.standard()
+        self.controller()
+        moved = externalname(host="moved.test")
+        self.wait(self.store.update(EXTERNALNAMES, "grafana", "example-apiserver", moved))
+        self.assertEqual([b.host for b in self.resolved], ["backend.test", "moved.test"])
+        self.assertEqual(len(self.backends["moved.test"].requests), 1)
+
+    def test_externalname_created_after_service_not_found(self) -> None:
+        """Creating the missing ExternalName makes the APIService Available at once."""
+        self.create(apiservice())
+        self.controller()
+        self.create(externalname())
+        condition = self.condition()
+        assert condition is not None
+        self.assertEqual(condition["reason"], "Passed")
+
+    def test_externalname_deleted(self) -> None:
+        """Deleting the ExternalName makes the APIService ServiceNotFound at once."""
+        self.standard()
+        self.controller()
+        self.wait(self.store.delete(EXTERNALNAMES, "grafana", "example-apiserver"))
+        condition = self.condition()
+        assert condition is not None
+        self.assertEqual((condition["status"], condition["reason"]), ("False", "ServiceNotFound"))
+
+    def test_unrelated_change_does_not_probe(self) -> None:
+        """A label change on the APIService or its ExternalName does not probe again."""
+        self.standard()
+        self.controller()
+        current = self.get()
+        current["metadata"]["labels"] = {"a": "b"}
+        self.wait(self.store.update(APISERVICES, "", NAME, current))
+        name = externalname()
+        name["metadata"]["labels"] = {"a": "b"}
+        self.wait(self.store.update(EXTERNALNAMES, "grafana", "example-apiserver", name))
+        self.assertEqual(len(self.backend.requests), 1)
+
+    def test_spec_change_reprobes(self) -> None:
+        """Changing the APIService's spec probes it at once."""
+        self.standard()
+        self.controller()
+        current = self.get()
+        current["spec"]["service"]["port"] = 8443
+        self.wait(self.store.update(APISERVICES, "", NAME, current))
+        self.assertEqual([b.url for b in self.resolved], ["https://backend.test:7443", "https://backend.test:8443"])
+
+    def test_new_apiservice_probed(self) -> None:
+        """An APIService created after start is probed at once."""
+        self.create(externalname())
+        self.controller()
+        self.create(apiservice())
+        condition = self.condition()
+        assert condition is not None
+        self.assertEqual(condition["reason"], "Passed")
+
+    def test_recheck(self) -> None:
+        """recheck() probes again at once and notices a backend that went away."""
+        self.standard()
+        controller = self.controller()
+        self.clock.pump([1.0])
+        self.backend.code = 503
+        controller.recheck(NAME)
+        self.assertEqual(self.backend.probe_times(), [0.0, 1.0])
+        condition = self.condition()
+        assert condition is not None
+        self.assertEqual(condition["reason"], "FailedDiscoveryCheck")
+
+    def test_recheck_rate_limited(self) -> None:
+        """A recheck right after a probe waits until 0.5 s after that probe."""
+        self.standard()
+        controller = self.controller()
+        self.clock.pump([0.25])
+        controller.recheck(NAME)
+        controller.recheck(NAME)
+        self.assertEqual(self.backend.probe_times(), [0.0])
+        self.clock.pump([0.25])
+        self.assertEqual(self.backend.probe_times(), [0.0, 0.5])
+
+    def test_triggers_coalesce(self) -> None:
+        """Triggers during a probe in flight lead to exactly one more probe after it."""
+        self.standard()
+        self.backend.hang = True
+        controller = self.controller()
+        first = controller.in_flight[NAME]
+        for _ in range(3):
+            controller.recheck(NAME)
+        self.wait(self.store.update(EXTERNALNAMES, "grafana", "example-apiserver", externalname(host="backend.test")))
+        self.assertEqual(len(self.backend.requests), 5)
+        self.clock.pump([1.0] * 5)
+        self.assertEqual(len(self.backend.requests), 10)
+        self.assertNoResult(first)
+        self.clock.pump([1.0] * 5)
+        self.assertIsNone(self.successResultOf(first))
+        self.assertEqual(self.backend.probe_times(), [0.0, 5.0])
+        self.assertEqual(controller.in_flight, {})
+
+    def test_slow_backend_does_not_delay_others(self) -> None:
+        """A backend that hangs does not keep another APIService from becoming Available."""
+        self.standard()
+        self.create(apiservice(name="v1.fast.test", service="fast", group="fast.test", version="v1"))
+        self.create(externalname(name="fast", host="fast.test"))
+        self.backend.hang = True
+        controller = self.controller()
+        condition = self.condition("v1.fast.test")
+        assert condition is not None
+        self.assertEqual(condition["reason"], "Passed")
+        self.assertEqual(list(controller.in_flight), [NAME])
+
+    def test_exception_logged_and_loop_continues(self) -> None:
+        """A client factory that raises is logged, and later probes still run and succeed."""
+        self.standard()
+        calls: list[int] = []
+
+        def flaky(backend: Backend) -> Any:
+            calls.append(1)
+            if len(calls) <= 2:
+                raise RuntimeError("factory broke")
+            return self.client_for(backend)
+
+        controller = self.controller(clients=flaky)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.assertIsNone(self.condition())
+        self.assertEqual(controller.failures, {NAME: 1})
+        self.clock.pump([0.5])
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.clock.pump([0.5] * 2)
+        condition = self.condition()
+        assert condition is not None
+        self.assertEqual(condition["reason"], "Passed")
+        self.clock.pump([30.0] * 2)
+        self.assertEqual(len(calls), 5)
+
+    def test_resync_survives_errors(self) -> None:
+        """A factory that always raises is logged on every resync tick and the resync keeps ticking."""
+        self.create(apiservice())
+        self.create(externalname())
+
+        def broken(backend: Backend) -> StubTreq:
+            raise RuntimeError("factory broke")
+
+        self.controller(clients=broken, resync=30.0, max_backoff=60.0)
+        self.clock.pump([0.5, 1.0, 2.0, 4.0, 8.0, 14.0])
+        before = len(self.flushLoggedErrors(RuntimeError))
+        self.assertEqual(before, 6)
+        self.clock.pump([30.0] * 3)
+        self.assertGreaterEqual(len(self.flushLoggedErrors(RuntimeError)), 3)
+
+
+class LifecycleTests(ControllerTestCase):
+    """Start, readiness and stop."""
+
+    def test_synced_after_first_pass(self) -> None:
+        """synced turns true once every stored APIService has been checked once."""
+        self.standard()
+        self.create(apiservice(name="v1.fast.test", service="fast", group="fast.test", version="v1"))
+        self.create(externalname(name="fast", host="fast.test"))
+        self.backend.hang = True
+        controller = self.controller()
+        self.assertFalse(controller.synced)
+        self.clock.pump([1.0] * 5)
+        self.assertTrue(controller.synced)
+
+    def test_synced_with_nothing_stored(self) -> None:
+        """With no APIServices, the controller is synced right after start."""
+        self.assertTrue(self.controller().synced)
+
+    def test_expired_watch_relists(self) -> None:
+        """A watch that finds its resourceVersion expired is registered again after a fresh list."""
+        store = self.store = ExpiringStore()
+        self.standard()
+        self.controller()
+        self.assertEqual(store.expired, 1)
+        self.create(apiservice(name="v1.late.test", service="example-apiserver", group="late.test", version="v1"))
+        condition = self.condition("v1.late.test")
+        assert condition is not None
+        self.assertEqual(condition["reason"], "Passed")
+
+    def test_list_failure_retried(self) -> None:
+        """A store that fails to list is logged and tried again after max_backoff."""
+        store = self.store = FailingListStore()
+        self.standard()
+        controller = self.controller(max_backoff=4.0)
+        self.assertEqual(store.failed, 1)
+        self.assertEqual(len(self.flushLoggedErrors(StorageError)), 1)
+        self.assertFalse(controller.synced)
+        self.clock.pump([1.0] * 4)
+        self.assertTrue(controller.synced)
+        condition = self.condition()
+        assert condition is not None
+        self.assertEqual(condition["reason"], "Passed")
+
+    def test_stop_cancels_everything(self) -> None:
+        """stopService cancels probes, timers, the resync loop and the watches, and fires when done."""
+        self.standard()
+        self.create(apiservice(name="v1.down.test", service="down", group="down.test", version="v1"))
+        self.create(externalname(name="down", host="down.test"))
+        self.backends["down.test"] = FakeBackend(self.clock)
+        self.backends["down.test"].code = 503
+        self.backend.hang = True
+        controller = self.controller()
+        self.assertEqual(list(controller.in_flight), [NAME])
+        self.assertGreater(len(self.clock.getDelayedCalls()), 0)
+        stopped = controller.stopService()
+        self.assertIsNone(self.successResultOf(stopped))
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.assertEqual(controller.in_flight, {})
+        before = self.rv(NAME), self.rv("v1.down.test")
+        self.wait(self.store.update(EXTERNALNAMES, "grafana", "example-apiserver", externalname(host="new.test")))
+        self.assertEqual([b.host for b in self.resolved], ["backend.test", "down.test"])
+        self.assertEqual((self.rv(NAME), self.rv("v1.down.test")), before)
+        self.assertEqual(self.condition(NAME), None)

@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 SOURCES := $(shell find grafana_aggregator twisted -name '*.py') setup.cfg pyproject.toml
 
-.PHONY: run test typecheck pki clean
+.PHONY: run run-example test typecheck pki clean
 
 # Dependencies once, then the project itself as a real (non-editable) install, so that twistd finds
 # the plugin exactly as it would from a wheel; reinstalled whenever a source file changes.
@@ -25,6 +25,17 @@ pki:
 
 run: $(BIN)/.installed pki
 	$(BIN)/twistd --nodaemon --pidfile= grafana-aggregator --config conf/dev.ini
+
+# The seed's step 5: the example.grafana.app backend on :7443, trusting the aggregator's proxy certificate.
+run-example: $(BIN)/.installed pki
+	$(BIN)/twistd --nodaemon --pidfile= grafana-example-apiserver \
+	  --runtime-config=example.grafana.app/v0alpha1=true --secure-port 7443 \
+	  --tls-cert-file $(CURDIR)/data/grafana-aggregator/server.crt \
+	  --tls-private-key-file $(CURDIR)/data/grafana-aggregator/server.key \
+	  --requestheader-client-ca-file=$(CURDIR)/data/grafana-aggregator/ca.crt \
+	  --requestheader-extra-headers-prefix=X-Remote-Extra- \
+	  --requestheader-group-headers=X-Remote-Group \
+	  --requestheader-username-headers=X-Remote-User -v 10
 
 test: $(BIN)/.installed
 	$(BIN)/mypy

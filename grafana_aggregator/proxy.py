@@ -10,9 +10,10 @@ client that goes away cancels the upstream request.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import parse_qs, quote
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
@@ -33,6 +34,8 @@ from .upstream import Backend, BackendUnresolvable, resolve_backend
 
 _log = Logger()
 
+#: A proxied request that is not a watch must complete within this many seconds (kube's --request-timeout).
+REQUEST_TIMEOUT = 60.0
 #: Request bodies up to this size are sent from memory; larger ones are streamed from Twisted's spool file.
 SMALL_BODY = 1024 * 1024
 #: Discovery requests to a backend (`/apis/<group>/<version>`) must answer within this many seconds.
@@ -85,6 +88,24 @@ def forward_headers(incoming: Headers, user: UserInfo, client_ip: str, backend_h
     outgoing.setRawHeaders("X-Forwarded-Host", [backend_host])
     outgoing.setRawHeaders("X-Forwarded-Uri", [path])
     return outgoing
+
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def request_timeout(request: IRequest, default: float) -> float | None:
+    """How long a proxied request may take: None for watches, else `?timeout=` (a Go duration) capped at default."""
+    query = parse_qs(request.uri.partition(b"?")[2].decode("latin-1"), keep_blank_values=True)
+    path = request.uri.split(b"?", 1)[0].decode("latin-1")
+    watch = query.get("watch", [None])[0]
+    if (watch is not None and watch.lower() not in ("0", "false")) or "/watch/" in path:
+        return None
+    for text in query.get("timeout", []):
+        match = _DURATION.match(text.strip())
+        if match:
+            return min(default, float(match.group(1)) * _UNITS[match.group(2)])
+    return default
 
 
 def is_discovery_path(path: str) -> bool:
@@ -151,6 +172,7 @@ class ProxyResource(Resource):
         user_of: Callable[[IRequest], UserInfo | None],
         on_unreachable: Callable[[str], None] = lambda name: None,
         extra_stripped: frozenset[str] = frozenset(),
+        request_timeout: float = REQUEST_TIMEOUT,
     ):
         super().__init__()
         self._apiservice = apiservice
@@ -160,6 +182,7 @@ class ProxyResource(Resource):
         self._user_of = user_of
         self._on_unreachable = on_unreachable
         self._extra_stripped = extra_stripped
+        self._request_timeout = request_timeout
 
     @property
     def name(self) -> str:
@@ -215,27 +238,44 @@ class ProxyResource(Resource):
         method = request.method.decode("ascii")
         upstream = client.request(method, backend.url + uri, headers=headers, data=data, allow_redirects=False,
                                   unbuffered=True)
-        timer = None
-        if is_discovery_path(path):
-            timer = self._clock.callLater(DISCOVERY_TIMEOUT, upstream.cancel)
         request.notifyFinish().addErrback(lambda _: upstream.cancel())  # type: ignore[attr-defined]
+        discovery = is_discovery_path(path)
+        limit = DISCOVERY_TIMEOUT if discovery else request_timeout(request, self._request_timeout)
+        expired: list[bool] = []
+        relay: _BodyRelay | None = None
+
+        def time_out() -> None:
+            expired.append(True)
+            if relay is None:
+                upstream.cancel()
+            else:
+                relay.abort()
+
+        timer = self._clock.callLater(limit, time_out) if limit is not None else None
         try:
             response: IResponse = await upstream
         except Exception as error:
+            if timer is not None and timer.active():
+                timer.cancel()
             if gone:
                 return
-            reason = _describe(error, timed_out=timer is not None and not timer.active())
+            if expired and not discovery:
+                _status(request, StatusError(504, "request did not complete within the allotted timeout", "Timeout",
+                                             {}))
+                return
+            reason = _describe(error, timed_out=bool(expired))
             _log.info("backend of {apiservice} unreachable: {reason}", apiservice=self.name, reason=reason)
             self._on_unreachable(self.name)
             _status(request, service_unavailable(f"error trying to reach service: {reason}"))
             return
-        finally:
+        if gone:
             if timer is not None and timer.active():
                 timer.cancel()
-        if gone:
             response.deliverBody(_Discard())
             return
         if 300 <= response.code < 400 and response.headers.getRawHeaders("location"):
+            if timer is not None and timer.active():
+                timer.cancel()
             response.deliverBody(_Discard())
             _status(request, StatusError(502, "the backend attempted to redirect this request, which is not permitted",
                                          "BadGateway"))
@@ -248,16 +288,20 @@ class ProxyResource(Resource):
             request.responseHeaders.setRawHeaders(raw_name, list(values))
         done: defer.Deferred[None] = defer.Deferred()
         relay = _BodyRelay(request, done)
-        request.notifyFinish().addErrback(lambda _: relay.abort())  # type: ignore[attr-defined]
+        body_relay = relay
+        request.notifyFinish().addErrback(lambda _: body_relay.abort())  # type: ignore[attr-defined]
         response.deliverBody(relay)
         try:
             await done
         except Exception as error:
             if not gone:
                 _log.info("backend of {apiservice} broke off its response: {error}", apiservice=self.name,
-                          error=str(error))
+                          error="timed out" if expired else str(error))
                 request.loseConnection()  # type: ignore[attr-defined]
             return
+        finally:
+            if timer is not None and timer.active():
+                timer.cancel()
         if not gone and not request.finished:  # type: ignore[attr-defined]
             request.finish()
 

@@ -195,6 +195,38 @@ class ProxyTests(SynchronousTestCase):
         body = json.loads(self.successResultOf(client.content(response)))
         self.assertEqual((response.code, body["message"]), (503, "error trying to reach service: context deadline exceeded"))
 
+    def test_hanging_backend_times_out(self) -> None:
+        """A request to a backend that never answers is a 504 Timeout Status after 60 s, or after ?timeout=."""
+        self.backend.hang = True
+        client = self.front()
+        pending = client.get("https://agg.test/apis/example.grafana.app/v0alpha1/namespaces/x/dummy")
+        self.clock.advance(59)
+        self.assertNoResult(pending)
+        self.clock.advance(1)
+        self.upstream.flush()
+        client.flush()
+        response = self.successResultOf(pending)
+        body = json.loads(self.successResultOf(client.content(response)))
+        self.assertEqual((response.code, body["reason"], body["message"]),
+                         (504, "Timeout", "request did not complete within the allotted timeout"))
+        pending = client.get("https://agg.test/apis/example.grafana.app/v0alpha1/namespaces/x/dummy?timeout=10s")
+        self.clock.advance(10)
+        self.upstream.flush()
+        client.flush()
+        self.assertEqual(self.successResultOf(pending).code, 504)
+
+    def test_watch_has_no_timeout(self) -> None:
+        """A watch through the proxy is long-running: no request timeout applies."""
+        self.backend.hang = True
+        client = self.front()
+        pending = client.get("https://agg.test/apis/example.grafana.app/v0alpha1/namespaces/x/dummy?watch=true")
+        for _ in range(10):
+            self.clock.advance(60)
+        self.upstream.flush()
+        client.flush()
+        self.assertNoResult(pending)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
     def test_client_disconnect_cancels_upstream(self) -> None:
         """When the client goes away, the upstream request is cancelled."""
         self.backend.hang = True

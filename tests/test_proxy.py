@@ -227,6 +227,43 @@ class ProxyTests(SynchronousTestCase):
         self.assertNoResult(pending)
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
+    def test_streams_before_the_backend_finishes(self) -> None:
+        """Watch events reach the client as the backend writes them, before its response ends."""
+        class Streaming(Resource):
+            isLeaf = True
+
+            def __init__(self) -> None:
+                super().__init__()
+                self.held: list[IRequest] = []
+
+            def render(self, request: IRequest) -> int:
+                request.setHeader(b"Content-Type", b"application/json")
+                request.write(b'{"type":"ADDED","object":{}}\n')
+                self.held.append(request)
+                return NOT_DONE_YET
+
+        streaming = Streaming()
+        self.upstream = StubTreq(streaming)
+        client = self.front()
+        response = self.successResultOf(client.get(
+            "https://agg.test/apis/example.grafana.app/v0alpha1/namespaces/x/dummy?watch=true", unbuffered=True))
+        chunks: list[bytes] = []
+        import treq
+
+        finished = treq.collect(response, chunks.append)
+        self.upstream.flush()
+        client.flush()
+        self.assertEqual(b"".join(chunks), b'{"type":"ADDED","object":{}}\n')
+        self.assertNoResult(finished)
+        streaming.held[0].write(b'{"type":"MODIFIED","object":{}}\n')
+        self.upstream.flush()
+        client.flush()
+        self.assertEqual(b"".join(chunks), b'{"type":"ADDED","object":{}}\n{"type":"MODIFIED","object":{}}\n')
+        streaming.held[0].finish()
+        self.upstream.flush()
+        client.flush()
+        self.successResultOf(finished)
+
     def test_client_disconnect_cancels_upstream(self) -> None:
         """When the client goes away, the upstream request is cancelled."""
         self.backend.hang = True

@@ -38,6 +38,7 @@ run-example: $(BIN)/.installed pki
 	  --requestheader-username-headers=X-Remote-User -v 10
 
 test: $(BIN)/.installed
+	$(BIN)/ruff check grafana_aggregator tests twisted
 	$(BIN)/mypy
 	$(BIN)/python -m twisted.trial tests
 

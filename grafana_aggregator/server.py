@@ -108,7 +108,8 @@ class Router(Resource):
 PeerChain = Callable[[IRequest], Sequence[x509.Certificate]]
 
 
-def _transport_chain(request: IRequest) -> Sequence[x509.Certificate]:
+def transport_chain(request: IRequest) -> Sequence[x509.Certificate]:
+    """The client certificate chain of the request's TLS connection (empty without one)."""
     channel = getattr(request, "channel", None)
     return peer_chain(getattr(channel, "transport", None))
 
@@ -119,7 +120,7 @@ class AuthenticatingRoot:
 
     isLeaf = False
 
-    def __init__(self, tree: Resource, authenticator: Authenticator, peer_certificates: PeerChain = _transport_chain):
+    def __init__(self, tree: Resource, authenticator: Authenticator, peer_certificates: PeerChain = transport_chain):
         self._tree = tree
         self._authenticator = authenticator
         self._peer_certificates = peer_certificates

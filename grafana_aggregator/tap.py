@@ -17,7 +17,7 @@ from twisted.application import service
 from twisted.application.internet import StreamServerEndpointService
 from twisted.internet import endpoints
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IListeningPort, IReactorCore, IStreamServerEndpoint
+from twisted.internet.interfaces import IListeningPort, IReactorCore
 from twisted.logger import Logger
 from twisted.python import usage
 from twisted.web.resource import IResource
@@ -51,7 +51,16 @@ from .storage.file import FileStore
 from .upstream import UpstreamClients
 from .kubeconfig import ensure_admin_token, server_url, write_kubeconfig
 from .server import AuthenticatingRoot, build_site, build_tree, request_user
-from .tls import CertificateError, KeyPair, ServingTLS, TLSServerEndpoint, ensure_self_signed, load_key_pair, trust_anchor
+from .tls import (
+    CertificateError,
+    KeyPair,
+    ServingTLS,
+    TLSServerEndpoint,
+    ensure_self_signed,
+    listening_endpoint,
+    load_key_pair,
+    trust_anchor,
+)
 
 _log = Logger()
 
@@ -292,7 +301,7 @@ def make_service(settings: Settings, runtime: Runtime, reactor: IReactorCore) ->
         _log.info("grafana-aggregator {version} serving on {url}", version=__version__, url=url)
 
     tls = ServingTLS(runtime.serving, [*runtime.client_ca, *runtime.requestheader_ca])
-    endpoint = TLSServerEndpoint(_plain_endpoint(settings, reactor), tls, on_listening)
+    endpoint = TLSServerEndpoint(listening_endpoint(reactor, settings.listen, settings.bind_address, settings.secure_port), tls, on_listening)
     listener = StreamServerEndpointService(endpoint, site)
     listener._raiseSynchronously = True
     listener.setName("https")
@@ -300,15 +309,6 @@ def make_service(settings: Settings, runtime: Runtime, reactor: IReactorCore) ->
     for unknown in settings.unknown_keys:
         _log.warn("ignoring unknown setting {key} in {file}", key=unknown, file=settings.config_file)
     return top
-
-
-def _plain_endpoint(settings: Settings, reactor: Any) -> IStreamServerEndpoint:
-    if settings.listen:
-        endpoint: IStreamServerEndpoint = endpoints.serverFromString(reactor, settings.listen)
-        return endpoint
-    if ":" in settings.bind_address:
-        return endpoints.TCP6ServerEndpoint(reactor, settings.secure_port, interface=settings.bind_address)
-    return endpoints.TCP4ServerEndpoint(reactor, settings.secure_port, interface=settings.bind_address)
 
 
 def makeService(options: Options) -> service.MultiService:

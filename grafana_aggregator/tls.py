@@ -249,3 +249,15 @@ def peer_chain(transport: object) -> list[x509.Certificate]:
         if certificate != leaf:
             chain.append(certificate)
     return chain
+
+
+def listening_endpoint(reactor: Any, listen: str | None, bind_address: str, port: int) -> IStreamServerEndpoint:
+    """The plain endpoint to wrap in TLS: a `--listen` endpoint description, else TCP on bind_address:port."""
+    from twisted.internet import endpoints
+
+    if listen:
+        endpoint: IStreamServerEndpoint = endpoints.serverFromString(reactor, listen)
+        return endpoint
+    if ":" in bind_address:
+        return endpoints.TCP6ServerEndpoint(reactor, port, interface=bind_address)
+    return endpoints.TCP4ServerEndpoint(reactor, port, interface=bind_address)

@@ -21,7 +21,6 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from attrs import frozen
-from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
@@ -463,7 +462,7 @@ class _Request:
                                                           "message": "Too large resource version"}],
                                               "retryAfterSeconds": 1})
             if match == "Exact" and wanted != result.resource_version:
-                raise StatusError(410, f"The resourceVersion for the provided list is too old.", "Expired")
+                raise StatusError(410, "The resourceVersion for the provided list is too old.", "Expired")
         list_rv = result.resource_version
         start_after = ""
         if continue_token:

@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import datetime
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import parse_qs
 
 from attrs import frozen
-from cryptography import x509
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
@@ -38,8 +37,17 @@ from ..health import ENDPOINTS, HealthChecks, HealthResource
 from ..openapi_resource import OpenAPIResource
 from ..registry.apiservice import type_meta_properties
 from ..registry.base import KindInfo, Object, Strategy
-from ..server import IRequestUser, RequestUser, Router, StatusResource, VersionResource, request_user, version_info
-from ..tls import peer_chain
+from ..server import (
+    IRequestUser,
+    PeerChain,
+    RequestUser,
+    Router,
+    StatusResource,
+    VersionResource,
+    request_user,
+    transport_chain,
+    version_info,
+)
 
 _log = Logger()
 
@@ -428,16 +436,8 @@ def build_example_tree(*, health: HealthChecks, clock: IReactorTime, started: da
 # Authentication
 
 
-PeerChain = Callable[[IRequest], Sequence[x509.Certificate]]
-
 #: First path segments anonymous callers may GET: the health endpoints and /version.
 PUBLIC_SEGMENTS = frozenset(p.strip("/").encode() for p in PUBLIC_PATHS)
-
-
-def transport_chain(request: IRequest) -> Sequence[x509.Certificate]:
-    """The client certificate chain of the request's TLS connection (empty without one)."""
-    channel = getattr(request, "channel", None)
-    return peer_chain(getattr(channel, "transport", None))
 
 
 @implementer(IResource)

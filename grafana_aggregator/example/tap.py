@@ -22,7 +22,7 @@ from cryptography import x509
 from twisted.application import service
 from twisted.application.internet import StreamServerEndpointService
 from twisted.internet import endpoints
-from twisted.internet.interfaces import IListeningPort, IReactorTime, IStreamServerEndpoint
+from twisted.internet.interfaces import IListeningPort, IReactorTime
 from twisted.logger import Logger
 from twisted.python import usage
 
@@ -32,7 +32,15 @@ from ..config import ConfigError, RequestHeaderSettings
 from ..health import HealthChecks
 from ..kubeconfig import server_url
 from ..server import build_site
-from ..tls import CertificateError, KeyPair, ServingTLS, TLSServerEndpoint, ensure_self_signed, load_key_pair
+from ..tls import (
+    CertificateError,
+    KeyPair,
+    ServingTLS,
+    TLSServerEndpoint,
+    ensure_self_signed,
+    listening_endpoint,
+    load_key_pair,
+)
 from .server import GROUP, VERSION, BuildInfo, build_example_root, build_example_tree
 
 _log = Logger()
@@ -327,21 +335,12 @@ def make_service(settings: ExampleSettings, reactor: IReactorTime, material: Mat
                   group_version=_SERVED, url=url)
 
     tls = ServingTLS(material.serving, material.requestheader_ca)
-    endpoint = TLSServerEndpoint(_plain_endpoint(settings, reactor), tls, on_listening)
+    endpoint = TLSServerEndpoint(listening_endpoint(reactor, settings.listen, settings.bind_address, settings.secure_port), tls, on_listening)
     listener = StreamServerEndpointService(endpoint, site)
     listener._raiseSynchronously = True
     listener.setName("https")
     listener.setServiceParent(top)
     return top
-
-
-def _plain_endpoint(settings: ExampleSettings, reactor: Any) -> IStreamServerEndpoint:
-    if settings.listen:
-        endpoint: IStreamServerEndpoint = endpoints.serverFromString(reactor, settings.listen)
-        return endpoint
-    if ":" in settings.bind_address:
-        return endpoints.TCP6ServerEndpoint(reactor, settings.secure_port, interface=settings.bind_address)
-    return endpoints.TCP4ServerEndpoint(reactor, settings.secure_port, interface=settings.bind_address)
 
 
 def makeService(options: Options) -> service.MultiService:

@@ -100,12 +100,15 @@ class ApisResource(AsyncResource):
         emulated_minor: int,
         remote: Callable[[str, str], IResource | None] = lambda group, version: None,
         remote_resources: Callable[[str, str], list[dict[str, Any]] | None] = lambda group, version: None,
+        installed: Callable[[], bool] = lambda: True,
     ):
         super().__init__()
         self._store = store
         self._emulated_minor = emulated_minor
         self._remote = remote
         self._remote_resources = remote_resources
+        #: Whether every known group-version has been installed (until then unknown paths are 503, not 404).
+        self.installed = installed
         self._local: dict[tuple[str, str], LocalGroupVersion] = {(g.group, g.version): g for g in local}
         self._handlers: dict[tuple[str, str], GroupVersionResource] = {}
         for gv in local:
@@ -216,7 +219,15 @@ class _UnavailableOrMissing(AsyncResource):
             if spec.get("group") == self._group and spec.get("version") == self._version and spec.get("service"):
                 raise StatusError(503, "the server is currently unable to handle the request", "ServiceUnavailable",
                                   {"causes": [{"reason": "UnexpectedServerResponse", "message": "service unavailable"}]})
+        if not self._apis.installed():
+            raise not_installed_yet()
         raise not_found_path()
+
+
+def not_installed_yet() -> StatusError:
+    """kube's answer while starting, instead of a 404 that controllers would take for "gone"."""
+    return StatusError(503, "the request has been made before all known HTTP paths have been installed, please try "
+                            "again", "ServiceUnavailable", {"retryAfterSeconds": 5})
 
 
 __all__ = ["APISERVICES", "ApisResource", "CoreResource", "LocalGroupVersion"]

@@ -280,8 +280,12 @@ def make_service(settings: Settings, runtime: Runtime, reactor: IReactorCore) ->
 
     remote_discovery = RemoteDiscovery(index, clients.client_for, clock)
     remote_discovery.setServiceParent(top)
+    health.add("poststarthook/apiservice-discovery-controller",
+               lambda: None if remote_discovery.synced else "the discovery of remote APIServices is not done yet",
+               endpoints=("readyz",))
     apis = ApisResource(runtime.store, groups, clock, settings.emulated_version[1], remote=remote,
-                        remote_resources=remote_discovery.resources_for)
+                        remote_resources=remote_discovery.resources_for,
+                        installed=lambda: registration.done and index.ready is not None and index.ready.called)
     tree = build_tree(health=health, emulated_version=settings.emulated_version, apis=apis,
                       openapi=OpenAPIResource(groups, settings.emulated_version))
     root = AuthenticatingRoot(tree, build_authenticator(settings, runtime))

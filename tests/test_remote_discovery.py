@@ -40,17 +40,40 @@ EXTERNALNAME = {"apiVersion": "service.grafana.app/v0alpha1", "kind": "ExternalN
                 "metadata": {"name": "example", "namespace": "grafana"}, "spec": {"host": "backend.test"}}
 
 
+AGGREGATED = {
+    "kind": "APIGroupDiscoveryList", "apiVersion": "apidiscovery.k8s.io/v2", "metadata": {},
+    "items": [{"metadata": {"name": "example.grafana.app"}, "versions": [{"version": "v0alpha1", "resources": [
+        {"resource": "dummy", "responseKind": {"group": "example.grafana.app", "version": "v0alpha1",
+                                               "kind": "DummyResource"},
+         "scope": "Namespaced", "singularResource": "dummy", "verbs": ["get", "list"]}]}]}],
+}
+AGGREGATED_TYPE = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
+
+
 class FakeBackend(Resource):
+    """Serves legacy discovery, or aggregated /apis with an ETag when `aggregated` is set."""
+
     isLeaf = True
 
     def __init__(self) -> None:
         super().__init__()
         self.code = 200
+        self.aggregated = False
         self.seen: list[tuple[bytes, list[str]]] = []
 
     def render(self, request: IRequest) -> bytes:
         self.seen.append((request.uri, request.requestHeaders.getRawHeaders("x-remote-user", [])))
         request.setResponseCode(self.code)
+        if self.aggregated and request.uri == b"/apis":
+            if request.getHeader(b"if-none-match") == b'"v1"':
+                request.setResponseCode(304)
+                return b""
+            request.setHeader(b"Content-Type", AGGREGATED_TYPE.encode())
+            request.setHeader(b"ETag", b'"v1"')
+            return json.dumps(AGGREGATED).encode()
+        if request.uri == b"/apis":
+            request.setResponseCode(404)
+            return b"{}"
         return json.dumps(RESOURCE_LIST).encode()
 
 
@@ -99,35 +122,59 @@ class RemoteDiscoveryTests(SynchronousTestCase):
         resources = self.discovery.resources_for("example.grafana.app", "v0alpha1")
         assert resources is not None
         self.assertEqual([r["resource"] for r in resources], ["dummy", "runtime"])
-        self.assertEqual(self.backend.seen, [(b"/apis/example.grafana.app/v0alpha1", ["system:kube-aggregator"])])
+        self.assertEqual(self.backend.seen, [(b"/apis", ["system:kube-aggregator"]),
+                                             (b"/apis/example.grafana.app/v0alpha1", ["system:kube-aggregator"])])
         self.assertEqual(self.backends[0].url, "https://backend.test:7443")
+        self.assertTrue(self.discovery.synced)
 
-    def test_unavailable_or_failing_is_unknown(self) -> None:
-        """A backend that is not Available, or answers an error, has no known resources (Stale)."""
+    def test_aggregated_with_etag(self) -> None:
+        """A backend serving aggregated discovery is asked with its ETag afterwards; a 304 keeps the resources."""
+        self.backend.aggregated = True
         self.create(EXTERNALNAMES, "grafana", EXTERNALNAME)
-        self.create(APISERVICES, "", apiservice(available=False))
+        self.create(APISERVICES, "", apiservice())
         self.discovery.startService()
         self.addCleanup(self.discovery.stopService)
-        self.assertIsNone(self.discovery.resources_for("example.grafana.app", "v0alpha1"))
-        self.assertEqual(self.backend.seen, [])
+        self.clock.advance(60)
+        resources = self.discovery.resources_for("example.grafana.app", "v0alpha1")
+        assert resources is not None
+        self.assertEqual([r["resource"] for r in resources], ["dummy"])
+        self.assertEqual([uri for uri, _ in self.backend.seen], [b"/apis", b"/apis"])
+
+    def test_failure_retried_with_backoff(self) -> None:
+        """A failing backend is listed Stale and retried after 0.5 s, 1 s, 2 s … until it answers."""
         self.backend.code = 500
-        updated = apiservice()
-        self.successResultOf(Deferred.fromCoroutine(self.store.update(APISERVICES, "", updated["metadata"]["name"],
-                                                                      updated)))
-        self.clock.advance(0)
-        self.assertEqual(len(self.backend.seen), 1)
+        self.create(EXTERNALNAMES, "grafana", EXTERNALNAME)
+        self.create(APISERVICES, "", apiservice())
+        self.discovery.startService()
+        self.addCleanup(self.discovery.stopService)
         self.assertIsNone(self.discovery.resources_for("example.grafana.app", "v0alpha1"))
+        first = len(self.backend.seen)
+        self.clock.advance(0.5)
+        self.assertEqual(len(self.backend.seen), 2 * first)
+        self.backend.code = 200
+        self.clock.advance(1)
+        self.assertIsNotNone(self.discovery.resources_for("example.grafana.app", "v0alpha1"))
 
-    def test_change_triggers_refresh_and_delete_forgets(self) -> None:
-        """An APIService turning Available is fetched at once; once deleted, its resources are forgotten."""
+    def test_fetched_even_while_unavailable(self) -> None:
+        """As kube does, discovery is attempted even while the APIService is not Available."""
         self.create(EXTERNALNAMES, "grafana", EXTERNALNAME)
         self.create(APISERVICES, "", apiservice(available=False))
         self.discovery.startService()
         self.addCleanup(self.discovery.stopService)
+        self.assertIsNotNone(self.discovery.resources_for("example.grafana.app", "v0alpha1"))
+
+    def test_spec_change_triggers_refresh_and_delete_forgets(self) -> None:
+        """A changed APIService spec is fetched again at once; once deleted, its resources are forgotten."""
+        self.create(EXTERNALNAMES, "grafana", EXTERNALNAME)
+        self.create(APISERVICES, "", apiservice())
+        self.discovery.startService()
+        self.addCleanup(self.discovery.stopService)
+        before = len(self.backend.seen)
         updated = apiservice()
+        updated["spec"]["versionPriority"] = 16
         self.successResultOf(Deferred.fromCoroutine(self.store.update(APISERVICES, "", updated["metadata"]["name"],
                                                                       updated)))
-        self.clock.advance(0)
+        self.assertGreater(len(self.backend.seen), before)
         self.assertIsNotNone(self.discovery.resources_for("example.grafana.app", "v0alpha1"))
         self.successResultOf(Deferred.fromCoroutine(self.store.delete(APISERVICES, "", updated["metadata"]["name"])))
         self.clock.advance(0)

@@ -1173,3 +1173,22 @@ class LocalAPIServiceRegistrationTests(SynchronousTestCase):
         self.start(server)
         self.assertEqual(server.run(server.store.get(APISERVICE_COLLECTION, "", "v0alpha1.service.grafana.app")), own)
 
+
+
+class StartupTests(SynchronousTestCase):
+    """Before every known path is installed, unknown group-versions are 503 with retryAfterSeconds, not 404."""
+
+    def test_not_installed_yet(self) -> None:
+        """A group-version nobody serves gets kube's 503 while starting and 404 once started."""
+        started = [False]
+        root = Resource()
+        root.putChild(b"apis", ApisResource(MemoryStore(), [], Clock(), 33, installed=lambda: started[0]))
+        client = StubTreq(root)
+        response = self.successResultOf(client.get("https://a.test/apis/nothing.example/v1/things"))
+        body = self.successResultOf(client.json_content(response))
+        self.assertEqual((response.code, body["message"], body["details"]), (
+            503, "the request has been made before all known HTTP paths have been installed, please try again",
+            {"retryAfterSeconds": 5}))
+        started[0] = True
+        response = self.successResultOf(client.get("https://a.test/apis/nothing.example/v1/things"))
+        self.assertEqual(response.code, 404)

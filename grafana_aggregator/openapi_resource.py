@@ -1,12 +1,16 @@
 """`/openapi/v2` (JSON, or protobuf for kubectl 1.27/1.28) and `/openapi/v3` (index and group-version documents).
 
-The documents are built once from the kinds served here and answered with ETags, so kubectl's
-`If-None-Match` revalidation costs a 304.
+The local documents are built once from the kinds served here; remote backends' documents (from a
+`RemoteOpenAPI`, or anything shaped like it) are merged in: their group-versions join the v3 index
+and are served here, and their filtered Swagger parts join `/openapi/v2` (local names win a clash).
+What is served is rebuilt only when the remote side's `generation` changes.  Every document has an
+ETag, so kubectl's `If-None-Match` revalidation costs a 304.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any, Protocol
 
 from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
@@ -20,20 +24,57 @@ from .openapi import (
     document_hash,
     encode_openapi_v2_protobuf,
     kinds_by_group_version,
-    openapi_v3_index,
     swagger_v2,
     v3_documents,
 )
 from .registry.base import KindInfo
 
+JSON = dict[str, Any]
+
+#: The Swagger 2.0 sections merged from remote parts.
+_V2_SECTIONS = ("paths", "definitions", "parameters", "responses")
+
+
+class RemoteDocuments(Protocol):
+    """The remote side of the OpenAPI documents, as `controllers.remote_openapi.RemoteOpenAPI` keeps it."""
+
+    @property
+    def generation(self) -> int:
+        """Changes whenever `v3_documents()` or `v2_parts()` would return something else."""
+
+    def v3_documents(self) -> dict[str, JSON]:
+        """Remote group-version documents keyed `apis/<g>/<v>`."""
+
+    def v2_parts(self) -> list[JSON]:
+        """Remote Swagger 2.0 parts (`paths`, `definitions`, optionally `parameters`, `responses`), in merge order."""
+
 
 class _Document:
-    """One served document: its bytes, content type and ETag."""
+    """One served document: its bytes, content type, hash and ETag."""
 
     def __init__(self, data: bytes, content_type: str, etag: str):
         self.data = data
         self.content_type = content_type.encode()
+        self.hash = etag
         self.etag = f'"{etag}"'.encode()
+
+
+def _json_document(document: JSON) -> _Document:
+    data = canonical_json(document)
+    return _Document(data, "application/json", document_hash(document))
+
+
+def merge_swagger(local: JSON, parts: Sequence[JSON]) -> JSON:
+    """The local Swagger 2.0 document with remote parts merged in; the first to name a path or definition wins."""
+    merged = dict(local)
+    for section in _V2_SECTIONS:
+        values = dict(local.get(section) or {})
+        for part in parts:
+            for name, value in (part.get(section) or {}).items():
+                values.setdefault(name, value)
+        if values or section in local:
+            merged[section] = dict(sorted(values.items()))
+    return merged
 
 
 class OpenAPIResource(Resource):
@@ -41,19 +82,57 @@ class OpenAPIResource(Resource):
 
     isLeaf = True
 
-    def __init__(self, groups: Sequence[object], emulated_version: tuple[int, int]):
+    def __init__(self, groups: Sequence[object], emulated_version: tuple[int, int],
+                 remote: RemoteDocuments | None = None):
         super().__init__()
         kinds: list[KindInfo] = [k.info for g in groups for k in getattr(g, "kinds")]
         title_version = f"v{emulated_version[0]}.{emulated_version[1]}.0"
-        swagger = swagger_v2(kinds_by_group_version(kinds), title="Kubernetes", version=title_version)
-        self._v2_json = _Document(canonical_json(swagger), "application/json", document_hash(swagger))
-        protobuf = encode_openapi_v2_protobuf(swagger)
-        self._v2_protobuf = _Document(protobuf, V2_PROTOBUF_CONTENT_TYPE, document_hash(swagger) + "-PB")
-        documents = v3_documents(kinds)
-        self._v3 = {key: _Document(canonical_json(doc), "application/json", document_hash(doc))
-                    for key, doc in documents.items()}
-        index = openapi_v3_index(documents)
-        self._v3_index = _Document(canonical_json(index), "application/json", document_hash(index))
+        self._swagger = swagger_v2(kinds_by_group_version(kinds), title="Kubernetes", version=title_version)
+        self._local_v3 = {key: _json_document(doc) for key, doc in v3_documents(kinds).items()}
+        self._remote = remote
+        #: Remote v3 documents as last served: the source dict (by identity) and its serialization.
+        self._remote_v3: dict[str, tuple[JSON, _Document]] = {}
+        self._v2_generation: int | None = None
+        self._v3_generation: int | None = None
+        self._v2_json = self._v2_protobuf = self._v3_index = _Document(b"", "application/json", "")
+        self._v3: dict[str, _Document] = {}
+        self._current_v2()
+        self._current_v3()
+
+    def _generation(self) -> int:
+        return self._remote.generation if self._remote is not None else 0
+
+    def _current_v2(self) -> None:
+        """Rebuild the merged `/openapi/v2` (JSON and protobuf) if the remote side changed since."""
+        generation = self._generation()
+        if generation == self._v2_generation:
+            return
+        parts = self._remote.v2_parts() if self._remote is not None else []
+        swagger = merge_swagger(self._swagger, parts) if parts else self._swagger
+        self._v2_json = _json_document(swagger)
+        self._v2_protobuf = _Document(encode_openapi_v2_protobuf(swagger), V2_PROTOBUF_CONTENT_TYPE,
+                                      self._v2_json.hash + "-PB")
+        self._v2_generation = generation
+
+    def _current_v3(self) -> None:
+        """Rebuild the `/openapi/v3` index and documents if the remote side changed since."""
+        generation = self._generation()
+        if generation == self._v3_generation:
+            return
+        remote = self._remote.v3_documents() if self._remote is not None else {}
+        served: dict[str, tuple[JSON, _Document]] = {}
+        for key, document in remote.items():
+            if key in self._local_v3:
+                continue
+            previous = self._remote_v3.get(key)
+            served[key] = previous if previous is not None and previous[0] is document \
+                else (document, _json_document(document))
+        self._remote_v3 = served
+        self._v3 = {**{key: served[key][1] for key in served}, **self._local_v3}
+        index = {"paths": {key: {"serverRelativeURL": f"/openapi/v3/{key}?hash={self._v3[key].hash}"}
+                           for key in sorted(self._v3)}}
+        self._v3_index = _json_document(index)
+        self._v3_generation = generation
 
     def render(self, request: IRequest) -> bytes:
         method = request.method.decode("ascii", "replace")
@@ -64,13 +143,16 @@ class OpenAPIResource(Resource):
             path.pop()
         document: _Document | None = None
         if path == ["v2"]:
+            self._current_v2()
             accept = request.getHeader(b"accept")
             wanted = [f"{m.type}/{m.subtype}" for m in parse_accept(accept.decode("latin-1"))] if accept else []
             protobuf = any(w in V2_PROTOBUF_ACCEPT for w in wanted)
             document = self._v2_protobuf if protobuf else self._v2_json
         elif path == ["v3"]:
+            self._current_v3()
             document = self._v3_index
         elif len(path) > 1 and path[0] == "v3":
+            self._current_v3()
             document = self._v3.get("/".join(path[1:]))
         if document is None:
             return write_status(request, not_found_path())

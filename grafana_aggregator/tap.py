@@ -41,6 +41,7 @@ from .controllers.apiservice_index import APIServiceIndex
 from .controllers.availability import AvailabilityController
 from .controllers.local_apiservices import LocalAPIService, LocalAPIServiceRegistration
 from .controllers.remote_discovery import RemoteDiscovery
+from .controllers.remote_openapi import RemoteOpenAPI
 from .health import HealthChecks
 from .openapi_resource import OpenAPIResource
 from .proxy import ProxyResource
@@ -283,11 +284,15 @@ def make_service(settings: Settings, runtime: Runtime, reactor: IReactorCore) ->
     health.add("poststarthook/apiservice-discovery-controller",
                lambda: None if remote_discovery.synced else "the discovery of remote APIServices is not done yet",
                endpoints=("readyz",))
+    remote_openapi = None
+    if settings.kubernetes_aggregator:
+        remote_openapi = RemoteOpenAPI(index, clients.client_for, clock)
+        remote_openapi.setServiceParent(top)
     apis = ApisResource(runtime.store, groups, clock, settings.emulated_version[1], remote=remote,
                         remote_resources=remote_discovery.resources_for,
                         installed=lambda: registration.done and index.ready is not None and index.ready.called)
     tree = build_tree(health=health, emulated_version=settings.emulated_version, apis=apis,
-                      openapi=OpenAPIResource(groups, settings.emulated_version))
+                      openapi=OpenAPIResource(groups, settings.emulated_version, remote=remote_openapi))
     root = AuthenticatingRoot(tree, build_authenticator(settings, runtime))
     site = build_site(root)
 

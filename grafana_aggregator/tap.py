@@ -12,7 +12,7 @@ import os
 from collections.abc import Callable, Coroutine
 from typing import Any, cast
 
-from attrs import frozen
+from attrs import field, frozen
 from twisted.application import service
 from twisted.application.internet import StreamServerEndpointService
 from twisted.internet import endpoints
@@ -38,6 +38,7 @@ from .auth import (
 from .config import KEYS, ConfigError, Settings, load_settings
 from .apis import ApisResource, LocalGroupVersion
 from .controllers.apiservice_index import APIServiceIndex
+from .controllers.autoregister import AutoRegistration
 from .controllers.availability import AvailabilityController
 from .controllers.local_apiservices import LocalAPIService, LocalAPIServiceRegistration
 from .controllers.remote_discovery import RemoteDiscovery
@@ -45,6 +46,7 @@ from .controllers.remote_openapi import RemoteOpenAPI
 from .health import HealthChecks
 from .openapi_resource import OpenAPIResource
 from .proxy import ProxyResource
+from .remote_services import RemoteService, RemoteServicesError, load_remote_services
 from .registry.apiservice import APIServiceStrategy, is_local
 from .registry.externalname import ExternalNameStrategy
 from .storage import IStore, StoreLockedError
@@ -117,6 +119,8 @@ class Runtime:
     store: IStore
     proxy_client: KeyPair | None = None
     apiservice_ca_bundle: list[Any] | None = None
+    apiservice_ca_bundle_pem: bytes | None = None
+    remote_services: list[RemoteService] = field(factory=list)
 
 
 def load_runtime(settings: Settings) -> Runtime:
@@ -162,6 +166,21 @@ def load_runtime(settings: Settings) -> Runtime:
         except OSError as error:
             raise ConfigError(f"storage_path{where}: cannot keep the kubectl token: {error}") from None
         tokens[admin_token] = admin
+    remote_services: list[RemoteService] = []
+    if settings.remote_services_file:
+        try:
+            remote_services = load_remote_services(settings.remote_services_file)
+        except (RemoteServicesError, OSError) as error:
+            raise ConfigError(str(error)) from None
+        local_names = {local.name for local in LOCAL_APISERVICES}
+        for remote_service in remote_services:
+            if remote_service.name in local_names:
+                raise ConfigError(f"remote_services_file {settings.remote_services_file}: {remote_service.group}/"
+                                  f"{remote_service.version} is served by this process and cannot be remote")
+    pem = None
+    if settings.apiservice_ca_bundle_file:
+        with open(settings.apiservice_ca_bundle_file, "rb") as handle:
+            pem = handle.read()
     try:
         store = FileStore.open(settings.storage_path)
     except StoreLockedError as error:
@@ -170,7 +189,7 @@ def load_runtime(settings: Settings) -> Runtime:
         raise ConfigError(f"storage_path{where}: cannot open the file storage in {settings.storage_path}: "
                           f"{error}") from None
     return Runtime(serving, client_ca, requestheader_ca, tokens, admin_token, store, proxy_client,
-                   apiservice_ca_bundle)
+                   apiservice_ca_bundle, pem, remote_services)
 
 
 def build_authenticator(settings: Settings, runtime: Runtime) -> Authenticator:
@@ -251,12 +270,16 @@ def make_service(settings: Settings, runtime: Runtime, reactor: IReactorCore) ->
     apiservice_strategy, groups = local_groups(now)
     registration = LocalAPIServiceRegistration(runtime.store, apiservice_strategy, LOCAL_APISERVICES, now)
     registration.setServiceParent(top)
+    autoregistration = AutoRegistration(runtime.store, apiservice_strategy, runtime.remote_services,
+                                        runtime.apiservice_ca_bundle_pem, now, clock)
+    autoregistration.setServiceParent(top)
 
     health = HealthChecks()
     health.add("ping", lambda: None)
     health.add("shutdown", readiness.check, endpoints=("readyz",))
     health.add("poststarthook/local-apiservice-registration",
                lambda: None if registration.done else "the Local APIServices are not registered yet")
+    health.add("autoregister-completion", autoregistration.check, endpoints=("healthz", "readyz"))
 
     index = APIServiceIndex(runtime.store)
     index.setServiceParent(top)

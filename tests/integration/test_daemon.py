@@ -129,6 +129,7 @@ class DaemonTests(TestCase):
 
         out, err, code = await self.execute(kubectl, "get", "--raw", "/readyz?verbose")
         self.assertEqual((out, code), (b"[+]ping ok\n[+]shutdown ok\n[+]poststarthook/local-apiservice-registration ok\n"
+                                       b"[+]autoregister-completion ok\n"
                                        b"[+]poststarthook/apiservice-status-available-controller ok\n"
                                        b"[+]poststarthook/apiservice-discovery-controller ok\n"
                                        b"readyz check passed\n", 0), err)

@@ -22,6 +22,7 @@ from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import TestCase
 
 from .test_daemon import BIN, TWISTD, DaemonProcess, require_kubectl
+from .test_kubectl_e2e import versioned_kubectl
 from .test_seed_walkthrough import REPO, free_port
 
 
@@ -115,6 +116,10 @@ class AutoRegistrationTests(TestCase):
         out, err, code = await self.kubectl("explain", "dummy")
         self.assertEqual(code, 0, err)
         self.assertIn("DummyResource", out)
+        old, err, code = await getProcessOutputAndValue(versioned_kubectl(27), ("explain", "dummy"), env=self.env,
+                                                        path=self.folder)
+        self.assertEqual(code, 0, err)
+        self.assertIn(b"DummyResource", old)
 
         await aggregator.stop()
         self.write_services(with_dead=False)

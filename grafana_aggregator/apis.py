@@ -101,6 +101,7 @@ class ApisResource(AsyncResource):
         remote: Callable[[str, str], IResource | None] = lambda group, version: None,
         remote_resources: Callable[[str, str], list[dict[str, Any]] | None] = lambda group, version: None,
         installed: Callable[[], bool] = lambda: True,
+        watches: set[Any] | None = None,
     ):
         super().__init__()
         self._store = store
@@ -111,10 +112,13 @@ class ApisResource(AsyncResource):
         self.installed = installed
         self._local: dict[tuple[str, str], LocalGroupVersion] = {(g.group, g.version): g for g in local}
         self._handlers: dict[tuple[str, str], GroupVersionResource] = {}
+        #: Every open watch stream of the local groups (ended cleanly at shutdown).
+        self.watches: set[Any] = watches if watches is not None else set()
         for gv in local:
             self._handlers[(gv.group, gv.version)] = GroupVersionResource(
                 gv.group, gv.version, list(gv.kinds), store, clock,
-                resource_list=lambda gv=gv: api_resource_list(gv.group, gv.version, gv.infos))  # type: ignore[misc]
+                resource_list=lambda gv=gv: api_resource_list(gv.group, gv.version, gv.infos),  # type: ignore[misc]
+                watches=self.watches)
 
     def getChild(self, path: bytes, request: IRequest) -> Resource:
         if path == b"":

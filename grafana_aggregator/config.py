@@ -46,7 +46,8 @@ _API = "grafana-apiserver"
 _TOGGLES = "feature_toggles"
 
 #: Every setting the daemon reads.  Kinds: str, path (an existing file), dir, port, bool, address,
-#: list (comma separated), headers (comma separated HTTP header names), storage, version.
+#: list (comma separated), headers (comma separated HTTP header names), storage, version, count (a whole
+#: number ≥ 1), duration (seconds, or a number with ms, s, m or h).
 KEYS: tuple[Key, ...] = (
     _k("paths", "data", "data-dir", "str", "data",
        "Folder for everything the daemon keeps: storage, the self-signed serving certificate, the kubeconfig."),
@@ -93,6 +94,18 @@ KEYS: tuple[Key, ...] = (
     _k(_API, "emulated_version", "emulated-version", "version", DEFAULT_EMULATED_VERSION,
        "Kubernetes version reported by /version, 1.27 to 1.33: it selects the kubectl binary of a "
        "version-dispatching kubectl."),
+    _k(_API, "max_requests_inflight", "max-requests-inflight", "count", "400",
+       "Concurrent read-only requests before new ones get 429 (watches and system:masters are not limited)."),
+    _k(_API, "max_mutating_requests_inflight", "max-mutating-requests-inflight", "count", "200",
+       "Concurrent mutating requests before new ones get 429."),
+    _k(_API, "request_timeout", "request-timeout", "duration", "60s",
+       "How long a non-watch request may take before it is answered 504 (a number of seconds, or 90s, 2m)."),
+    _k(_API, "shutdown_delay_duration", "shutdown-delay-duration", "duration", "0s",
+       "After SIGTERM, keep serving this long with /readyz failing, so load balancers stop sending traffic."),
+    _k(_API, "shutdown_drain_timeout", "shutdown-drain-timeout", "duration", "60s",
+       "After the listener closes, how long in-flight requests may take to finish before the daemon exits."),
+    _k(_API, "max_request_body_bytes", "max-request-body-bytes", "count", "67108864",
+       "Request bodies larger than this are refused with 413 before being read (local kinds allow 3 MiB)."),
     _k(_TOGGLES, "kubernetesAggregator", None, "bool", "true",
        "Proxy registered remote API groups (off: only the local groups are served)."),
     _k(_TOGGLES, "grafanaAPIServerEnsureKubectlAccess", "ensure-kubectl-access", "bool", "false",
@@ -140,6 +153,12 @@ class Settings:
     kubernetes_aggregator: bool
     ensure_kubectl_access: bool
     unknown_keys: tuple[str, ...] = field(default=())
+    max_requests_inflight: int = 400
+    max_mutating_requests_inflight: int = 200
+    request_timeout: float = 60.0
+    shutdown_delay_duration: float = 0.0
+    shutdown_drain_timeout: float = 60.0
+    max_request_body_bytes: int = 64 * 1024 * 1024
 
     @property
     def kubeconfig_path(self) -> str:
@@ -198,6 +217,26 @@ def _parse_path(text: str) -> str:
     return path
 
 
+def _parse_count(text: str) -> int:
+    try:
+        value = int(text.strip())
+    except ValueError:
+        raise ValueError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise ValueError(f"{value} must be at least 1")
+    return value
+
+
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def _parse_duration(text: str) -> float:
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*", text)
+    if not match:
+        raise ValueError(f"{text!r} is not a duration (for example 60, 60s, 2m or 500ms)")
+    return float(match.group(1)) * _DURATION_UNITS[match.group(2) or "s"]
+
+
 def _parse_storage(text: str) -> str:
     value = text.strip().lower()
     if value not in STORAGE_TYPES:
@@ -224,6 +263,8 @@ _PARSERS: Mapping[str, Callable[[str], Any]] = {
     "list": _parse_list,
     "headers": _parse_headers,
     "storage": _parse_storage,
+    "count": _parse_count,
+    "duration": _parse_duration,
     "version": _parse_version,
 }
 
@@ -284,7 +325,9 @@ def load_settings(config_file: str | None, flags: Mapping[str, str | None] | Non
             given, missing = (cert, private_key) if values[cert] is not None else (private_key, cert)
             raise ConfigError(f"{where(given)} is set but {where(missing)} is not: set both or neither")
 
-    for name in ("secure_port", "bind_address", "storage_type", "emulated_version", "data"):
+    for name in ("secure_port", "bind_address", "storage_type", "emulated_version", "data", "max_requests_inflight",
+                 "max_mutating_requests_inflight", "request_timeout", "shutdown_delay_duration",
+                 "shutdown_drain_timeout", "max_request_body_bytes"):
         if values[name] is None:
             raise ConfigError(f"{where(name)} must not be empty")
 
@@ -326,4 +369,10 @@ def load_settings(config_file: str | None, flags: Mapping[str, str | None] | Non
         kubernetes_aggregator=bool(values["kubernetesAggregator"]),
         ensure_kubectl_access=bool(values["grafanaAPIServerEnsureKubectlAccess"]),
         unknown_keys=tuple(unknown),
+        max_requests_inflight=values["max_requests_inflight"],
+        max_mutating_requests_inflight=values["max_mutating_requests_inflight"],
+        request_timeout=values["request_timeout"],
+        shutdown_delay_duration=values["shutdown_delay_duration"],
+        shutdown_drain_timeout=values["shutdown_drain_timeout"],
+        max_request_body_bytes=values["max_request_body_bytes"],
     )

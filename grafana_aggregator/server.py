@@ -9,18 +9,32 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import io
+
+from attrs import frozen
 from cryptography import x509
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import server
+from twisted.web.http import HTTPChannel
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
 from zope.interface import Attribute, Interface, implementer
 
 from . import __version__
 from .apimachinery.requestinfo import request_info
-from .apimachinery.status import StatusError, method_not_allowed, not_found_path, unauthorized, write_json, write_status
-from .auth import Authenticator, Credentials, UserInfo, authorize, forbidden_details
+from .apimachinery.status import (
+    StatusError,
+    encode_json,
+    method_not_allowed,
+    not_found_path,
+    unauthorized,
+    write_json,
+    write_status,
+)
+from .auth import MASTERS_GROUP, Authenticator, Credentials, UserInfo, authorize, forbidden_details
 from .apis import CoreResource
 from .health import ENDPOINTS, HealthChecks, HealthResource
 from .tls import peer_chain
@@ -120,10 +134,12 @@ class AuthenticatingRoot:
 
     isLeaf = False
 
-    def __init__(self, tree: Resource, authenticator: Authenticator, peer_certificates: PeerChain = transport_chain):
+    def __init__(self, tree: Resource, authenticator: Authenticator, peer_certificates: PeerChain = transport_chain,
+                 in_flight: InFlight | None = None):
         self._tree = tree
         self._authenticator = authenticator
         self._peer_certificates = peer_certificates
+        self._in_flight = in_flight
 
     def getChildWithDefault(self, name: bytes, request: IRequest) -> IResource:
         refusal = self._admit(request)
@@ -159,11 +175,165 @@ class AuthenticatingRoot:
             if user.is_anonymous:
                 return unauthorized()
             return StatusError(403, decision.reason, "Forbidden", forbidden_details(info) or {})
+        if self._in_flight is not None and not is_long_running(request):
+            if not self._in_flight.admit(request.method, user):
+                return StatusError(429, "Too many requests, please try again later.", "TooManyRequests",
+                                   {"retryAfterSeconds": 1})
+            in_flight, method = self._in_flight, request.method
+            request.notifyFinish().addBoth(lambda _: in_flight.release(method))  # type: ignore[attr-defined]
         return None
 
 
+@frozen
+class Limits:
+    """What one client may ask of the server: sizes, times and concurrency (kube-apiserver's defaults)."""
+
+    #: Concurrent non-long-running requests (kube: --max-requests-inflight / --max-mutating-requests-inflight).
+    max_read_only_in_flight: int = 400
+    max_mutating_in_flight: int = 200
+    #: A non-long-running request must be answered within this many seconds (kube: --request-timeout).
+    request_timeout: float = 60.0
+    #: The request line and headers must arrive within this many seconds (Go's ReadHeaderTimeout in kube).
+    header_timeout: float = 32.0
+    #: The whole request (headers and body) must arrive within this many seconds.
+    read_timeout: float = 60.0
+    #: A connection with no request in progress is closed after this many seconds (kube: IdleTimeout 90 s).
+    idle_timeout: float = 90.0
+    max_header_bytes: int = 1024 * 1024
+    max_headers: int = 500
+    #: Bodies larger than this are refused (413) before being read; local kinds allow 3 MiB (kube's limit).
+    max_body_bytes: int = 64 * 1024 * 1024
+
+
+_READ_ONLY = (b"GET", b"HEAD", b"OPTIONS")
+
+
+class InFlight:
+    """Counts requests being served, to refuse overload (429) and to wait for them at shutdown."""
+
+    def __init__(self, limits: Limits):
+        self._limits = limits
+        self.read_only = 0
+        self.mutating = 0
+        self._idle: list[Deferred[None]] = []
+
+    def admit(self, method: bytes, user: UserInfo) -> bool:
+        """Count a request in, unless its class is full (system:masters are never refused, as in kube)."""
+        read_only = method in _READ_ONLY
+        if MASTERS_GROUP not in user.groups:
+            if read_only and self.read_only >= self._limits.max_read_only_in_flight:
+                return False
+            if not read_only and self.mutating >= self._limits.max_mutating_in_flight:
+                return False
+        if read_only:
+            self.read_only += 1
+        else:
+            self.mutating += 1
+        return True
+
+    def release(self, method: bytes) -> None:
+        """Count a request out."""
+        if method in _READ_ONLY:
+            self.read_only -= 1
+        else:
+            self.mutating -= 1
+        if self.read_only + self.mutating == 0:
+            waiting, self._idle = self._idle, []
+            for waiter in waiting:
+                waiter.callback(None)
+
+    def idle(self) -> Deferred[None]:
+        """Fires when no counted request is in flight."""
+        waiter: Deferred[None] = Deferred()
+        if self.read_only + self.mutating == 0:
+            waiter.callback(None)
+        else:
+            self._idle.append(waiter)
+        return waiter
+
+
+def is_long_running(request: IRequest) -> bool:
+    """Watches (and proxy/exec-style subresources) are long-running: no timeout, not counted in flight."""
+    path, _, query = request.uri.partition(b"?")
+    info = request_info(request.method.decode("ascii", "replace"), path.decode("utf-8", "replace"),
+                        query.decode("utf-8", "replace"))
+    return info.verb in ("watch", "proxy") or info.subresource in ("exec", "attach", "portforward", "log", "proxy")
+
+
 class ApiRequest(server.Request):
-    """A request whose unexpected failures are answered with a 500 Status instead of an HTML traceback."""
+    """A request with kube-apiserver's limits: body size, request timeout, and JSON Status for every failure."""
+
+    _too_large = False
+    _timed_out = False
+    _timer: IDelayedCall | None = None
+
+    def _limits(self) -> Limits:
+        return getattr(self.channel, "limits", None) or Limits()
+
+    def gotLength(self, length: int | None) -> None:
+        if length is not None and length > self._limits().max_body_bytes:
+            self._too_large = True
+            self.content = io.BytesIO()
+            return
+        super().gotLength(length)
+
+    def handleContentChunk(self, data: bytes) -> None:
+        if self._too_large:
+            return
+        super().handleContentChunk(data)
+        content = self.content
+        if content is not None and content.tell() > self._limits().max_body_bytes:
+            self._too_large = True
+            content.seek(0)
+            content.truncate()
+
+    def process(self) -> None:
+        channel = self.channel
+        if channel is not None and hasattr(channel, "request_complete"):
+            channel.request_complete()
+        if self._too_large:
+            limit = self._limits().max_body_bytes
+            self.setHeader(b"Connection", b"close")
+            body = write_status(self, StatusError(413, f"Request entity too large: limit is {limit}",
+                                                  "RequestEntityTooLarge"))
+            self.setHeader(b"Content-Length", str(len(body)).encode())
+            self.write(body)
+            self.finish()
+            return
+        clock = getattr(channel, "clock", None)
+        if clock is not None and not is_long_running(self):
+            self._timer = clock.callLater(self._limits().request_timeout, self._time_out)
+            self.notifyFinish().addBoth(self._cancel_timer)
+        super().process()
+
+    def _cancel_timer(self, result: object) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+
+    def _time_out(self) -> None:
+        if self.finished or self._disconnected:
+            return
+        if self.startedWriting:
+            self.loseConnection()
+            return
+        self._timed_out = True
+        body = encode_json(StatusError(504, "request did not complete within the allotted timeout", "Timeout",
+                                       {}).to_status())
+        self.setResponseCode(504)
+        self.setHeader(b"Content-Type", b"application/json")
+        self.setHeader(b"Content-Length", str(len(body)).encode())
+        server.Request.write(self, body)
+        server.Request.finish(self)
+
+    def write(self, data: bytes) -> None:
+        if self._timed_out:
+            return
+        super().write(data)
+
+    def finish(self) -> None:
+        if self._timed_out:
+            return
+        super().finish()
 
     def processingFailed(self, reason: Failure) -> Any:
         _log.failure("unhandled error answering {method} {uri}", reason, method=self.method, uri=self.uri)
@@ -191,9 +361,72 @@ def build_tree(*, health: HealthChecks, emulated_version: tuple[int, int], apis:
     return tree
 
 
-def build_site(root: IResource) -> server.Site:
-    """A Site serving the given root with JSON errors and no tracebacks."""
-    site = server.Site(root)
-    site.requestFactory = ApiRequest
-    site.displayTracebacks = False
-    return site
+class ApiChannel(HTTPChannel):
+    """An HTTP/1.1 connection with deadlines for slow clients (slowloris) and kube's header limits."""
+
+    limits: Limits = Limits()
+    clock: IReactorTime | None = None
+    _deadline: IDelayedCall | None = None
+
+    def connectionMade(self) -> None:
+        self.totalHeadersSize = self.limits.max_header_bytes
+        self.maxHeaders = self.limits.max_headers
+        self.MAX_LENGTH = self.limits.max_header_bytes
+        self.timeOut = int(self.limits.idle_timeout)
+        super().connectionMade()
+
+    def lineReceived(self, line: bytes) -> None:
+        if self._deadline is None and self.clock is not None and line:
+            self._deadline = self.clock.callLater(self.limits.header_timeout, self._too_slow)
+        super().lineReceived(line)
+
+    def allHeadersReceived(self) -> None:
+        super().allHeadersReceived()
+        if self._deadline is not None and self._deadline.active() and self.clock is not None:
+            # The headers are in; the rest of the request gets what is left of the read timeout.
+            self._deadline.reset(max(0.0, self.limits.read_timeout - self.limits.header_timeout))
+
+    def request_complete(self) -> None:
+        """The whole request has arrived: no more read deadline."""
+        if self._deadline is not None and self._deadline.active():
+            self._deadline.cancel()
+        self._deadline = None
+
+    def _too_slow(self) -> None:
+        self._deadline = None
+        transport: Any = self.transport
+        if transport is None:
+            return
+        _log.info("dropping a client too slow to send its request: {peer}", peer=str(transport.getPeer()))
+        transport.abortConnection()
+
+    def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
+        self.request_complete()
+        super().connectionLost(reason)
+
+
+class ApiSite(server.Site):
+    """The Site: JSON errors, no tracebacks, request limits and connection deadlines."""
+
+    def __init__(self, root: IResource, limits: Limits, clock: IReactorTime | None):
+        super().__init__(root, timeout=limits.idle_timeout)
+        self.requestFactory = ApiRequest
+        self.displayTracebacks = False
+        self.limits = limits
+        self.clock = clock
+
+    def buildProtocol(self, addr: Any) -> Any:
+        channel: Any = ApiChannel()
+        channel.factory = self
+        channel.requestFactory = self.requestFactory
+        channel.site = self
+        channel.limits = self.limits
+        channel.clock = self.clock
+        if self.clock is not None:
+            channel.callLater = self.clock.callLater
+        return channel
+
+
+def build_site(root: IResource, limits: Limits | None = None, clock: IReactorTime | None = None) -> server.Site:
+    """A Site serving the given root with JSON errors, no tracebacks, and (given a clock) kube's limits."""
+    return ApiSite(root, limits or Limits(), clock)

@@ -111,6 +111,7 @@ class GroupVersionResource(AsyncResource):
         store: IStore,
         clock: IReactorTime,
         resource_list: Callable[[], dict[str, Any]],
+        watches: set[WatchStream] | None = None,
     ):
         super().__init__()
         self.group = group
@@ -119,6 +120,8 @@ class GroupVersionResource(AsyncResource):
         self._store = store
         self._clock = clock
         self._resource_list = resource_list
+        #: The open watch streams of this server, so a shutdown can end them cleanly.
+        self.watches: set[WatchStream] = watches if watches is not None else set()
 
     def now(self) -> datetime.datetime:
         return datetime.datetime.fromtimestamp(self._clock.seconds(), datetime.timezone.utc)
@@ -902,6 +905,10 @@ class WatchStream:
         self._done = False
         self._last_rv = 0
 
+    def end(self) -> None:
+        """End the stream cleanly (the client sees the end of the response, not a reset)."""
+        self._end()
+
     async def start(self, version: str) -> None:
         handler = self._handler
         store = handler.store
@@ -933,6 +940,7 @@ class WatchStream:
             self._end()
             return
         clock = handler.owner._clock
+        handler.owner.watches.add(self)
         self._timers.append(clock.callLater(self._timeout, self._end))
         if self._bookmarks:
             self._timers.append(clock.callLater(BOOKMARK_INTERVAL, self._bookmark))
@@ -987,6 +995,7 @@ class WatchStream:
 
     def _stop(self) -> None:
         self._done = True
+        self._handler.owner.watches.discard(self)
         if self._watch is not None:
             self._watch.cancel()
             self._watch = None

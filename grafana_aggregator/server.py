@@ -34,7 +34,7 @@ from .apimachinery.status import (
     write_json,
     write_status,
 )
-from .auth import MASTERS_GROUP, Authenticator, Credentials, UserInfo, authorize, forbidden_details
+from .auth import Authenticator, Credentials, UserInfo, authorize, forbidden_details
 from .apis import CoreResource
 from .health import ENDPOINTS, HealthChecks, HealthResource
 from .tls import peer_chain
@@ -175,8 +175,8 @@ class AuthenticatingRoot:
             if user.is_anonymous:
                 return unauthorized()
             return StatusError(403, decision.reason, "Forbidden", forbidden_details(info) or {})
-        if self._in_flight is not None and not is_long_running(request):
-            if not self._in_flight.admit(request.method, user):
+        if self._in_flight is not None and not is_long_running(request) and not _is_probe(info.path):
+            if not self._in_flight.admit(request.method):
                 return StatusError(429, "Too many requests, please try again later.", "TooManyRequests",
                                    {"retryAfterSeconds": 1})
             in_flight, method = self._in_flight, request.method
@@ -217,14 +217,17 @@ class InFlight:
         self.mutating = 0
         self._idle: list[Deferred[None]] = []
 
-    def admit(self, method: bytes, user: UserInfo) -> bool:
-        """Count a request in, unless its class is full (system:masters are never refused, as in kube)."""
+    def admit(self, method: bytes) -> bool:
+        """Count a request in, unless its class is full.
+
+        Unlike kube-apiserver, system:masters are not exempt: here they do nearly all the real work,
+        so exempting them would leave nothing protected.  Health probes and watches are exempt.
+        """
         read_only = method in _READ_ONLY
-        if MASTERS_GROUP not in user.groups:
-            if read_only and self.read_only >= self._limits.max_read_only_in_flight:
-                return False
-            if not read_only and self.mutating >= self._limits.max_mutating_in_flight:
-                return False
+        if read_only and self.read_only >= self._limits.max_read_only_in_flight:
+            return False
+        if not read_only and self.mutating >= self._limits.max_mutating_in_flight:
+            return False
         if read_only:
             self.read_only += 1
         else:
@@ -250,6 +253,10 @@ class InFlight:
         else:
             self._idle.append(waiter)
         return waiter
+
+
+def _is_probe(path: str) -> bool:
+    return path.split("/")[1] in ("healthz", "livez", "readyz") if path.startswith("/") else False
 
 
 def is_long_running(request: IRequest) -> bool:

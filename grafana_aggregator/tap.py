@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import signal
 from collections.abc import Callable, Coroutine
 from typing import Any, cast
 
@@ -16,7 +17,8 @@ from attrs import field, frozen
 from twisted.application import service
 from twisted.application.internet import StreamServerEndpointService
 from twisted.internet import endpoints
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.task import deferLater
 from twisted.internet.interfaces import IListeningPort, IReactorCore
 from twisted.logger import Logger
 from twisted.python import usage
@@ -53,7 +55,7 @@ from .storage import IStore, StoreLockedError
 from .storage.file import FileStore
 from .upstream import UpstreamClients
 from .kubeconfig import ensure_admin_token, server_url, write_kubeconfig
-from .server import AuthenticatingRoot, build_site, build_tree, request_user
+from .server import AuthenticatingRoot, InFlight, Limits, build_site, build_tree, request_user
 from .tls import (
     CertificateError,
     KeyPair,
@@ -204,6 +206,50 @@ def build_authenticator(settings: Settings, runtime: Runtime) -> Authenticator:
     return Authenticator(chain, anonymous=settings.anonymous_auth)
 
 
+class GracefulServer(service.MultiService):
+    """Owns the listener and the store, and stops them in kube-apiserver's order on SIGTERM.
+
+    `/readyz` fails at once; requests keep being served for the shutdown delay; then the listener
+    closes, in-flight requests get up to the drain timeout to finish, open watches are ended cleanly,
+    and only then is the store flushed and its lock released.
+    """
+
+    def __init__(self, readiness: ReadinessService, in_flight: InFlight, watches: set[Any], store: IStore,
+                 clock: Any, delay: float, drain_timeout: float):
+        super().__init__()
+        self._readiness = readiness
+        self._in_flight = in_flight
+        self._watches = watches
+        self._store = store
+        self._clock = clock
+        self._delay = delay
+        self._drain_timeout = drain_timeout
+
+    def stopService(self) -> Deferred[None]:
+        self._readiness.shutting_down = True
+        return Deferred.fromCoroutine(self._stop())
+
+    async def _stop(self) -> None:
+        _log.info("shutting down: not ready; serving for {delay} more seconds", delay=self._delay)
+        if self._delay > 0:
+            await deferLater(self._clock, self._delay, lambda: None)
+        await super().stopService()
+        drained = self._in_flight.idle()
+        timer = self._clock.callLater(self._drain_timeout, drained.cancel)
+        try:
+            await drained
+        except CancelledError:
+            _log.warn("shutting down with requests still in flight after {seconds} seconds",
+                      seconds=self._drain_timeout)
+        else:
+            if timer.active():
+                timer.cancel()
+        for stream in list(self._watches):
+            stream.end()
+        await self._store.close()
+        _log.info("shut down cleanly")
+
+
 class ReadinessService(service.Service):
     """Tracks whether the daemon is shutting down, for the `shutdown` readiness check."""
 
@@ -229,17 +275,6 @@ class ClosingService(service.Service):
         return Deferred.fromCoroutine(self._close())
 
 
-class StoreService(service.Service):
-    """Closes the store (flushing it and releasing its lock) when the daemon stops."""
-
-    def __init__(self, store: IStore):
-        self._store = store
-
-    def stopService(self) -> Deferred[None]:
-        super().stopService()
-        return Deferred.fromCoroutine(self._store.close())
-
-
 #: The group-versions served in this process, and their Local APIServices' priorities.
 LOCAL_APISERVICES = (
     LocalAPIService("apiregistration.k8s.io", "v1", 18000, 15),
@@ -260,7 +295,6 @@ def make_service(settings: Settings, runtime: Runtime, reactor: IReactorCore) ->
     """Wire the daemon: storage, TLS listener, authentication, the served tree and health checks."""
     clock: Any = reactor
     top = service.MultiService()
-    StoreService(runtime.store).setServiceParent(top)
     readiness = ReadinessService()
     readiness.setServiceParent(top)
 
@@ -316,8 +350,19 @@ def make_service(settings: Settings, runtime: Runtime, reactor: IReactorCore) ->
                         installed=lambda: registration.done and index.ready is not None and index.ready.called)
     tree = build_tree(health=health, emulated_version=settings.emulated_version, apis=apis,
                       openapi=OpenAPIResource(groups, settings.emulated_version, remote=remote_openapi))
-    root = AuthenticatingRoot(tree, build_authenticator(settings, runtime))
-    site = build_site(root)
+    limits = Limits(
+        max_read_only_in_flight=settings.max_requests_inflight,
+        max_mutating_in_flight=settings.max_mutating_requests_inflight,
+        request_timeout=settings.request_timeout,
+        max_body_bytes=settings.max_request_body_bytes,
+    )
+    in_flight = InFlight(limits)
+    root = AuthenticatingRoot(tree, build_authenticator(settings, runtime), in_flight=in_flight)
+    site = build_site(root, limits, clock)
+    graceful = GracefulServer(readiness, in_flight, apis.watches, runtime.store, clock,
+                              settings.shutdown_delay_duration, settings.shutdown_drain_timeout)
+    graceful.setName("graceful")
+    graceful.setServiceParent(top)
 
     def on_listening(port: IListeningPort) -> None:
         address = port.getHost()
@@ -337,14 +382,32 @@ def make_service(settings: Settings, runtime: Runtime, reactor: IReactorCore) ->
     listener = StreamServerEndpointService(endpoint, site)
     listener._raiseSynchronously = True
     listener.setName("https")
-    listener.setServiceParent(top)
+    listener.setServiceParent(graceful)
     for unknown in settings.unknown_keys:
         _log.warn("ignoring unknown setting {key} in {file}", key=unknown, file=settings.config_file)
     return top
 
 
+def listening_port(top: service.MultiService) -> Any:
+    """The listening port of a started daemon service (for tests and tools), or None before it listens."""
+    graceful: Any = top.getServiceNamed("graceful")
+    return graceful.getServiceNamed("https").endpoint.port
+
+
+def exit_cleanly_on_sigterm(reactor: Any) -> None:
+    """Make SIGTERM a clean stop (exit status 0), not death by signal: systemd and tests see success."""
+
+    def stop(signum: int, frame: object) -> None:
+        _log.info("received SIGTERM, shutting down")
+        reactor.callFromThread(reactor.stop)
+
+    reactor.callWhenRunning(signal.signal, signal.SIGTERM, stop)
+
+
 def makeService(options: Options) -> service.MultiService:
     """twistd's entry point."""
     from twisted.internet import reactor
+
+    exit_cleanly_on_sigterm(reactor)
 
     return make_service(options.settings, options.runtime, reactor)

@@ -15,7 +15,7 @@ from twisted.web.iweb import IPolicyForHTTPS
 from zope.interface import implementer
 
 from grafana_aggregator.config import load_settings
-from grafana_aggregator.tap import load_runtime, make_service
+from grafana_aggregator.tap import listening_port, load_runtime, make_service
 
 from ..support import CertificateAuthority, Issued, expired
 
@@ -63,8 +63,7 @@ class MutualTLSTests(TestCase):
         self.service = make_service(settings, load_runtime(settings), reactor)
         self.service.startService()
         self.addCleanup(self.service.stopService)
-        endpoint: Any = self.service.getServiceNamed("https").endpoint  # type: ignore[attr-defined]
-        self.base = f"https://127.0.0.1:{endpoint.port.getHost().port}"
+        self.base = f"https://127.0.0.1:{listening_port(self.service).getHost().port}"
 
     def client(self, certificate: Issued | None) -> HTTPClient:
         pool = HTTPConnectionPool(reactor, persistent=False)
@@ -140,8 +139,7 @@ class ProtocolVersionTests(TestCase):
         self.service = make_service(settings, load_runtime(settings), reactor)
         self.service.startService()
         self.addCleanup(self.service.stopService)
-        endpoint: Any = self.service.getServiceNamed("https").endpoint  # type: ignore[attr-defined]
-        self.port = endpoint.port.getHost().port
+        self.port = listening_port(self.service).getHost().port
 
     def handshake(self, version: Any) -> str:
         """Connect with exactly one TLS version (security level 0, so the client itself allows old ones)."""

@@ -97,7 +97,7 @@ class Options(usage.Options):
 
                 try:
                     endpoints.serverFromString(reactor, self.settings.listen)
-                except (ValueError, KeyError, TypeError) as error:
+                except (ValueError, KeyError, TypeError, IndexError) as error:
                     raise ConfigError(f"invalid value for {_where_listen(self.settings)}: "
                                       f"{self.settings.listen!r} is not a server endpoint description ({error})")
             self.runtime = load_runtime(self.settings)

@@ -378,7 +378,8 @@ class ApiChannel(HTTPChannel):
     def connectionMade(self) -> None:
         self.totalHeadersSize = self.limits.max_header_bytes
         self.maxHeaders = self.limits.max_headers
-        self.MAX_LENGTH = self.limits.max_header_bytes
+        # Longer than the header budget, so an oversized header line gets the 400 of the size check.
+        self.MAX_LENGTH = self.limits.max_header_bytes * 2
         self.timeOut = int(self.limits.idle_timeout)
         super().connectionMade()
 

@@ -206,6 +206,10 @@ def build_authenticator(settings: Settings, runtime: Runtime) -> Authenticator:
     return Authenticator(chain, anonymous=settings.anonymous_auth)
 
 
+#: Seconds given to ended watch streams to flush their last bytes at shutdown.
+WATCH_END_GRACE = 0.5
+
+
 class GracefulServer(service.MultiService):
     """Owns the listener and the store, and stops them in kube-apiserver's order on SIGTERM.
 
@@ -244,8 +248,12 @@ class GracefulServer(service.MultiService):
         else:
             if timer.active():
                 timer.cancel()
-        for stream in list(self._watches):
+        streams = list(self._watches)
+        for stream in streams:
             stream.end()
+        if streams:
+            # Let the ends of the streams reach the clients before the reactor stops and drops connections.
+            await deferLater(self._clock, WATCH_END_GRACE, lambda: None)
         await self._store.close()
         _log.info("shut down cleanly")
 

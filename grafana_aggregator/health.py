@@ -11,6 +11,7 @@ from collections.abc import Callable
 from urllib.parse import parse_qs
 
 from attrs import define, field
+from twisted.application.service import Service
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
@@ -113,3 +114,18 @@ def _plain(request: IRequest, code: int, text: str) -> bytes:
     request.setHeader(b"Cache-Control", b"no-cache, private")
     return text.encode("utf-8")
 
+
+
+class ReadinessService(Service):
+    """Tracks whether the daemon is shutting down, for the `shutdown` readiness check."""
+
+    def __init__(self) -> None:
+        self.shutting_down = False
+
+    def stopService(self) -> None:
+        self.shutting_down = True
+        super().stopService()
+
+    def check(self) -> str | None:
+        """The `shutdown` check: failing once the daemon is stopping."""
+        return "the server is shutting down" if self.shutting_down else None

@@ -45,7 +45,7 @@ from .controllers.availability import AvailabilityController
 from .controllers.local_apiservices import LocalAPIService, LocalAPIServiceRegistration
 from .controllers.remote_discovery import RemoteDiscovery
 from .controllers.remote_openapi import RemoteOpenAPI
-from .health import HealthChecks
+from .health import HealthChecks, ReadinessService
 from .openapi_resource import OpenAPIResource
 from .proxy import ProxyResource
 from .remote_services import RemoteService, RemoteServicesError, load_remote_services
@@ -256,20 +256,6 @@ class GracefulServer(service.MultiService):
             await deferLater(self._clock, WATCH_END_GRACE, lambda: None)
         await self._store.close()
         _log.info("shut down cleanly")
-
-
-class ReadinessService(service.Service):
-    """Tracks whether the daemon is shutting down, for the `shutdown` readiness check."""
-
-    def __init__(self) -> None:
-        self.shutting_down = False
-
-    def stopService(self) -> None:
-        self.shutting_down = True
-        super().stopService()
-
-    def check(self) -> str | None:
-        return "the server is shutting down" if self.shutting_down else None
 
 
 class ClosingService(service.Service):

@@ -29,7 +29,7 @@ from twisted.python import usage
 from .. import __version__
 from ..auth import Authenticator, ChainVerifier, IAuthenticator, RequestHeaderAuthenticator, load_ca_bundle
 from ..config import ConfigError, RequestHeaderSettings
-from ..health import HealthChecks
+from ..health import HealthChecks, ReadinessService
 from ..kubeconfig import server_url
 from ..server import build_site
 from ..tls import (
@@ -280,20 +280,6 @@ class Options(usage.Options):
             requestheader=requestheader,
             verbosity=self["verbosity"],
         )
-
-
-class ReadinessService(service.Service):
-    """Reports not-ready on /readyz once the daemon is stopping."""
-
-    def __init__(self) -> None:
-        self.stopping = False
-
-    def stopService(self) -> None:
-        self.stopping = True
-        super().stopService()
-
-    def check(self) -> str | None:
-        return "the server is shutting down" if self.stopping else None
 
 
 def build_authenticator(settings: ExampleSettings, material: Material) -> Authenticator:

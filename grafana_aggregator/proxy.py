@@ -203,6 +203,11 @@ class ProxyResource(Resource):
     async def _proxy(self, request: IRequest) -> None:
         gone: list[bool] = []
         request.notifyFinish().addBoth(lambda _: gone.append(True))  # type: ignore[attr-defined]
+        request.upstream = self.name  # type: ignore[attr-defined]
+        accounting = getattr(getattr(getattr(request, "channel", None), "site", None), "accounting", None)
+        ticket = getattr(request, "accounting_ticket", None)
+        if accounting is not None and ticket is not None:
+            accounting.mark_proxied(ticket, self.name)
         if not is_available(self._apiservice):
             _status(request, service_unavailable())
             return

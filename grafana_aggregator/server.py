@@ -273,6 +273,8 @@ class ApiRequest(server.Request):
     _too_large = False
     _timed_out = False
     _timer: IDelayedCall | None = None
+    #: The metrics ticket of this request, when the site keeps metrics (the proxy marks it as proxied).
+    accounting_ticket: Any = None
 
     def _limits(self) -> Limits:
         return getattr(self.channel, "limits", None) or Limits()
@@ -307,8 +309,23 @@ class ApiRequest(server.Request):
             self.write(body)
             self.finish()
             return
+        site = getattr(channel, "site", None)
+        accounting = getattr(site, "accounting", None)
+        long_running = is_long_running(self)
+        if accounting is not None:
+            path, _, query = self.uri.partition(b"?")
+            ticket = accounting.begin(self.method.decode("ascii", "replace"), path.decode("utf-8", "replace"),
+                                      query.decode("utf-8", "replace"), long_running)
+            self.accounting_ticket = ticket
+
+            def account(result: object) -> None:
+                user = request_user(self)
+                accounting.end(ticket, self.code, self.sentLength, user.name if user is not None else "",
+                               getattr(self, "upstream", None))
+
+            self.notifyFinish().addBoth(account)
         clock = getattr(channel, "clock", None)
-        if clock is not None and not is_long_running(self):
+        if clock is not None and not long_running:
             self._timer = clock.callLater(self._limits().request_timeout, self._time_out)
             self.notifyFinish().addBoth(self._cancel_timer)
         super().process()
@@ -355,7 +372,7 @@ class ApiRequest(server.Request):
 
 
 def build_tree(*, health: HealthChecks, emulated_version: tuple[int, int], apis: Resource,
-               openapi: Resource | None = None) -> Router:
+               openapi: Resource | None = None, metrics: Resource | None = None) -> Router:
     """The served paths, before authentication."""
     tree = Router()
     tree.putChild(b"version", VersionResource(version_info(emulated_version)))
@@ -365,6 +382,8 @@ def build_tree(*, health: HealthChecks, emulated_version: tuple[int, int], apis:
     tree.putChild(b"apis", apis)
     if openapi is not None:
         tree.putChild(b"openapi", openapi)
+    if metrics is not None:
+        tree.putChild(b"metrics", metrics)
     return tree
 
 
@@ -416,12 +435,20 @@ class ApiChannel(HTTPChannel):
 class ApiSite(server.Site):
     """The Site: JSON errors, no tracebacks, request limits and connection deadlines."""
 
-    def __init__(self, root: IResource, limits: Limits, clock: IReactorTime | None):
+    def __init__(self, root: IResource, limits: Limits, clock: IReactorTime | None, accounting: Any = None):
         super().__init__(root, timeout=limits.idle_timeout)
         self.requestFactory = ApiRequest
         self.displayTracebacks = False
         self.limits = limits
         self.clock = clock
+        #: A metrics.RequestAccounting: every request is counted, timed and logged once.
+        self.accounting = accounting
+        self.noisy = False
+
+    def log(self, request: Any) -> None:
+        """The access log is written by the request accounting, with named fields."""
+        if self.accounting is None:
+            super().log(request)
 
     def buildProtocol(self, addr: Any) -> Any:
         channel: Any = ApiChannel()
@@ -435,6 +462,7 @@ class ApiSite(server.Site):
         return channel
 
 
-def build_site(root: IResource, limits: Limits | None = None, clock: IReactorTime | None = None) -> server.Site:
+def build_site(root: IResource, limits: Limits | None = None, clock: IReactorTime | None = None,
+               accounting: Any = None) -> server.Site:
     """A Site serving the given root with JSON errors, no tracebacks, and (given a clock) kube's limits."""
-    return ApiSite(root, limits or Limits(), clock)
+    return ApiSite(root, limits or Limits(), clock, accounting)

@@ -39,7 +39,7 @@ from .auth import (
 )
 from .config import KEYS, ConfigError, Settings, load_settings
 from .apis import ApisResource, LocalGroupVersion
-from .controllers.apiservice_index import APIServiceIndex
+from .controllers.apiservice_index import APISERVICES, APIServiceIndex
 from .controllers.autoregister import AutoRegistration
 from .controllers.availability import AvailabilityController
 from .controllers.local_apiservices import LocalAPIService, LocalAPIServiceRegistration
@@ -47,11 +47,12 @@ from .controllers.remote_discovery import RemoteDiscovery
 from .controllers.remote_openapi import RemoteOpenAPI
 from .health import HealthChecks, ReadinessService
 from .openapi_resource import OpenAPIResource
+from .metrics import Metrics, MetricsResource, RequestAccounting
 from .proxy import ProxyResource
 from .remote_services import RemoteService, RemoteServicesError, load_remote_services
-from .registry.apiservice import APIServiceStrategy, is_local
+from .registry.apiservice import APIServiceStrategy, available_condition, is_local
 from .registry.externalname import ExternalNameStrategy
-from .storage import IStore, StoreLockedError
+from .storage import IStore, StoreLockedError, WatchEvent
 from .storage.file import FileStore
 from .upstream import UpstreamClients
 from .kubeconfig import ensure_admin_token, server_url, write_kubeconfig
@@ -311,6 +312,8 @@ def make_service(settings: Settings, runtime: Runtime, reactor: IReactorCore) ->
 
     index = APIServiceIndex(runtime.store)
     index.setServiceParent(top)
+    metrics = Metrics()
+    index.listeners.append(lambda event: apiservice_metrics(metrics, event))
     clients = UpstreamClients(clock, runtime.proxy_client, runtime.apiservice_ca_bundle)
     ClosingService(clients.close).setServiceParent(top)
     stripped = frozenset(h.lower() for h in (*settings.requestheader.username_headers,
@@ -343,7 +346,8 @@ def make_service(settings: Settings, runtime: Runtime, reactor: IReactorCore) ->
                         remote_resources=remote_discovery.resources_for,
                         installed=lambda: registration.done and index.ready is not None and index.ready.called)
     tree = build_tree(health=health, emulated_version=settings.emulated_version, apis=apis,
-                      openapi=OpenAPIResource(groups, settings.emulated_version, remote=remote_openapi))
+                      openapi=OpenAPIResource(groups, settings.emulated_version, remote=remote_openapi),
+                      metrics=MetricsResource(metrics))
     limits = Limits(
         max_read_only_in_flight=settings.max_requests_inflight,
         max_mutating_in_flight=settings.max_mutating_requests_inflight,
@@ -352,7 +356,7 @@ def make_service(settings: Settings, runtime: Runtime, reactor: IReactorCore) ->
     )
     in_flight = InFlight(limits)
     root = AuthenticatingRoot(tree, build_authenticator(settings, runtime), in_flight=in_flight)
-    site = build_site(root, limits, clock)
+    site = build_site(root, limits, clock, RequestAccounting(metrics, clock, Logger("grafana_aggregator.access")))
     graceful = GracefulServer(readiness, in_flight, apis.watches, runtime.store, clock,
                               settings.shutdown_delay_duration, settings.shutdown_drain_timeout)
     graceful.setName("graceful")
@@ -380,6 +384,17 @@ def make_service(settings: Settings, runtime: Runtime, reactor: IReactorCore) ->
     for unknown in settings.unknown_keys:
         _log.warn("ignoring unknown setting {key} in {file}", key=unknown, file=settings.config_file)
     return top
+
+
+def apiservice_metrics(metrics: Metrics, event: WatchEvent) -> None:
+    """Keep kube's aggregator_unavailable_apiservice metrics in step with stored APIService conditions."""
+    if event.collection != APISERVICES:
+        return
+    if event.type == "DELETED":
+        metrics.forget_apiservice(event.name)
+        return
+    condition = available_condition(event.object) or {}
+    metrics.set_apiservice_available(event.name, condition.get("status") == "True", condition.get("reason", ""))
 
 
 def listening_port(top: service.MultiService) -> Any:

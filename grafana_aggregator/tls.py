@@ -40,6 +40,10 @@ class CertificateError(ValueError):
     """A certificate or key file is unusable; the message names the file."""
 
 
+class KeyMismatchError(CertificateError):
+    """The key file holds a key that does not belong to the certificate (both files may be mid-rotation)."""
+
+
 def load_certificates(path: str) -> list[x509.Certificate]:
     """Every certificate in a PEM file, leaf first."""
     try:
@@ -85,7 +89,7 @@ def load_key_pair(cert_file: str, key_file: str) -> KeyPair:
     der = serialization.Encoding.DER
     info = serialization.PublicFormat.SubjectPublicKeyInfo
     if public.public_bytes(der, info) != chain[0].public_key().public_bytes(der, info):
-        raise CertificateError(f"{key_file}: this key does not belong to the certificate in {cert_file}")
+        raise KeyMismatchError(f"{key_file}: this key does not belong to the certificate in {cert_file}")
     return KeyPair(tuple(chain), key, cert_file, key_file)
 
 
@@ -191,22 +195,36 @@ class ServingTLS:
     """
 
     def __init__(self, pair: KeyPair, client_cas: Sequence[x509.Certificate] = ()):
-        options = ssl.CertificateOptions(
-            privateKey=crypto.PKey.from_cryptography_key(pair.key),  # type: ignore[arg-type]
-            certificate=crypto.X509.from_cryptography(pair.chain[0]),
-            extraCertChain=[crypto.X509.from_cryptography(c) for c in pair.chain[1:]],
-            raiseMinimumTo=ssl.TLSVersion.TLSv1_2,
-            acceptableProtocols=[b"http/1.1"],
-        )
-        context = options.getContext()
-        context.set_verify(SSL.VERIFY_PEER, _accept_any_certificate)
-        for ca in client_cas:
-            context.add_client_ca(crypto.X509.from_cryptography(ca))
+        self._context = _serving_context(pair, client_cas)
+        self.pair = pair
+
+    def update(self, pair: KeyPair, client_cas: Sequence[x509.Certificate]) -> None:
+        """Serve new handshakes with this certificate and client-CA list; established connections keep theirs.
+
+        Each connection holds a reference to the context it was made with, so swapping the context
+        leaves them untouched.  A context that cannot be built raises and the previous one stays.
+        """
+        context = _serving_context(pair, client_cas)
         self._context = context
         self.pair = pair
 
     def serverConnectionForTLS(self, tlsProtocol: object) -> SSL.Connection:
         return SSL.Connection(self._context, None)
+
+
+def _serving_context(pair: KeyPair, client_cas: Sequence[x509.Certificate]) -> SSL.Context:
+    options = ssl.CertificateOptions(
+        privateKey=crypto.PKey.from_cryptography_key(pair.key),  # type: ignore[arg-type]
+        certificate=crypto.X509.from_cryptography(pair.chain[0]),
+        extraCertChain=[crypto.X509.from_cryptography(c) for c in pair.chain[1:]],
+        raiseMinimumTo=ssl.TLSVersion.TLSv1_2,
+        acceptableProtocols=[b"http/1.1"],
+    )
+    context: SSL.Context = options.getContext()
+    context.set_verify(SSL.VERIFY_PEER, _accept_any_certificate)
+    for ca in client_cas:
+        context.add_client_ca(crypto.X509.from_cryptography(ca))
+    return context
 
 
 @implementer(IStreamServerEndpoint)

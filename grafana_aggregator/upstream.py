@@ -23,6 +23,7 @@ from service_identity import VerificationError
 from service_identity.pyopenssl import verify_hostname, verify_ip_address
 from treq.client import HTTPClient
 from twisted.internet import ssl
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -149,6 +150,28 @@ class _FixedPolicy:
         return self._creator
 
 
+class _RetirablePool(HTTPConnectionPool):
+    """A connection pool that, once retired, closes each connection as soon as its request is done."""
+
+    retired = False
+
+    def retire(self) -> Deferred[None]:
+        """Close the idle connections now, and the busy ones when their responses end (never mid-request)."""
+        self.retired = True
+        closed: Deferred[None] = self.closeCachedConnections()
+        return closed
+
+    def _putConnection(self, key: Any, connection: Any) -> None:
+        if self.retired:
+            connection.transport.loseConnection()
+            return
+        super()._putConnection(key, connection)
+
+
+def _log_close_failure(failure: Failure) -> None:
+    _log.failure("closing a retired backend connection pool failed", failure)
+
+
 class UpstreamClients:
     """HTTP clients to backends, one pooled client per distinct TLS configuration (never shared across them)."""
 
@@ -158,7 +181,25 @@ class UpstreamClients:
         self._proxy_client = proxy_client
         self._default_trust = list(default_trust) if default_trust else None
         self._max = max_connections_per_backend
-        self._clients: dict[tuple[Any, ...], tuple[HTTPClient, HTTPConnectionPool]] = {}
+        self._clients: dict[tuple[Any, ...], tuple[HTTPClient, _RetirablePool]] = {}
+
+    @property
+    def proxy_client(self) -> KeyPair | None:
+        """The client certificate presented to backends by connections made from now on."""
+        return self._proxy_client
+
+    def replace_proxy_client(self, pair: KeyPair | None) -> None:
+        """Present this client certificate from now on: later requests and probes get new pools.
+
+        The pools made with the previous certificate are retired: idle connections close at once,
+        busy ones when their response ends, so no request is cut off.
+        """
+        self._proxy_client = pair
+        retiring = [pool for _, pool in self._clients.values()]
+        self._clients.clear()
+        for pool in retiring:
+            pool.retire().addErrback(_log_close_failure)
+        _log.info("backend client certificate replaced; {pools} connection pools retired", pools=len(retiring))
 
     def client_for(self, backend: Backend) -> HTTPClient:
         """The client for a backend (created on first use, then reused with its connection pool)."""
@@ -172,7 +213,7 @@ class UpstreamClients:
                hashlib.sha256(b"".join(c.public_bytes(Encoding.DER) for c in trust or [])).hexdigest())
         entry = self._clients.get(key)
         if entry is None:
-            pool = HTTPConnectionPool(self._reactor, persistent=True)
+            pool = _RetirablePool(self._reactor, persistent=True)
             pool.maxPersistentPerHost = self._max
             pool.cachedConnectionTimeout = 90
             pool.retryAutomatically = False

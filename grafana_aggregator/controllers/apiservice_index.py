@@ -51,6 +51,10 @@ class APIServiceIndex(Service):
             while True:
                 result = await self._store.list(collection, None)
                 self._replace(collection, result.items)
+                for item in result.items:
+                    meta = item["metadata"]
+                    self._notify(WatchEvent("ADDED", item, result.resource_version, collection,
+                                            meta.get("namespace", ""), meta["name"]))
                 try:
                     self._watches.append(self._store.watch(collection, None, result.resource_version, self._event))
                     break
@@ -75,6 +79,9 @@ class APIServiceIndex(Service):
                 self._externalnames.pop(key, None)
             else:
                 self._externalnames[key] = event.object
+        self._notify(event)
+
+    def _notify(self, event: WatchEvent) -> None:
         for listener in list(self.listeners):
             try:
                 listener(event)

@@ -1,0 +1,339 @@
+# -*- test-case-name: tests.test_metrics -*-
+"""Prometheus metrics with kube-apiserver's and kube-aggregator's names, the access log, and `/metrics`.
+
+`Metrics` owns a private `CollectorRegistry` (never prometheus_client's global one), so every test
+and every server instance sees only its own series.  `RequestAccounting` turns one HTTP request into
+the request metrics and exactly one access-log event; `MetricsResource` serves the exposition text.
+
+Counters and histograms are exposed without prometheus_client's `_created` series, as Go's client
+(and so kube-apiserver) exposes them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+from attrs import define
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.web.iweb import IRequest
+from twisted.web.resource import Resource
+
+from .apimachinery.requestinfo import RequestInfo, request_info
+from .apimachinery.status import method_not_allowed, write_status
+
+#: k8s.io/apiserver's `apiserver_request_duration_seconds` buckets (dense around 1 s for the latency SLOs).
+REQUEST_DURATION_BUCKETS = (
+    0.005, 0.025, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 1.0, 1.25, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0,
+    15.0, 20.0, 30.0, 45.0, 60.0,
+)
+
+#: Paths whose requests (and subpaths) are left out of the access log unless asked for.
+HEALTH_PROBE_PATHS = ("/healthz", "/livez", "/readyz")
+
+#: Values of the `component` label.
+COMPONENT_LOCAL = "apiserver"
+COMPONENT_PROXIED = "aggregator"
+
+#: The `verb` label values kube-apiserver reports; anything else is reported as `other`.
+_VALID_VERBS = frozenset({
+    "APPLY", "CONNECT", "CREATE", "DELETE", "DELETECOLLECTION", "GET", "LIST", "PATCH", "POST", "PROXY", "PUT",
+    "UPDATE", "WATCH",
+})
+#: Kubernetes verbs that do not count against the mutating in-flight limit.
+_READ_ONLY_VERBS = frozenset({"get", "list", "watch"})
+#: The reason counted when an APIService turns unavailable without a condition reason.
+UNKNOWN_REASON = "UnknownReason"
+
+
+def request_scope(info: RequestInfo) -> str:
+    """The `scope` label kube-apiserver computes: resource, namespace, cluster, or "" for non-resource requests."""
+    if info.name or info.verb == "create":
+        return "resource"
+    if info.namespace:
+        return "namespace"
+    if info.is_resource_request:
+        return "cluster"
+    return ""
+
+
+def request_verb(method: str, info: RequestInfo) -> str:
+    """The upper-case `verb` label kube-apiserver reports (GET/HEAD become LIST or WATCH where they are ones)."""
+    if info.is_resource_request and info.verb == "watch":
+        return "WATCH"
+    if info.is_resource_request and info.verb == "deletecollection":
+        return "DELETECOLLECTION"
+    verb = method.upper()
+    if verb in ("GET", "HEAD"):
+        return "LIST" if request_scope(info) in ("cluster", "namespace") else "GET"
+    return verb if verb in _VALID_VERBS else "other"
+
+
+class _APIServiceAvailability(Collector):
+    """A custom collector for the two kube-aggregator availability series.
+
+    They share the family name `aggregator_unavailable_apiservice` once prometheus_client strips a
+    counter's `_total`, which its own Gauge and Counter refuse to register side by side.
+    """
+
+    def __init__(self) -> None:
+        self.unavailable: dict[str, bool] = {}
+        self.transitions: dict[tuple[str, str], int] = {}
+
+    def collect(self) -> Iterable[Metric]:
+        gauge = GaugeMetricFamily(
+            "aggregator_unavailable_apiservice",
+            "Whether an APIService is unavailable (1) or available (0), by APIService name.",
+            labels=["name"],
+        )
+        for name, unavailable in sorted(self.unavailable.items()):
+            gauge.add_metric([name], 1.0 if unavailable else 0.0)
+        counter = CounterMetricFamily(
+            "aggregator_unavailable_apiservice",
+            "Transitions of an APIService to unavailable, by APIService name and the reason of the new condition.",
+            labels=["name", "reason"],
+        )
+        for (name, reason), count in sorted(self.transitions.items()):
+            counter.add_metric([name, reason], float(count))
+        return [gauge, counter]
+
+
+@define
+class _WithoutCreated(Collector):
+    """A view of a registry that leaves out the `_created` samples of counters and histograms."""
+
+    _registry: CollectorRegistry
+
+    def collect(self) -> Iterator[Metric]:
+        for metric in self._registry.collect():
+            trimmed = Metric(metric.name, metric.documentation, metric.type, metric.unit)
+            trimmed.samples = [s for s in metric.samples if not s.name.endswith("_created")]
+            yield trimmed
+
+
+class Metrics:
+    """Every metric grafana-aggregator exposes, in a registry of its own."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self._availability = _APIServiceAvailability()
+        self.registry.register(self._availability)
+        registry = self.registry
+        self.requests = Counter(
+            "apiserver_request_total",
+            "Counter of apiserver requests broken out for each verb, group, version, resource, subresource, scope,"
+            " component, and HTTP response code.",
+            ["verb", "group", "version", "resource", "subresource", "scope", "component", "code"],
+            registry=registry,
+        )
+        self.request_duration = Histogram(
+            "apiserver_request_duration_seconds",
+            "Response latency distribution in seconds for each verb, group, version, resource, subresource, scope"
+            " and component.",
+            ["verb", "group", "version", "resource", "subresource", "scope", "component"],
+            buckets=REQUEST_DURATION_BUCKETS,
+            registry=registry,
+        )
+        self.upstream_duration = Histogram(
+            "grafana_aggregator_proxy_upstream_duration_seconds",
+            "Time from sending a proxied request to its APIService's backend until the response ended.",
+            ["apiservice"],
+            buckets=REQUEST_DURATION_BUCKETS,
+            registry=registry,
+        )
+        self.upstream_errors = Counter(
+            "grafana_aggregator_proxy_upstream_errors_total",
+            "Proxied requests that failed to reach or to be answered by the APIService's backend, by reason.",
+            ["apiservice", "reason"],
+            registry=registry,
+        )
+        self.longrunning = Gauge(
+            "apiserver_longrunning_requests",
+            "Gauge of all active long-running apiserver requests broken out by verb, group, version, resource,"
+            " scope and component.",
+            ["verb", "group", "version", "resource", "scope", "component"],
+            registry=registry,
+        )
+        self.inflight = Gauge(
+            "apiserver_current_inflight_requests",
+            "Number of requests currently being served (long-running requests excluded), by request kind.",
+            ["request_kind"],
+            registry=registry,
+        )
+        for kind in ("readOnly", "mutating"):
+            self.inflight.labels(request_kind=kind).set(0)
+        self.storage_duration = Histogram(
+            "grafana_aggregator_storage_operation_duration_seconds",
+            "Duration of storage operations in seconds, by operation and resource.",
+            ["operation", "resource"],
+            registry=registry,
+        )
+        self.probe_duration = Histogram(
+            "grafana_aggregator_availability_probe_duration_seconds",
+            "Duration of APIService availability probes in seconds, by APIService and result.",
+            ["apiservice", "result"],
+            registry=registry,
+        )
+
+    def set_apiservice_available(self, name: str, available: bool, reason: str) -> None:
+        """Record an APIService's availability; a turn from available to unavailable counts once under `reason`.
+
+        As in kube-aggregator, an APIService first seen unavailable (or seen again after being forgotten)
+        sets the gauge without counting, since it was never seen available.
+        """
+        was_available = self._availability.unavailable.get(name) is False
+        self._availability.unavailable[name] = not available
+        if was_available and not available:
+            key = (name, reason or UNKNOWN_REASON)
+            self._availability.transitions[key] = self._availability.transitions.get(key, 0) + 1
+
+    def forget_apiservice(self, name: str) -> None:
+        """Drop a deleted APIService's gauge series (its counter keeps counting, as a counter must)."""
+        self._availability.unavailable.pop(name, None)
+
+    def observe_upstream(self, apiservice: str, seconds: float) -> None:
+        """Record how long one proxied request to an APIService's backend took."""
+        self.upstream_duration.labels(apiservice=apiservice).observe(seconds)
+
+    def count_upstream_error(self, apiservice: str, reason: str) -> None:
+        """Count one proxied request that failed upstream (for example `timeout`, `connection`, `tls`)."""
+        self.upstream_errors.labels(apiservice=apiservice, reason=reason).inc()
+
+    def observe_storage(self, operation: str, resource: str, seconds: float) -> None:
+        """Record how long one storage operation (get, list, create, update, delete, watch) took."""
+        self.storage_duration.labels(operation=operation, resource=resource).observe(seconds)
+
+    def observe_probe(self, apiservice: str, result: str, seconds: float) -> None:
+        """Record how long one availability probe of an APIService took and how it ended."""
+        self.probe_duration.labels(apiservice=apiservice, result=result).observe(seconds)
+
+    def render(self) -> tuple[bytes, str]:
+        """The Prometheus text exposition (format 0.0.4) of every metric, and its content type."""
+        return generate_latest(_WithoutCreated(self.registry)), CONTENT_TYPE_PLAIN_0_0_4
+
+
+@define
+class Ticket:
+    """What `RequestAccounting.begin` learnt about a request, handed back to `end`."""
+
+    method: str
+    path: str
+    query: str
+    info: RequestInfo
+    verb: str
+    scope: str
+    started: float
+    long_running: bool
+    request_kind: str | None
+    upstream: str | None = None
+    longrunning_labels: tuple[str, ...] | None = None
+    ended: bool = False
+
+
+class RequestAccounting:
+    """Request metrics and the access log: `begin` when a request arrives, `end` once when it is over."""
+
+    def __init__(self, metrics: Metrics, clock: IReactorTime, log: Logger, log_health_probes: bool = False):
+        self._metrics = metrics
+        self._clock = clock
+        self._log = log
+        self._log_health_probes = log_health_probes
+
+    def begin(self, method: str, path: str, query: str, long_running: bool) -> Ticket:
+        """Classify a request and count it as in flight (or as long-running, which in-flight leaves out)."""
+        info = request_info(method, path, query)
+        scope = request_scope(info)
+        ticket = Ticket(
+            method=method.upper(),
+            path=path,
+            query=query,
+            info=info,
+            verb=request_verb(method, info),
+            scope=scope,
+            started=self._clock.seconds(),
+            long_running=long_running,
+            request_kind=None if long_running else ("readOnly" if info.verb in _READ_ONLY_VERBS else "mutating"),
+        )
+        if ticket.request_kind is not None:
+            self._metrics.inflight.labels(request_kind=ticket.request_kind).inc()
+        else:
+            self._start_longrunning(ticket, COMPONENT_LOCAL)
+        return ticket
+
+    def mark_proxied(self, ticket: Ticket, upstream: str) -> None:
+        """Note that the request goes to an APIService's backend, moving an open watch to component=aggregator."""
+        if ticket.ended or ticket.upstream is not None:
+            return
+        ticket.upstream = upstream
+        if ticket.longrunning_labels is not None:
+            self._metrics.longrunning.labels(*ticket.longrunning_labels).dec()
+            self._start_longrunning(ticket, COMPONENT_PROXIED)
+
+    def end(self, ticket: Ticket, code: int, sent_bytes: int, user: str, upstream: str | None) -> None:
+        """Count the finished request, release its gauges and log it; later calls for the same ticket do nothing."""
+        if ticket.ended:
+            return
+        ticket.ended = True
+        upstream = upstream if upstream is not None else ticket.upstream
+        component = COMPONENT_PROXIED if upstream is not None else COMPONENT_LOCAL
+        elapsed = max(0.0, self._clock.seconds() - ticket.started)
+        info = ticket.info
+        labels = (ticket.verb, info.api_group, info.api_version, info.resource, info.subresource, ticket.scope,
+                  component)
+        self._metrics.requests.labels(*labels, str(code)).inc()
+        self._metrics.request_duration.labels(*labels).observe(elapsed)
+        if ticket.request_kind is not None:
+            self._metrics.inflight.labels(request_kind=ticket.request_kind).dec()
+        if ticket.longrunning_labels is not None:
+            self._metrics.longrunning.labels(*ticket.longrunning_labels).dec()
+        if not self._log_health_probes and _is_health_probe(ticket.path):
+            return
+        self._log.info(
+            "{method} {path} {code} {bytes}B {latency_ms}ms user={user}",
+            method=ticket.method,
+            path=ticket.path,
+            query=ticket.query,
+            code=code,
+            bytes=sent_bytes,
+            latency_ms=round(elapsed * 1000, 3),
+            user=user,
+            verb=info.verb,
+            upstream=upstream,
+            log_access=True,
+        )
+
+    def _start_longrunning(self, ticket: Ticket, component: str) -> None:
+        info = ticket.info
+        labels = (ticket.verb, info.api_group, info.api_version, info.resource, ticket.scope, component)
+        self._metrics.longrunning.labels(*labels).inc()
+        ticket.longrunning_labels = labels
+
+
+def _is_health_probe(path: str) -> bool:
+    return any(path == probe or path.startswith(probe + "/") for probe in HEALTH_PROBE_PATHS)
+
+
+class MetricsResource(Resource):
+    """`/metrics`: the Prometheus exposition of a `Metrics`, for GET and HEAD."""
+
+    isLeaf = True
+
+    def __init__(self, metrics: Metrics):
+        super().__init__()
+        self._metrics = metrics
+
+    def render(self, request: IRequest) -> bytes:
+        """Answer GET and HEAD with the exposition text, anything else with a 405 Status."""
+        method = request.method.decode("ascii", "replace")
+        if method not in ("GET", "HEAD"):
+            path = request.path.decode("utf-8", "replace")
+            return write_status(request, method_not_allowed(method, path))
+        body, content_type = self._metrics.render()
+        request.setResponseCode(200)
+        request.setHeader(b"Content-Type", content_type.encode("ascii"))
+        request.setHeader(b"Cache-Control", b"no-cache, private")
+        return body

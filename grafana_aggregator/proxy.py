@@ -173,6 +173,7 @@ class ProxyResource(Resource):
         on_unreachable: Callable[[str], None] = lambda name: None,
         extra_stripped: frozenset[str] = frozenset(),
         request_timeout: float = REQUEST_TIMEOUT,
+        metrics: Any = None,
     ):
         super().__init__()
         self._apiservice = apiservice
@@ -183,6 +184,7 @@ class ProxyResource(Resource):
         self._on_unreachable = on_unreachable
         self._extra_stripped = extra_stripped
         self._request_timeout = request_timeout
+        self._metrics = metrics
 
     @property
     def name(self) -> str:
@@ -191,6 +193,10 @@ class ProxyResource(Resource):
     def render(self, request: IRequest) -> int:
         defer.Deferred.fromCoroutine(self._proxy(request)).addErrback(self._failed, request)
         return NOT_DONE_YET
+
+    def _count_error(self, reason: str) -> None:
+        if self._metrics is not None:
+            self._metrics.count_upstream_error(self.name, reason)
 
     def _failed(self, failure: Failure, request: IRequest) -> None:
         _log.failure("proxying to {apiservice} failed", failure, apiservice=self.name)
@@ -257,6 +263,7 @@ class ProxyResource(Resource):
                 relay.abort()
 
         timer = self._clock.callLater(limit, time_out) if limit is not None else None
+        sent = self._clock.seconds()
         try:
             response: IResponse = await upstream
         except Exception as error:
@@ -264,6 +271,7 @@ class ProxyResource(Resource):
                 timer.cancel()
             if gone:
                 return
+            self._count_error("timeout" if expired else "unreachable")
             if expired and not discovery:
                 _status(request, StatusError(504, "request did not complete within the allotted timeout", "Timeout",
                                              {}))
@@ -273,12 +281,15 @@ class ProxyResource(Resource):
             self._on_unreachable(self.name)
             _status(request, service_unavailable(f"error trying to reach service: {reason}"))
             return
+        if self._metrics is not None:
+            self._metrics.observe_upstream(self.name, self._clock.seconds() - sent)
         if gone:
             if timer is not None and timer.active():
                 timer.cancel()
             response.deliverBody(_Discard())
             return
         if 300 <= response.code < 400 and response.headers.getRawHeaders("location"):
+            self._count_error("redirect")
             if timer is not None and timer.active():
                 timer.cancel()
             response.deliverBody(_Discard())

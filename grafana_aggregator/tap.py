@@ -331,7 +331,8 @@ def make_service(settings: Settings, runtime: Runtime, reactor: IReactorCore) ->
         if apiservice is None or is_local(apiservice) or not settings.kubernetes_aggregator:
             return None
         return ProxyResource(apiservice, index.externalname_for(apiservice), clients.client_for, clock, request_user,
-                             on_unreachable=availability.recheck, extra_stripped=stripped)
+                             on_unreachable=availability.recheck, extra_stripped=stripped,
+                             request_timeout=settings.request_timeout, metrics=metrics)
 
     remote_discovery = RemoteDiscovery(index, clients.client_for, clock)
     remote_discovery.setServiceParent(top)

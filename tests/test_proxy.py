@@ -75,14 +75,14 @@ class ProxyTests(SynchronousTestCase):
         self.unreachable: list[str] = []
 
     def front(self, api: dict[str, Any] | None = None, externalname: dict[str, Any] | None = EXTERNALNAME,
-              user: UserInfo | None = ALICE, client_for: Any = None) -> StubTreq:
+              user: UserInfo | None = ALICE, client_for: Any = None, metrics: Any = None) -> StubTreq:
         def client(backend: Backend) -> StubTreq:
             self.backends.append(backend)
             return self.upstream
 
         proxy = ProxyResource(api or apiservice(), externalname, client_for or client, self.clock,
                               lambda request: user, on_unreachable=self.unreachable.append,
-                              extra_stripped=frozenset({"x-custom-user"}))
+                              extra_stripped=frozenset({"x-custom-user"}), metrics=metrics)
         apis = Resource()
         group = Resource()
         apis.putChild(b"example.grafana.app", group)
@@ -289,6 +289,33 @@ class ProxyTests(SynchronousTestCase):
         self.assertEqual(headers.getRawHeaders("x-backend"), ["yes"])
         self.assertIsNone(headers.getRawHeaders("keep-alive"))
         self.assertIsNone(headers.getRawHeaders("access-control-allow-origin"))
+
+
+class ProxyMetricsTests(SynchronousTestCase):
+    """Upstream latency and errors are counted per APIService."""
+
+    setUp = ProxyTests.setUp
+    front = ProxyTests.front
+    call = ProxyTests.call
+
+    def test_latency_and_errors(self) -> None:
+        """A proxied answer adds one latency observation; a redirect counts as an upstream error."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        from grafana_aggregator.metrics import Metrics
+
+        metrics = Metrics()
+        self.call(self.front(metrics=metrics), "GET", "/apis/example.grafana.app/v0alpha1/dummy")
+        self.backend.code = 302
+        self.backend.headers = {"Location": "https://evil.test/"}
+        self.call(self.front(metrics=metrics), "GET", "/apis/example.grafana.app/v0alpha1/dummy")
+        text = metrics.render()[0].decode()
+        values = {(s.name, tuple(sorted(s.labels.items()))): s.value
+                  for family in text_string_to_metric_families(text) for s in family.samples}
+        name = ("apiservice", "v0alpha1.example.grafana.app")
+        self.assertEqual(values[("grafana_aggregator_proxy_upstream_duration_seconds_count", (name,))], 2.0)
+        self.assertEqual(values[("grafana_aggregator_proxy_upstream_errors_total", (name, ("reason", "redirect")))],
+                         1.0)
 
 
 class HelperTests(SynchronousTestCase):

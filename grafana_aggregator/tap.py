@@ -54,6 +54,7 @@ from .registry.apiservice import APIServiceStrategy, available_condition, is_loc
 from .registry.externalname import ExternalNameStrategy
 from .storage import IStore, StoreLockedError, WatchEvent
 from .storage.file import FileStore
+from .storage.instrumented import InstrumentedStore
 from .upstream import UpstreamClients
 from .kubeconfig import ensure_admin_token, server_url, write_kubeconfig
 from .server import AuthenticatingRoot, InFlight, Limits, build_site, build_tree, request_user
@@ -290,6 +291,8 @@ def make_service(settings: Settings, runtime: Runtime, reactor: IReactorCore) ->
     """Wire the daemon: storage, TLS listener, authentication, the served tree and health checks."""
     clock: Any = reactor
     top = service.MultiService()
+    metrics = Metrics()
+    store: IStore = InstrumentedStore(runtime.store, metrics.observe_storage, clock)
     readiness = ReadinessService()
     readiness.setServiceParent(top)
 
@@ -297,9 +300,9 @@ def make_service(settings: Settings, runtime: Runtime, reactor: IReactorCore) ->
         return datetime.datetime.fromtimestamp(clock.seconds(), datetime.timezone.utc)
 
     apiservice_strategy, groups = local_groups(now)
-    registration = LocalAPIServiceRegistration(runtime.store, apiservice_strategy, LOCAL_APISERVICES, now)
+    registration = LocalAPIServiceRegistration(store, apiservice_strategy, LOCAL_APISERVICES, now)
     registration.setServiceParent(top)
-    autoregistration = AutoRegistration(runtime.store, apiservice_strategy, runtime.remote_services,
+    autoregistration = AutoRegistration(store, apiservice_strategy, runtime.remote_services,
                                         runtime.apiservice_ca_bundle_pem, now, clock)
     autoregistration.setServiceParent(top)
 
@@ -310,9 +313,8 @@ def make_service(settings: Settings, runtime: Runtime, reactor: IReactorCore) ->
                lambda: None if registration.done else "the Local APIServices are not registered yet")
     health.add("autoregister-completion", autoregistration.check, endpoints=("healthz", "readyz"))
 
-    index = APIServiceIndex(runtime.store)
+    index = APIServiceIndex(store)
     index.setServiceParent(top)
-    metrics = Metrics()
     index.listeners.append(lambda event: apiservice_metrics(metrics, event))
     clients = UpstreamClients(clock, runtime.proxy_client, runtime.apiservice_ca_bundle)
     ClosingService(clients.close).setServiceParent(top)
@@ -320,7 +322,7 @@ def make_service(settings: Settings, runtime: Runtime, reactor: IReactorCore) ->
                                              *settings.requestheader.uid_headers,
                                              *settings.requestheader.group_headers))
 
-    availability = AvailabilityController(runtime.store, lambda backend: cast(Any, clients.client_for(backend)), clock, now)
+    availability = AvailabilityController(store, lambda backend: cast(Any, clients.client_for(backend)), clock, now)
     availability.setServiceParent(top)
     health.add("poststarthook/apiservice-status-available-controller",
                lambda: None if availability.synced else "the availability of remote APIServices is not known yet",
@@ -343,7 +345,7 @@ def make_service(settings: Settings, runtime: Runtime, reactor: IReactorCore) ->
     if settings.kubernetes_aggregator:
         remote_openapi = RemoteOpenAPI(index, clients.client_for, clock)
         remote_openapi.setServiceParent(top)
-    apis = ApisResource(runtime.store, groups, clock, settings.emulated_version[1], remote=remote,
+    apis = ApisResource(store, groups, clock, settings.emulated_version[1], remote=remote,
                         remote_resources=remote_discovery.resources_for,
                         installed=lambda: registration.done and index.ready is not None and index.ready.called)
     tree = build_tree(health=health, emulated_version=settings.emulated_version, apis=apis,
@@ -358,7 +360,7 @@ def make_service(settings: Settings, runtime: Runtime, reactor: IReactorCore) ->
     in_flight = InFlight(limits)
     root = AuthenticatingRoot(tree, build_authenticator(settings, runtime), in_flight=in_flight)
     site = build_site(root, limits, clock, RequestAccounting(metrics, clock, Logger("grafana_aggregator.access")))
-    graceful = GracefulServer(readiness, in_flight, apis.watches, runtime.store, clock,
+    graceful = GracefulServer(readiness, in_flight, apis.watches, store, clock,
                               settings.shutdown_delay_duration, settings.shutdown_drain_timeout)
     graceful.setName("graceful")
     graceful.setServiceParent(top)

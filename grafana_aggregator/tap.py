@@ -49,6 +49,7 @@ from .health import HealthChecks, ReadinessService
 from .openapi_resource import OpenAPIResource
 from .metrics import Metrics, MetricsResource, RequestAccounting
 from .proxy import ProxyResource
+from .reload import CertificateReloader, ReloadableVerifier
 from .remote_services import RemoteService, RemoteServicesError, load_remote_services
 from .registry.apiservice import APIServiceStrategy, available_condition, is_local
 from .registry.externalname import ExternalNameStrategy
@@ -196,13 +197,15 @@ def load_runtime(settings: Settings) -> Runtime:
                    apiservice_ca_bundle, pem, remote_services)
 
 
-def build_authenticator(settings: Settings, runtime: Runtime) -> Authenticator:
+def build_authenticator(settings: Settings, runtime: Runtime, client_verifier: ChainVerifier | None = None,
+                        header_verifier: ChainVerifier | None = None) -> Authenticator:
     """The authenticator chain in kube-apiserver's order: front proxy, client certificate, bearer token."""
     chain: list[IAuthenticator] = []
     if runtime.requestheader_ca:
-        chain.append(RequestHeaderAuthenticator(ChainVerifier(runtime.requestheader_ca), settings.requestheader))
+        chain.append(RequestHeaderAuthenticator(header_verifier or ChainVerifier(runtime.requestheader_ca),
+                                                settings.requestheader))
     if runtime.client_ca:
-        chain.append(X509Authenticator(ChainVerifier(runtime.client_ca)))
+        chain.append(X509Authenticator(client_verifier or ChainVerifier(runtime.client_ca)))
     if runtime.tokens:
         chain.append(TokenAuthenticator(runtime.tokens))
     return Authenticator(chain, anonymous=settings.anonymous_auth)
@@ -358,7 +361,10 @@ def make_service(settings: Settings, runtime: Runtime, reactor: IReactorCore) ->
         max_body_bytes=settings.max_request_body_bytes,
     )
     in_flight = InFlight(limits)
-    root = AuthenticatingRoot(tree, build_authenticator(settings, runtime), in_flight=in_flight)
+    client_verifier = ReloadableVerifier(runtime.client_ca)
+    header_verifier = ReloadableVerifier(runtime.requestheader_ca)
+    root = AuthenticatingRoot(tree, build_authenticator(settings, runtime, client_verifier, header_verifier),
+                              in_flight=in_flight)
     site = build_site(root, limits, clock, RequestAccounting(metrics, clock, Logger("grafana_aggregator.access")))
     graceful = GracefulServer(readiness, in_flight, apis.watches, store, clock,
                               settings.shutdown_delay_duration, settings.shutdown_drain_timeout)
@@ -379,6 +385,14 @@ def make_service(settings: Settings, runtime: Runtime, reactor: IReactorCore) ->
         _log.info("grafana-aggregator {version} serving on {url}", version=__version__, url=url)
 
     tls = ServingTLS(runtime.serving, [*runtime.client_ca, *runtime.requestheader_ca])
+    CertificateReloader(
+        clock, serving=runtime.serving, on_serving=tls.update,
+        client_ca_file=settings.client_ca_file, client_ca=runtime.client_ca,
+        on_client_ca=client_verifier.replace_cas,
+        requestheader_ca_file=settings.requestheader.client_ca_file, requestheader_ca=runtime.requestheader_ca,
+        on_requestheader_ca=header_verifier.replace_cas,
+        proxy_client=runtime.proxy_client, on_proxy_client=clients.replace_proxy_client,
+    ).setServiceParent(top)
     endpoint = TLSServerEndpoint(listening_endpoint(reactor, settings.listen, settings.bind_address, settings.secure_port), tls, on_listening)
     listener = StreamServerEndpointService(endpoint, site)
     listener._raiseSynchronously = True

@@ -325,7 +325,8 @@ def make_service(settings: Settings, runtime: Runtime, reactor: IReactorCore) ->
                                              *settings.requestheader.uid_headers,
                                              *settings.requestheader.group_headers))
 
-    availability = AvailabilityController(store, lambda backend: cast(Any, clients.client_for(backend)), clock, now)
+    availability = AvailabilityController(store, lambda backend: cast(Any, clients.client_for(backend)), clock, now,
+                                          observe_probe=metrics.observe_probe)
     availability.setServiceParent(top)
     health.add("poststarthook/apiservice-status-available-controller",
                lambda: None if availability.synced else "the availability of remote APIServices is not known yet",

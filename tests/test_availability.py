@@ -209,6 +209,13 @@ class ProbeResultTests(ControllerTestCase):
         self.assertTrue(controller.synced)
         self.assertEqual(controller.in_flight, {})
 
+    def test_probe_observed(self) -> None:
+        """Each backend probe is reported with its result, for the probe latency metric."""
+        self.standard()
+        observed: list[tuple[str, str, float]] = []
+        self.controller(observe_probe=lambda name, result, seconds: observed.append((name, result, seconds)))
+        self.assertEqual(observed, [(NAME, "success", 0.0)])
+
     def test_bad_status(self) -> None:
         """A 503 from all five attempts is FailedDiscoveryCheck with kube's bad-status message."""
         self.standard()

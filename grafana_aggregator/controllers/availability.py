@@ -179,6 +179,8 @@ class AvailabilityController(Service):
     _resync: float = 30.0
     _probe_timeout: float = 5.0
     _max_backoff: float = 4.0
+    #: Called with (APIService name, "success" or "failure", seconds) after each backend probe (for metrics).
+    _observe_probe: Callable[[str, str, float], None] | None = None
 
     #: True once every APIService stored at start has been checked once (a readiness signal).
     synced: bool = field(init=False, default=False)
@@ -460,7 +462,11 @@ class AvailabilityController(Service):
             except BackendUnresolvable as error:
                 failed: str | None = str(error)
             else:
+                started = self._clock.seconds()
                 failed = await self._probe(client, backend.url + probe_path(apiservice))
+                if self._observe_probe is not None:
+                    self._observe_probe(name, "success" if failed is None else "failure",
+                                        self._clock.seconds() - started)
             if failed is None:
                 status, reason, message, outcome = "True", PASSED, PASSED_MESSAGE, _AVAILABLE
             else:

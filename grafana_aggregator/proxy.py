@@ -174,6 +174,7 @@ class ProxyResource(Resource):
         extra_stripped: frozenset[str] = frozenset(),
         request_timeout: float = REQUEST_TIMEOUT,
         metrics: Any = None,
+        limiter: defer.DeferredSemaphore | None = None,
     ):
         super().__init__()
         self._apiservice = apiservice
@@ -185,6 +186,8 @@ class ProxyResource(Resource):
         self._extra_stripped = extra_stripped
         self._request_timeout = request_timeout
         self._metrics = metrics
+        #: Caps the concurrent non-watch requests to this APIService's backend (shared by its resources).
+        self._limiter = limiter
 
     @property
     def name(self) -> str:
@@ -232,6 +235,21 @@ class ProxyResource(Resource):
             _log.info("no backend for {apiservice}: {error}", apiservice=self.name, error=str(error))
             _status(request, service_unavailable())
             return
+        limiter = self._limiter
+        if limiter is None or request_timeout(request, self._request_timeout) is None:
+            # Watches are long-running: they would hold a slot for as long as they stay open.
+            await self._forward(request, user, backend, client, gone)
+            return
+        await limiter.acquire()
+        try:
+            if not gone:
+                await self._forward(request, user, backend, client, gone)
+        finally:
+            limiter.release()
+
+    async def _forward(self, request: IRequest, user: UserInfo, backend: Backend, client: Any,
+                       gone: list[bool]) -> None:
+        """Send the request to the backend and relay its answer."""
         uri = request.uri.decode("latin-1")
         path = uri.split("?", 1)[0]
         headers = forward_headers(request.requestHeaders, user, _client_ip(request), f"{backend.host}:{backend.port}",

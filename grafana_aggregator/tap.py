@@ -17,7 +17,7 @@ from attrs import field, frozen
 from twisted.application import service
 from twisted.application.internet import StreamServerEndpointService
 from twisted.internet import endpoints
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import CancelledError, Deferred, DeferredSemaphore
 from twisted.internet.task import deferLater
 from twisted.internet.interfaces import IListeningPort, IReactorCore
 from twisted.logger import Logger
@@ -56,7 +56,7 @@ from .registry.externalname import ExternalNameStrategy
 from .storage import IStore, StoreLockedError, WatchEvent
 from .storage.file import FileStore
 from .storage.instrumented import InstrumentedStore
-from .upstream import UpstreamClients
+from .upstream import MAX_CONNECTIONS_PER_BACKEND, UpstreamClients
 from .kubeconfig import ensure_admin_token, server_url, write_kubeconfig
 from .server import AuthenticatingRoot, InFlight, Limits, build_site, build_tree, request_user
 from .tls import (
@@ -332,13 +332,19 @@ def make_service(settings: Settings, runtime: Runtime, reactor: IReactorCore) ->
                lambda: None if availability.synced else "the availability of remote APIServices is not known yet",
                endpoints=("readyz",))
 
+    limiters: dict[str, DeferredSemaphore] = {}
+
     def remote(group: str, version: str) -> IResource | None:
         apiservice = index.apiservice_for(group, version)
         if apiservice is None or is_local(apiservice) or not settings.kubernetes_aggregator:
             return None
+        name = apiservice["metadata"]["name"]
+        limiter = limiters.get(name)
+        if limiter is None:
+            limiter = limiters[name] = DeferredSemaphore(MAX_CONNECTIONS_PER_BACKEND)
         return ProxyResource(apiservice, index.externalname_for(apiservice), clients.client_for, clock, request_user,
                              on_unreachable=availability.recheck, extra_stripped=stripped,
-                             request_timeout=settings.request_timeout, metrics=metrics)
+                             request_timeout=settings.request_timeout, metrics=metrics, limiter=limiter)
 
     remote_discovery = RemoteDiscovery(index, clients.client_for, clock)
     remote_discovery.setServiceParent(top)

@@ -35,6 +35,8 @@ from .tls import KeyPair
 
 _log = Logger()
 
+#: Concurrent (non-watch) requests to one backend; more wait for a free slot.
+MAX_CONNECTIONS_PER_BACKEND = 64
 #: How long establishing a TCP connection to a backend may take.
 CONNECT_TIMEOUT = 5.0
 
@@ -176,7 +178,7 @@ class UpstreamClients:
     """HTTP clients to backends, one pooled client per distinct TLS configuration (never shared across them)."""
 
     def __init__(self, reactor: IReactorTime, proxy_client: KeyPair | None,
-                 default_trust: Sequence[x509.Certificate] | None, max_connections_per_backend: int = 64):
+                 default_trust: Sequence[x509.Certificate] | None, max_connections_per_backend: int = MAX_CONNECTIONS_PER_BACKEND):
         self._reactor = reactor
         self._proxy_client = proxy_client
         self._default_trust = list(default_trust) if default_trust else None

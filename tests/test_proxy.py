@@ -75,14 +75,15 @@ class ProxyTests(SynchronousTestCase):
         self.unreachable: list[str] = []
 
     def front(self, api: dict[str, Any] | None = None, externalname: dict[str, Any] | None = EXTERNALNAME,
-              user: UserInfo | None = ALICE, client_for: Any = None, metrics: Any = None) -> StubTreq:
+              user: UserInfo | None = ALICE, client_for: Any = None, metrics: Any = None,
+              limiter: Any = None) -> StubTreq:
         def client(backend: Backend) -> StubTreq:
             self.backends.append(backend)
             return self.upstream
 
         proxy = ProxyResource(api or apiservice(), externalname, client_for or client, self.clock,
                               lambda request: user, on_unreachable=self.unreachable.append,
-                              extra_stripped=frozenset({"x-custom-user"}), metrics=metrics)
+                              extra_stripped=frozenset({"x-custom-user"}), metrics=metrics, limiter=limiter)
         apis = Resource()
         group = Resource()
         apis.putChild(b"example.grafana.app", group)
@@ -263,6 +264,26 @@ class ProxyTests(SynchronousTestCase):
         self.upstream.flush()
         client.flush()
         self.successResultOf(finished)
+
+    def test_concurrency_cap_per_backend(self) -> None:
+        """Beyond the cap, requests wait for a free slot instead of opening more connections; watches are not capped."""
+        from twisted.internet.defer import DeferredSemaphore
+
+        self.backend.hang = True
+        client = self.front(limiter=DeferredSemaphore(1))
+        first = client.get("https://agg.test/apis/example.grafana.app/v0alpha1/namespaces/x/dummy/a")
+        second = client.get("https://agg.test/apis/example.grafana.app/v0alpha1/namespaces/x/dummy/b")
+        self.assertEqual(len(self.backend.hold), 1)
+        client.get("https://agg.test/apis/example.grafana.app/v0alpha1/namespaces/x/dummy?watch=true")
+        self.assertEqual(len(self.backend.hold), 2)
+        held = self.backend.hold[0]
+        held.write(b"{}")
+        held.finish()
+        self.upstream.flush()
+        client.flush()
+        self.successResultOf(first)
+        self.assertEqual(len(self.backend.hold), 3)
+        self.assertNoResult(second)
 
     def test_client_disconnect_cancels_upstream(self) -> None:
         """When the client goes away, the upstream request is cancelled."""

@@ -211,8 +211,8 @@ def build_authenticator(settings: Settings, runtime: Runtime, client_verifier: C
     return Authenticator(chain, anonymous=settings.anonymous_auth)
 
 
-#: Seconds given to ended watch streams to flush their last bytes at shutdown.
-WATCH_END_GRACE = 0.5
+#: Seconds given to finished responses and ended watch streams to flush their last bytes at shutdown.
+FLUSH_GRACE = 0.5
 
 
 class GracefulServer(service.MultiService):
@@ -253,12 +253,11 @@ class GracefulServer(service.MultiService):
         else:
             if timer.active():
                 timer.cancel()
-        streams = list(self._watches)
-        for stream in streams:
+        for stream in list(self._watches):
             stream.end()
-        if streams:
-            # Let the ends of the streams reach the clients before the reactor stops and drops connections.
-            await deferLater(self._clock, WATCH_END_GRACE, lambda: None)
+        # Let the last responses and the ends of the watch streams reach their clients before the reactor
+        # stops and drops the connections.
+        await deferLater(self._clock, FLUSH_GRACE, lambda: None)
         await self._store.close()
         _log.info("shut down cleanly")
 

@@ -12,6 +12,7 @@ Counters and histograms are exposed without prometheus_client's `_created` serie
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 from attrs import define
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -234,6 +235,10 @@ class Ticket:
     ended: bool = False
 
 
+#: Labelled children remembered by RequestAccounting before it starts over (label values are bounded anyway).
+_CHILDREN_LIMIT = 10000
+
+
 class RequestAccounting:
     """Request metrics and the access log: `begin` when a request arrives, `end` once when it is over."""
 
@@ -242,10 +247,22 @@ class RequestAccounting:
         self._clock = clock
         self._log = log
         self._log_health_probes = log_health_probes
+        # Labelled children by metric and label values: prometheus-client's labels() is slow for a per-request path.
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
 
-    def begin(self, method: str, path: str, query: str, long_running: bool) -> Ticket:
-        """Classify a request and count it as in flight (or as long-running, which in-flight leaves out)."""
-        info = request_info(method, path, query)
+    def _child(self, metric: Any, *values: str) -> Any:
+        key = (id(metric), values)
+        child = self._children.get(key)
+        if child is None:
+            if len(self._children) >= _CHILDREN_LIMIT:
+                self._children.clear()
+            child = self._children[key] = metric.labels(*values)
+        return child
+
+    def begin(self, method: str, path: str, query: str, long_running: bool, info: RequestInfo | None = None) -> Ticket:
+        """Classify a request (unless its RequestInfo is given) and count it as in flight or as long-running."""
+        if info is None:
+            info = request_info(method, path, query)
         scope = request_scope(info)
         ticket = Ticket(
             method=method.upper(),
@@ -259,7 +276,7 @@ class RequestAccounting:
             request_kind=None if long_running else ("readOnly" if info.verb in _READ_ONLY_VERBS else "mutating"),
         )
         if ticket.request_kind is not None:
-            self._metrics.inflight.labels(request_kind=ticket.request_kind).inc()
+            self._child(self._metrics.inflight, ticket.request_kind).inc()
         else:
             self._start_longrunning(ticket, COMPONENT_LOCAL)
         return ticket
@@ -284,10 +301,10 @@ class RequestAccounting:
         info = ticket.info
         labels = (ticket.verb, info.api_group, info.api_version, info.resource, info.subresource, ticket.scope,
                   component)
-        self._metrics.requests.labels(*labels, str(code)).inc()
-        self._metrics.request_duration.labels(*labels).observe(elapsed)
+        self._child(self._metrics.requests, *labels, str(code)).inc()
+        self._child(self._metrics.request_duration, *labels).observe(elapsed)
         if ticket.request_kind is not None:
-            self._metrics.inflight.labels(request_kind=ticket.request_kind).dec()
+            self._child(self._metrics.inflight, ticket.request_kind).dec()
         if ticket.longrunning_labels is not None:
             self._metrics.longrunning.labels(*ticket.longrunning_labels).dec()
         if not self._log_health_probes and _is_health_probe(ticket.path):

@@ -16,16 +16,17 @@ from typing import Any
 from urllib.parse import parse_qs, quote
 
 from twisted.internet import defer
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IConsumer, IReactorTime
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.client import FileBodyProducer, ResponseDone
 from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
-from twisted.web.iweb import IRequest, IResponse
+from twisted.web.iweb import IAgent, IBodyProducer, IRequest, IResponse
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
+from zope.interface import implementer
 
 from .apimachinery.status import StatusError, encode_json
 from .auth import UserInfo
@@ -167,7 +168,7 @@ class ProxyResource(Resource):
         self,
         apiservice: dict[str, Any],
         externalname: dict[str, Any] | None,
-        client_for: Callable[[Backend], Any],
+        agent_for: Callable[[Backend], IAgent],
         clock: IReactorTime,
         user_of: Callable[[IRequest], UserInfo | None],
         on_unreachable: Callable[[str], None] = lambda name: None,
@@ -179,7 +180,16 @@ class ProxyResource(Resource):
         super().__init__()
         self._apiservice = apiservice
         self._externalname = externalname
-        self._client_for = client_for
+        self._agent_for = agent_for
+        # An instance serves one version of the APIService and its ExternalName, so the backend is worked out once.
+        self._backend: Backend | None = None
+        self._base_url = b""
+        self._unresolvable = ""
+        try:
+            self._backend = resolve_backend(apiservice, externalname)
+            self._base_url = self._backend.url.encode("ascii")
+        except BackendUnresolvable as error:
+            self._unresolvable = str(error)
         self._clock = clock
         self._user_of = user_of
         self._on_unreachable = on_unreachable
@@ -228,9 +238,11 @@ class ProxyResource(Resource):
         if user is None:
             _status(request, StatusError(500, "Internal error occurred: missing user"))
             return
+        backend = self._backend
         try:
-            backend = resolve_backend(self._apiservice, self._externalname)
-            client = self._client_for(backend)
+            if backend is None:
+                raise BackendUnresolvable(self._unresolvable)
+            agent = self._agent_for(backend)
         except BackendUnresolvable as error:
             _log.info("no backend for {apiservice}: {error}", apiservice=self.name, error=str(error))
             _status(request, service_unavailable())
@@ -238,35 +250,37 @@ class ProxyResource(Resource):
         limiter = self._limiter
         if limiter is None or request_timeout(request, self._request_timeout) is None:
             # Watches are long-running: they would hold a slot for as long as they stay open.
-            await self._forward(request, user, backend, client, gone)
+            await self._forward(request, user, backend, agent, gone)
             return
         await limiter.acquire()
         try:
             if not gone:
-                await self._forward(request, user, backend, client, gone)
+                await self._forward(request, user, backend, agent, gone)
         finally:
             limiter.release()
 
-    async def _forward(self, request: IRequest, user: UserInfo, backend: Backend, client: Any,
+    async def _forward(self, request: IRequest, user: UserInfo, backend: Backend, agent: IAgent,
                        gone: list[bool]) -> None:
         """Send the request to the backend and relay its answer."""
         uri = request.uri.decode("latin-1")
         path = uri.split("?", 1)[0]
         headers = forward_headers(request.requestHeaders, user, _client_ip(request), f"{backend.host}:{backend.port}",
                                   path, self._extra_stripped)
-        data: Any = None
+        producer: IBodyProducer | None = None
         body = request.content
         if body is not None:
             body.seek(0, 2)
             size = body.tell()
             body.seek(0)
             if size > SMALL_BODY:
-                data = FileBodyProducer(body)
+                producer = FileBodyProducer(body)
             elif size:
-                data = body.read()
-        method = request.method.decode("ascii")
-        upstream = client.request(method, backend.url + uri, headers=headers, data=data, allow_redirects=False,
-                                  unbuffered=True)
+                producer = _BytesProducer(body.read())
+        try:
+            upstream = agent.request(request.method, self._base_url + request.uri, headers, producer)
+        except ValueError as error:
+            _status(request, StatusError(400, f"the request cannot be forwarded: {error}", "BadRequest"))
+            return
         request.notifyFinish().addErrback(lambda _: upstream.cancel())  # type: ignore[attr-defined]
         discovery = is_discovery_path(path)
         limit = DISCOVERY_TIMEOUT if discovery else request_timeout(request, self._request_timeout)
@@ -338,6 +352,28 @@ class ProxyResource(Resource):
                 timer.cancel()
         if not gone and not request.finished:  # type: ignore[attr-defined]
             request.finish()
+
+
+@implementer(IBodyProducer)
+class _BytesProducer:
+    """A request body already in memory, written in one go (FileBodyProducer would take a reactor turn per chunk)."""
+
+    def __init__(self, data: bytes):
+        self._data = data
+        self.length = len(data)
+
+    def startProducing(self, consumer: IConsumer) -> defer.Deferred[None]:
+        consumer.write(self._data)
+        return defer.succeed(None)
+
+    def pauseProducing(self) -> None:
+        pass
+
+    def resumeProducing(self) -> None:
+        pass
+
+    def stopProducing(self) -> None:
+        pass
 
 
 class _Discard(Protocol):

@@ -24,7 +24,7 @@ from twisted.web.resource import IResource, Resource
 from zope.interface import Attribute, Interface, implementer
 
 from . import __version__
-from .apimachinery.requestinfo import request_info
+from .apimachinery.requestinfo import RequestInfo, request_info
 from .apimachinery.status import (
     StatusError,
     encode_json,
@@ -167,9 +167,7 @@ class AuthenticatingRoot:
         if user is None:
             return unauthorized()
         request.setComponent(IRequestUser, RequestUser(user))  # type: ignore[attr-defined]
-        path, _, query = request.uri.partition(b"?")
-        info = request_info(request.method.decode("ascii", "replace"), path.decode("utf-8", "replace"),
-                            query.decode("utf-8", "replace"))
+        info = info_of(request)
         decision = authorize(user, info)
         if not decision.allowed:
             if user.is_anonymous:
@@ -259,11 +257,20 @@ def _is_probe(path: str) -> bool:
     return path.split("/")[1] in ("healthz", "livez", "readyz") if path.startswith("/") else False
 
 
+def info_of(request: IRequest) -> RequestInfo:
+    """The RequestInfo of a request, worked out once and kept on the request."""
+    info: RequestInfo | None = getattr(request, "api_request_info", None)
+    if info is None:
+        path, _, query = request.uri.partition(b"?")
+        info = request_info(request.method.decode("ascii", "replace"), path.decode("utf-8", "replace"),
+                            query.decode("utf-8", "replace"))
+        request.api_request_info = info  # type: ignore[attr-defined]
+    return info
+
+
 def is_long_running(request: IRequest) -> bool:
     """Watches (and proxy/exec-style subresources) are long-running: no timeout, not counted in flight."""
-    path, _, query = request.uri.partition(b"?")
-    info = request_info(request.method.decode("ascii", "replace"), path.decode("utf-8", "replace"),
-                        query.decode("utf-8", "replace"))
+    info = info_of(request)
     return info.verb in ("watch", "proxy") or info.subresource in ("exec", "attach", "portforward", "log", "proxy")
 
 
@@ -275,6 +282,8 @@ class ApiRequest(server.Request):
     _timer: IDelayedCall | None = None
     #: The metrics ticket of this request, when the site keeps metrics (the proxy marks it as proxied).
     accounting_ticket: Any = None
+    #: What `info_of` worked out about this request.
+    api_request_info: RequestInfo | None = None
 
     def _limits(self) -> Limits:
         return getattr(self.channel, "limits", None) or Limits()
@@ -315,7 +324,7 @@ class ApiRequest(server.Request):
         if accounting is not None:
             path, _, query = self.uri.partition(b"?")
             ticket = accounting.begin(self.method.decode("ascii", "replace"), path.decode("utf-8", "replace"),
-                                      query.decode("utf-8", "replace"), long_running)
+                                      query.decode("utf-8", "replace"), long_running, info_of(self))
             self.accounting_ticket = ticket
 
             def account(result: object) -> None:
@@ -410,8 +419,13 @@ class ApiChannel(HTTPChannel):
     def allHeadersReceived(self) -> None:
         super().allHeadersReceived()
         if self._deadline is not None and self._deadline.active() and self.clock is not None:
-            # The headers are in; the rest of the request gets what is left of the read timeout.
-            self._deadline.reset(max(0.0, self.limits.read_timeout - self.limits.header_timeout))
+            # The headers are in; a body, if one follows, gets what is left of the read timeout.  A new call
+            # rather than reset(): moving a call sooner makes the reactor search its whole timer heap.
+            self._deadline.cancel()
+            self._deadline = None
+            if self.length != 0:
+                self._deadline = self.clock.callLater(max(0.0, self.limits.read_timeout - self.limits.header_timeout),
+                                                      self._too_slow)
 
     def request_complete(self) -> None:
         """The whole request has arrived: no more read deadline."""

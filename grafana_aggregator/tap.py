@@ -332,18 +332,26 @@ def make_service(settings: Settings, runtime: Runtime, reactor: IReactorCore) ->
                endpoints=("readyz",))
 
     limiters: dict[str, DeferredSemaphore] = {}
+    # The proxy of each APIService, reused while neither it nor its ExternalName changes in the index.
+    proxies: dict[str, tuple[dict[str, Any], dict[str, Any] | None, ProxyResource]] = {}
 
     def remote(group: str, version: str) -> IResource | None:
         apiservice = index.apiservice_for(group, version)
         if apiservice is None or is_local(apiservice) or not settings.kubernetes_aggregator:
             return None
         name = apiservice["metadata"]["name"]
+        externalname = index.externalname_for(apiservice)
+        cached = proxies.get(name)
+        if cached is not None and cached[0] is apiservice and cached[1] is externalname:
+            return cached[2]
         limiter = limiters.get(name)
         if limiter is None:
             limiter = limiters[name] = DeferredSemaphore(MAX_CONNECTIONS_PER_BACKEND)
-        return ProxyResource(apiservice, index.externalname_for(apiservice), clients.client_for, clock, request_user,
-                             on_unreachable=availability.recheck, extra_stripped=stripped,
-                             request_timeout=settings.request_timeout, metrics=metrics, limiter=limiter)
+        proxy = ProxyResource(apiservice, externalname, clients.agent_for, clock, request_user,
+                              on_unreachable=availability.recheck, extra_stripped=stripped,
+                              request_timeout=settings.request_timeout, metrics=metrics, limiter=limiter)
+        proxies[name] = (apiservice, externalname, proxy)
+        return proxy
 
     remote_discovery = RemoteDiscovery(index, clients.client_for, clock)
     remote_discovery.setServiceParent(top)

@@ -28,7 +28,7 @@ from twisted.internet.interfaces import IOpenSSLClientConnectionCreator, IReacto
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.client import Agent, HTTPConnectionPool
-from twisted.web.iweb import IPolicyForHTTPS
+from twisted.web.iweb import IAgent, IPolicyForHTTPS
 from zope.interface import implementer
 
 from .tls import KeyPair
@@ -174,6 +174,19 @@ def _log_close_failure(failure: Failure) -> None:
     _log.failure("closing a retired backend connection pool failed", failure)
 
 
+@frozen
+class _Client:
+    """One TLS configuration's pooled agent, and the treq client over it."""
+
+    treq: HTTPClient
+    agent: IAgent
+    pool: _RetirablePool
+
+
+#: Backends remembered for the fast lookup; past this many (APIServices keep changing) it starts over.
+_BY_BACKEND_LIMIT = 4096
+
+
 class UpstreamClients:
     """HTTP clients to backends, one pooled client per distinct TLS configuration (never shared across them)."""
 
@@ -183,7 +196,9 @@ class UpstreamClients:
         self._proxy_client = proxy_client
         self._default_trust = list(default_trust) if default_trust else None
         self._max = max_connections_per_backend
-        self._clients: dict[tuple[Any, ...], tuple[HTTPClient, _RetirablePool]] = {}
+        self._clients: dict[tuple[Any, ...], _Client] = {}
+        #: The same clients by Backend, so that a proxied request finds its pool without parsing the caBundle.
+        self._by_backend: dict[Backend, _Client] = {}
 
     @property
     def proxy_client(self) -> KeyPair | None:
@@ -197,14 +212,32 @@ class UpstreamClients:
         busy ones when their response ends, so no request is cut off.
         """
         self._proxy_client = pair
-        retiring = [pool for _, pool in self._clients.values()]
+        retiring = [entry.pool for entry in self._clients.values()]
         self._clients.clear()
+        self._by_backend.clear()
         for pool in retiring:
             pool.retire().addErrback(_log_close_failure)
         _log.info("backend client certificate replaced; {pools} connection pools retired", pools=len(retiring))
 
     def client_for(self, backend: Backend) -> HTTPClient:
-        """The client for a backend (created on first use, then reused with its connection pool)."""
+        """The treq client for a backend (created on first use, then reused with its connection pool).
+
+        For the aggregator's own requests (probes, discovery, OpenAPI), made as its own identity.
+        """
+        return self._client(backend).treq
+
+    def agent_for(self, backend: Backend) -> IAgent:
+        """The bare pooled agent of a backend, for proxied requests.
+
+        treq's client keeps a cookie jar and decodes gzip; a proxy must do neither, or one caller's
+        cookies would reach the backend on another caller's request.
+        """
+        return self._client(backend).agent
+
+    def _client(self, backend: Backend) -> _Client:
+        entry = self._by_backend.get(backend)
+        if entry is not None:
+            return entry
         trust = self._default_trust
         if backend.ca_bundle:
             try:
@@ -221,12 +254,15 @@ class UpstreamClients:
             pool.retryAutomatically = False
             tls = BackendTLS(backend, trust, self._proxy_client)
             agent = Agent(self._reactor, _FixedPolicy(tls), connectTimeout=CONNECT_TIMEOUT, pool=pool)
-            entry = (HTTPClient(agent), pool)
-            self._clients[key] = entry
-        return entry[0]
+            entry = self._clients[key] = _Client(HTTPClient(agent), agent, pool)
+        if len(self._by_backend) >= _BY_BACKEND_LIMIT:
+            self._by_backend.clear()
+        self._by_backend[backend] = entry
+        return entry
 
     async def close(self) -> None:
         """Close every pooled connection."""
-        for _, pool in list(self._clients.values()):
-            await pool.closeCachedConnections()
+        for entry in list(self._clients.values()):
+            await entry.pool.closeCachedConnections()
         self._clients.clear()
+        self._by_backend.clear()

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 from typing import Any
 
-from treq.testing import StubTreq
+from treq.testing import RequestTraversalAgent, StubTreq
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.client import readBody
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
@@ -69,7 +71,7 @@ class ProxyTests(SynchronousTestCase):
 
     def setUp(self) -> None:
         self.backend = Backend_()
-        self.upstream = StubTreq(self.backend)
+        self.upstream = RequestTraversalAgent(self.backend)
         self.clock = Clock()
         self.backends: list[Backend] = []
         self.unreachable: list[str] = []
@@ -77,7 +79,7 @@ class ProxyTests(SynchronousTestCase):
     def front(self, api: dict[str, Any] | None = None, externalname: dict[str, Any] | None = EXTERNALNAME,
               user: UserInfo | None = ALICE, client_for: Any = None, metrics: Any = None,
               limiter: Any = None) -> StubTreq:
-        def client(backend: Backend) -> StubTreq:
+        def client(backend: Backend) -> RequestTraversalAgent:
             self.backends.append(backend)
             return self.upstream
 
@@ -90,6 +92,7 @@ class ProxyTests(SynchronousTestCase):
         group.putChild(b"v0alpha1", proxy)
         root = Resource()
         root.putChild(b"apis", apis)
+        self.root = root
         return StubTreq(root)
 
     def call(self, client: StubTreq, method: str, path: str, **kwargs: Any) -> tuple[int, Any, bytes]:
@@ -120,6 +123,28 @@ class ProxyTests(SynchronousTestCase):
         self.assertEqual(headers.getRawHeaders("x-remote-extra-authentication.kubernetes.io%2Fcredential-id"),
                          ["X509SHA256=ab"])
         self.assertEqual(headers.getRawHeaders("x-forwarded-proto"), ["https"])
+
+    def test_backend_cookies_never_reach_another_caller(self) -> None:
+        """A Set-Cookie from the backend is relayed to its caller, never remembered and sent on a later request."""
+        self.backend.headers["Set-Cookie"] = "session=alice-secret; Path=/"
+        code, headers, _ = self.call(self.front(), "GET", "/apis/example.grafana.app/v0alpha1/dummy")
+        self.assertEqual((code, headers.getRawHeaders("set-cookie")), (200, ["session=alice-secret; Path=/"]))
+        bob = UserInfo(name="bob", uid="u-2", groups=("system:authenticated",), extra={})
+        self.call(self.front(user=bob), "GET", "/apis/example.grafana.app/v0alpha1/dummy")
+        self.assertEqual(len(self.backend.requests), 2)
+        self.assertIsNone(self.backend.requests[1][2].getRawHeaders("cookie"))
+
+    def test_encoded_body_passes_through(self) -> None:
+        """A gzip response is relayed as the backend sent it; no Accept-Encoding is added for the caller."""
+        self.backend.headers["Content-Encoding"] = "gzip"
+        self.backend.body = gzip.compress(b'{"kind":"APIResourceList"}')
+        self.front()
+        front = RequestTraversalAgent(self.root)  # a bare agent: treq's own client would decode the answer
+        response = self.successResultOf(front.request(b"GET", b"https://agg.test/apis/example.grafana.app/v0alpha1/dummy"))
+        body = self.successResultOf(readBody(response))
+        self.assertEqual((response.code, body, response.headers.getRawHeaders("content-encoding")),
+                         (200, self.backend.body, ["gzip"]))
+        self.assertIsNone(self.backend.requests[0][2].getRawHeaders("accept-encoding"))
 
     def test_forged_identity_and_credentials_stripped(self) -> None:
         """Client-sent X-Remote-*, Impersonate-*, Authorization, custom identity and hop-by-hop headers never reach the backend."""
@@ -244,7 +269,7 @@ class ProxyTests(SynchronousTestCase):
                 return NOT_DONE_YET
 
         streaming = Streaming()
-        self.upstream = StubTreq(streaming)
+        self.upstream = RequestTraversalAgent(streaming)
         client = self.front()
         response = self.successResultOf(client.get(
             "https://agg.test/apis/example.grafana.app/v0alpha1/namespaces/x/dummy?watch=true", unbuffered=True))

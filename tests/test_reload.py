@@ -266,7 +266,7 @@ class ApplyTests(SynchronousTestCase):
         clients = UpstreamClients(Clock(), first, None)
         backend = Backend("127.0.0.1", 443, ("127.0.0.1",), None, True)
         old = clients.client_for(backend)
-        old_pool: Any = clients._clients[next(iter(clients._clients))][1]
+        old_pool: Any = clients._clients[next(iter(clients._clients))].pool
         clients.replace_proxy_client(second)
         self.assertIs(clients.proxy_client, second)
         self.assertIsNot(clients.client_for(backend), old)

@@ -890,6 +890,20 @@ def _prune(value: Any, schema: Mapping[str, Any], path: str, unknown: list[str],
         _prune(value[key], properties[key], f"{path}.{key}" if path else key, unknown)
 
 
+# The last event encoded, as (object, type, line): one change reaches every watcher of a resource in a row,
+# so each is encoded once however many watch it.  Stored objects are never mutated once stored.
+_last_encoded: list[Any] = [None, "", b""]
+
+
+def _encoded_event(kind: str, obj: Object) -> bytes:
+    """One watch event as a JSON line, encoded once for all the watchers that receive it."""
+    if _last_encoded[0] is obj and _last_encoded[1] == kind:
+        return bytes(_last_encoded[2])
+    line = json.dumps({"type": kind, "object": obj}, separators=(",", ":"), ensure_ascii=False).encode("utf-8") + b"\n"
+    _last_encoded[:] = [obj, kind, line]
+    return line
+
+
 class WatchStream:
     """A chunked stream of watch events for one request, fed by the store and ended by timeout or disconnect."""
 
@@ -974,7 +988,10 @@ class WatchStream:
     def _send(self, kind: str, obj: Object) -> None:
         if self._handler.output.form == "table":
             obj = self._handler.table([obj], {"resourceVersion": obj.get("metadata", {}).get("resourceVersion", "")})
-        self._write({"type": kind, "object": obj})
+            self._write({"type": kind, "object": obj})
+            return
+        if not self._done:
+            self._request.write(_encoded_event(kind, obj))
 
     def _send_error(self, error: StatusError) -> None:
         self._write({"type": "ERROR", "object": error.to_status()})

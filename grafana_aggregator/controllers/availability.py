@@ -178,7 +178,8 @@ class AvailabilityController(Service):
     _now: Callable[[], datetime.datetime]
     _resync: float = 30.0
     _probe_timeout: float = 5.0
-    _max_backoff: float = 4.0
+    #: Short, so that a backend that starts is seen within about a second (an ExternalName has no endpoints to watch).
+    _max_backoff: float = 1.0
     #: Called with (APIService name, "success" or "failure", seconds) after each backend probe (for metrics).
     _observe_probe: Callable[[str, str, float], None] | None = None
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import Any
 
 from attrs import frozen
@@ -19,7 +19,7 @@ from twisted.web.resource import IResource, Resource
 
 from .apimachinery.resource import AsyncResource
 from .apimachinery.rest import GroupVersionResource
-from .apimachinery.status import StatusError, method_not_allowed, not_found_path, write_json, write_status
+from .apimachinery.status import StatusError, encode_json, method_not_allowed, not_found_path, write_json, write_status
 from .discovery import (
     AGGREGATED_KIND,
     DISCOVERY_GROUP,
@@ -102,6 +102,8 @@ class ApisResource(AsyncResource):
         remote_resources: Callable[[str, str], list[dict[str, Any]] | None] = lambda group, version: None,
         installed: Callable[[], bool] = lambda: True,
         watches: set[Any] | None = None,
+        generation: Callable[[], Hashable | None] = lambda: None,
+        indexed: Callable[[], list[dict[str, Any]]] = lambda: [],
     ):
         super().__init__()
         self._store = store
@@ -114,6 +116,13 @@ class ApisResource(AsyncResource):
         self._handlers: dict[tuple[str, str], GroupVersionResource] = {}
         #: Every open watch stream of the local groups (ended cleanly at shutdown).
         self.watches: set[Any] = watches if watches is not None else set()
+        #: A token that changes whenever the APIServices or the remote resources do; None until the watch-fed
+        #: index is synced, and until then the APIServices are read from storage and nothing is cached.
+        self._generation = generation
+        #: The APIServices as the synced index holds them.
+        self._indexed = indexed
+        #: Encoded discovery documents by (form, version): (token, body, ETag).
+        self._documents: dict[tuple[str, str], tuple[Hashable, bytes, bytes]] = {}
         for gv in local:
             self._handlers[(gv.group, gv.version)] = GroupVersionResource(
                 gv.group, gv.version, list(gv.kinds), store, clock,
@@ -126,8 +135,30 @@ class ApisResource(AsyncResource):
         return _GroupResource(self, path.decode("utf-8", "replace"))
 
     async def apiservices(self) -> list[dict[str, Any]]:
-        """Every APIService, from storage."""
+        """Every APIService: from the index once it is synced (not to be changed), else from storage."""
+        if self._generation() is not None:
+            return self._indexed()
         return (await self._store.list(APISERVICES, "")).items
+
+    async def _document(self, form: str, version: str) -> tuple[bytes, bytes]:
+        """The encoded `/apis` document in a form, and its ETag; rebuilt only after something changed."""
+        generation = self._generation()
+        key = (form, version)
+        if generation is not None:
+            cached = self._documents.get(key)
+            if cached is not None and cached[0] == generation:
+                return cached[1], cached[2]
+            apiservices = self._indexed()
+        else:
+            apiservices = (await self._store.list(APISERVICES, "")).items
+        if form == "aggregated":
+            body = aggregated_list(version, aggregated_groups(apiservices, self.resources_for))
+            data, etag = json.dumps(body, separators=(",", ":")).encode() + b"\n", _etag(body)
+        else:
+            data, etag = encode_json(legacy_group_list(legacy_groups(apiservices))), b""
+        if generation is not None:
+            self._documents[key] = (generation, data, etag)
+        return data, etag
 
     def resources_for(self, group: str, version: str) -> list[dict[str, Any]] | None:
         """Aggregated-discovery resources of a group-version: known for local ones, unknown (None) for remote."""
@@ -151,10 +182,8 @@ class ApisResource(AsyncResource):
         negotiated = negotiate_discovery(accept.decode("latin-1") if accept else None, self._emulated_minor)
         if negotiated is None:
             raise _not_acceptable()
-        apiservices = await self.apiservices()
+        data, etag = await self._document(negotiated.form, negotiated.version)
         if negotiated.form == "aggregated":
-            body = aggregated_list(negotiated.version, aggregated_groups(apiservices, self.resources_for))
-            etag = _etag(body)
             request.setHeader(b"ETag", etag)
             request.setHeader(b"Vary", b"Accept")
             request.setHeader(b"Cache-Control", b"public")
@@ -163,10 +192,10 @@ class ApisResource(AsyncResource):
                 request.setResponseCode(304)
                 request.finish()
                 return
-            data = json.dumps(body, separators=(",", ":")).encode() + b"\n"
             request.setResponseCode(200)
         else:
-            data = write_json(request, 200, legacy_group_list(legacy_groups(apiservices)))
+            request.setResponseCode(200)
+            request.setHeader(b"Cache-Control", b"no-cache, private")
             request.setHeader(b"Vary", b"Accept")
         request.setHeader(b"Content-Type", negotiated.content_type)
         request.setHeader(b"Content-Length", str(len(data)).encode())

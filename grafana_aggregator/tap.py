@@ -364,7 +364,9 @@ def make_service(settings: Settings, runtime: Runtime, reactor: IReactorCore) ->
         remote_openapi.setServiceParent(top)
     apis = ApisResource(store, groups, clock, settings.emulated_version[1], remote=remote,
                         remote_resources=remote_discovery.resources_for,
-                        installed=lambda: registration.done and index.ready is not None and index.ready.called)
+                        installed=lambda: registration.done and index.ready is not None and index.ready.called,
+                        generation=lambda: (index.generation, remote_discovery.generation) if index.synced() else None,
+                        indexed=index.apiservices)
     tree = build_tree(health=health, emulated_version=settings.emulated_version, apis=apis,
                       openapi=OpenAPIResource(groups, settings.emulated_version, remote=remote_openapi),
                       metrics=MetricsResource(metrics))

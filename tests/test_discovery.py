@@ -11,10 +11,12 @@ from typing import Any
 
 from treq.testing import StubTreq
 from twisted.internet.task import Clock
+from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
 
-from grafana_aggregator.apis import ApisResource, CoreResource
+from grafana_aggregator.apis import APISERVICES, ApisResource, CoreResource
+from grafana_aggregator.controllers.apiservice_index import APIServiceIndex
 from grafana_aggregator.storage.memory import MemoryStore
 from grafana_aggregator.discovery import MediaRange, Negotiated, negotiate_discovery, parse_accept
 
@@ -278,3 +280,76 @@ class DiscoveryResourceTests(SynchronousTestCase):
         """A deeper path such as /api/v1/pods is a 404 NotFound Status too."""
         code, _, body = self.get("/api/v1/pods", KUBECTL_1_30)
         self.assertEqual((code, body), (404, NOT_FOUND))
+
+
+def _apiservice(group: str) -> dict[str, Any]:
+    return {"apiVersion": "apiregistration.k8s.io/v1", "kind": "APIService",
+            "metadata": {"name": f"v1.{group}"},
+            "spec": {"group": group, "version": "v1", "groupPriorityMinimum": 1000, "versionPriority": 15,
+                     "service": {"namespace": "ns", "name": "svc", "port": 443}}}
+
+
+class CachedDiscoveryTests(SynchronousTestCase):
+    """With a synced index, /apis is built once per change of the APIServices and served from memory between."""
+
+    def setUp(self) -> None:
+        self.store = MemoryStore()
+        self.index = APIServiceIndex(self.store)
+        self.builds = 0
+        self.synced = True
+
+        def indexed() -> list[dict[str, Any]]:
+            self.builds += 1
+            return self.index.apiservices()
+
+        apis = ApisResource(self.store, [], Clock(), emulated_minor=33,
+                            generation=lambda: self.index.generation if self.synced else None, indexed=indexed)
+        root = Resource()
+        root.putChild(b"apis", apis)
+        self.client = StubTreq(root)
+        self.index.startService()
+        self.addCleanup(self.index.stopService)
+
+    def create(self, group: str) -> None:
+        self.successResultOf(Deferred.fromCoroutine(self.store.create(APISERVICES, "", f"v1.{group}",
+                                                                      _apiservice(group))))
+
+    def get(self, accept: str = "application/json", etag: bytes | None = None) -> tuple[int, bytes, bytes]:
+        headers = {"Accept": [accept]}
+        if etag is not None:
+            headers["If-None-Match"] = [etag.decode()]
+        response = self.successResultOf(self.client.get("https://a.test/apis", headers=headers))
+        body = self.successResultOf(self.client.content(response))
+        return response.code, body, (response.headers.getRawHeaders(b"etag") or [b""])[0]
+
+    def groups(self, body: bytes) -> list[str]:
+        document = json.loads(body)
+        return [g.get("name") or g["metadata"]["name"] for g in document.get("groups", document.get("items", []))]
+
+    def test_built_once_per_change(self) -> None:
+        """Repeated reads reuse the document; a new APIService shows at once, with a new ETag."""
+        aggregated = V2_CONTENT_TYPE[0].decode()
+        self.create("a.example.com")
+        code, body, first_etag = self.get(aggregated)
+        self.assertEqual((code, self.groups(body)), (200, ["a.example.com"]))
+        self.assertEqual(self.get(aggregated)[2], first_etag)
+        self.assertEqual(self.get(aggregated, etag=first_etag)[0], 304)
+        self.assertEqual(self.builds, 1)
+        self.assertEqual(self.groups(self.get()[1]), ["a.example.com"])
+        self.assertEqual(self.builds, 2)
+
+        self.create("b.example.com")
+        code, body, second_etag = self.get(aggregated)
+        self.assertEqual(sorted(self.groups(body)), ["a.example.com", "b.example.com"])
+        self.assertNotEqual(second_etag, first_etag)
+        self.assertEqual(self.get(aggregated, etag=first_etag)[0], 200)
+        self.assertEqual(sorted(self.groups(self.get()[1])), ["a.example.com", "b.example.com"])
+        self.assertEqual(self.builds, 4)
+
+    def test_unsynced_index_reads_storage(self) -> None:
+        """Until the index is synced, every read lists storage and nothing is cached."""
+        self.synced = False
+        self.create("a.example.com")
+        self.assertEqual(self.groups(self.get()[1]), ["a.example.com"])
+        self.assertEqual(self.groups(self.get()[1]), ["a.example.com"])
+        self.assertEqual(self.builds, 0)

@@ -918,6 +918,9 @@ class WatchStream:
         self._timers: list[IDelayedCall] = []
         self._done = False
         self._last_rv = 0
+        # Most watches select everything; they need not work out each object's labels and fields.
+        self._everything = (bool(getattr(labels, "is_empty", lambda: False)())
+                            and bool(getattr(fields, "is_empty", lambda: False)()))
 
     def end(self) -> None:
         """End the stream cleanly (the client sees the end of the response, not a reset)."""
@@ -963,6 +966,9 @@ class WatchStream:
         if self._done:
             return
         self._last_rv = event.resource_version
+        if self._everything:
+            self._send(event.type, event.object)
+            return
         matches = self._handler.matches(event.object, self._labels, self._fields)
         if event.type != "MODIFIED" or event.previous is None:
             if matches:

@@ -32,6 +32,8 @@ class APIServiceIndex(Service):
         self.ready: Deferred[None] | None = None
         #: Called with every WatchEvent after the index has applied it.
         self.listeners: list[Callable[[WatchEvent], None]] = []
+        #: Grows with every change the index applies, so that what is built from it can be cached.
+        self.generation = 0
 
     def startService(self) -> None:
         super().startService()
@@ -62,12 +64,14 @@ class APIServiceIndex(Service):
                     continue
 
     def _replace(self, collection: Collection, items: list[dict[str, Any]]) -> None:
+        self.generation += 1
         if collection == APISERVICES:
             self._apiservices = {i["metadata"]["name"]: i for i in items}
         else:
             self._externalnames = {(i["metadata"].get("namespace", ""), i["metadata"]["name"]): i for i in items}
 
     def _event(self, event: WatchEvent) -> None:
+        self.generation += 1
         if event.collection == APISERVICES:
             if event.type == "DELETED":
                 self._apiservices.pop(event.name, None)
@@ -103,6 +107,14 @@ class APIServiceIndex(Service):
         service = apiservice.get("spec", {}).get("service") or {}
         return self._externalnames.get((service.get("namespace", ""), service.get("name", "")))
 
+    def apiservice_named(self, name: str) -> dict[str, Any] | None:
+        """The APIService of that name, if any."""
+        return self._apiservices.get(name)
+
+    def synced(self) -> bool:
+        """Whether the index holds everything stored (its first list is done and it is watching)."""
+        return self.ready is not None and self.ready.called
+
     def apiservices(self) -> list[dict[str, Any]]:
-        """Every APIService, in name order."""
+        """Every APIService, in name order (the index's own objects: callers must not change them)."""
         return [self._apiservices[name] for name in sorted(self._apiservices)]

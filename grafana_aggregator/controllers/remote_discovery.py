@@ -121,6 +121,8 @@ class RemoteDiscovery(TimerService):
         self._cache: dict[str, _Cached] = {}
         #: True once every remote APIService known at start was fetched once (successfully or not).
         self.synced = False
+        #: Grows whenever the resources known for some group-version change, so discovery can be cached.
+        self.generation = 0
         index.listeners.append(self._changed)
 
     def startService(self) -> None:
@@ -173,6 +175,7 @@ class RemoteDiscovery(TimerService):
 
     def _forget(self, name: str) -> None:
         tracked = self._tracked.pop(name, None)
+        self.generation += 1
         if tracked is not None and tracked.retry is not None and tracked.retry.active():
             tracked.retry.cancel()
 
@@ -206,7 +209,7 @@ class RemoteDiscovery(TimerService):
             tracked.backoff = min(tracked.backoff * 2, MAX_BACKOFF)
 
     async def _fetch_once(self, name: str, tracked: _Tracked) -> bool:
-        apiservice = next((a for a in self._index.apiservices() if a["metadata"]["name"] == name), None)
+        apiservice = self._index.apiservice_named(name)
         if apiservice is None or is_local(apiservice):
             return True
         spec = apiservice.get("spec", {})
@@ -214,10 +217,15 @@ class RemoteDiscovery(TimerService):
         try:
             backend = resolve_backend(apiservice, self._index.externalname_for(apiservice))
             client = self._client_for(backend)
-            tracked.resources = await self._discover(client, backend, group, version)
+            resources = await self._discover(client, backend, group, version)
+            if resources != tracked.resources:
+                self.generation += 1
+            tracked.resources = resources
             tracked.errors = 0
             return True
         except Exception as error:
+            if tracked.resources is not None:
+                self.generation += 1
             tracked.resources = None
             tracked.errors += 1
             if tracked.errors == 1:

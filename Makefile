@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 SOURCES := $(shell find grafana_aggregator twisted -name '*.py') setup.cfg pyproject.toml
 
-.PHONY: run run-example test typecheck pki clean
+.PHONY: run run-example test typecheck pki bench clean
 
 # Dependencies once, then the project itself as a real (non-editable) install, so that twistd finds
 # the plugin exactly as it would from a wheel; reinstalled whenever a source file changes.
@@ -38,9 +38,18 @@ run-example: $(BIN)/.installed pki
 	  --requestheader-username-headers=X-Remote-User -v 10
 
 test: $(BIN)/.installed
-	$(BIN)/ruff check grafana_aggregator tests twisted
+	$(BIN)/ruff check grafana_aggregator tests twisted bench
 	$(BIN)/mypy
 	$(BIN)/python -m twisted.trial tests
+
+# Benchmarks (not part of `make test`): backend, aggregator and reference nginx on loopback, a few minutes,
+# one table; `make bench BENCH_ARGS=--json` for machines.  wrk and nginx come from Debian's packages.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+bench: $(BIN)/.installed
+	@command -v wrk >/dev/null && command -v nginx >/dev/null && command -v curl >/dev/null || { \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq wrk nginx-light curl; }
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 typecheck: $(BIN)/.installed
 	$(BIN)/mypy

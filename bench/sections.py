@@ -1,0 +1,457 @@
+"""The measurements of `make bench`, one function per section, each adding rows with their references."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .harness import (AUTHORIZATION, LARGE_BYTES, LARGE_PATH, SMALL_PATH, TOKEN, UPLOAD_PATH, VERSION, Api, Pki,
+                      Process, Processes, RssSampler, WrkResult, free_port, median, percentile, wait_port, wrk)
+from .report import Results, Row
+from .stack import Aggregator, Nginx, register, start_aggregator, start_backend, start_reference_proxy, wait_available
+
+MB = 1024 * 1024
+BENCH = os.path.dirname(os.path.abspath(__file__))
+APISERVICES = "/apis/apiregistration.k8s.io/v1/apiservices"
+
+
+@dataclass
+class Context:
+    """The run's processes, started once and shared by the sections, and the daemon's RSS at rest."""
+
+    processes: Processes
+    pki: Pki
+    results: Results
+    seconds: float
+    _backend: Nginx | None = None
+    _aggregator: Aggregator | None = None
+    _proxy: Nginx | None = None
+    rss_at_rest: int = 0
+    peaks: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def backend(self) -> Nginx:
+        if self._backend is None:
+            self._backend = start_backend(self.processes, self.pki)
+        return self._backend
+
+    @property
+    def aggregator(self) -> Aggregator:
+        if self._aggregator is None:
+            backend = self.backend
+            self._aggregator = start_aggregator(self.processes, self.pki)
+            name = register(self._aggregator.api, self.pki, "bench.grafana.app", backend.port)
+            wait_available(self._aggregator.api, name, "True", within=30)
+            time.sleep(1.0)
+            self.rss_at_rest = self._aggregator.process.rss()
+        return self._aggregator
+
+    @property
+    def proxy(self) -> Nginx:
+        if self._proxy is None:
+            self._proxy = start_reference_proxy(self.processes, self.pki, self.backend.port)
+        return self._proxy
+
+    def add(self, row: Row) -> Row:
+        return self.results.add(row)
+
+    def sampler(self, phase: str) -> RssSampler:
+        sampler = RssSampler(self.aggregator.process.pid)
+        self._phases.append((phase, sampler))
+        return sampler
+
+    _phases: list[tuple[str, RssSampler]] = field(default_factory=list)
+
+    def finish(self) -> None:
+        """The daemon's RSS rows: at rest, then the peak of every phase, with the resting figure as reference."""
+        if self._aggregator is None:
+            return
+        rest = self.rss_at_rest / MB
+        self.add(Row("memory", "RSS at rest", rest, "MB"))
+        for phase, sampler in self._phases:
+            self.add(Row("memory", f"RSS peak: {phase}", sampler.peak / MB, "MB", rest, "at rest"))
+
+
+def _wrk_rows(ctx: Context, section: str, label: str, result: WrkResult, reference: WrkResult | None,
+              reference_name: str) -> None:
+    ref = reference
+    ctx.add(Row(section, f"{label}: requests/s", result.rps, "req/s", ref.rps if ref else None, reference_name))
+    ctx.add(Row(section, f"{label}: p50", result.p50_ms, "ms", ref.p50_ms if ref else None, reference_name))
+    ctx.add(Row(section, f"{label}: p99", result.p99_ms, "ms", ref.p99_ms if ref else None, reference_name))
+    if result.errors:
+        ctx.add(Row(section, f"{label}: errors", result.errors, "", at_most=0))
+
+
+def start_floor(ctx: Context) -> int:
+    """bench/floor.py: bare twisted.web over TLS serving the same small object; returns its port."""
+    port = free_port()
+    body = os.path.join(ctx.processes.folder, "backend-root", SMALL_PATH.lstrip("/") + ".json")
+    ctx.processes.start("floor", [sys.executable, os.path.join(BENCH, "floor.py"), ctx.pki.server_cert,
+                                  ctx.pki.server_key, str(port), body])
+    wait_port(port)
+    return port
+
+
+def proxy(ctx: Context) -> None:
+    """Small GETs at concurrency 1 and 50: direct to the backend, through nginx, through the aggregator.
+
+    Bare twisted.web over TLS answering the same object from memory is measured too: no proxy can be
+    faster than the HTTP server it is built on, so it shows how much of the cost is the framework's.
+    """
+    auth = [f"Authorization: {AUTHORIZATION}"]
+    targets = {
+        "direct": f"https://127.0.0.1:{ctx.backend.port}{SMALL_PATH}",
+        "nginx": f"https://127.0.0.1:{ctx.proxy.port}{SMALL_PATH}",
+        "aggregator": f"{ctx.aggregator.url}{SMALL_PATH}",
+        "floor": f"https://127.0.0.1:{start_floor(ctx)}{SMALL_PATH}",
+    }
+    for connections in (1, 50):
+        measured: dict[str, WrkResult] = {}
+        for name, url in targets.items():
+            wrk(url, connections, 1, auth)  # warm up connections, pools and caches
+            if name == "aggregator":
+                with ctx.sampler(f"proxy c={connections}"):
+                    measured[name] = wrk(url, connections, ctx.seconds, auth)
+            else:
+                measured[name] = wrk(url, connections, ctx.seconds, auth)
+        direct, nginx, aggregator, floor = (measured[n] for n in ("direct", "nginx", "aggregator", "floor"))
+        section = f"proxy c={connections}"
+        _wrk_rows(ctx, section, "direct", direct, None, "")
+        _wrk_rows(ctx, section, "nginx proxy", nginx, direct, "direct")
+        _wrk_rows(ctx, section, "aggregator", aggregator, nginx, "nginx")
+        _wrk_rows(ctx, section, "twisted.web alone, no proxy", floor, None, "")
+        if connections == 50:
+            ctx.add(Row(section, "aggregator requests/s (target)", aggregator.rps, "req/s", nginx.rps, "nginx",
+                        at_least=3000))
+            ctx.add(Row(section, "aggregator requests/s vs twisted.web alone", aggregator.rps, "req/s", floor.rps,
+                        "twisted.web alone"))
+        else:
+            ctx.add(Row(section, "aggregator added p50 over direct", aggregator.p50_ms - direct.p50_ms, "ms",
+                        nginx.p50_ms - direct.p50_ms, "nginx added", at_most=1.0))
+            ctx.add(Row(section, "aggregator added p99 over direct", aggregator.p99_ms - direct.p99_ms, "ms",
+                        nginx.p99_ms - direct.p99_ms, "nginx added", at_most=5.0))
+            ctx.add(Row(section, "twisted.web alone, p50 over direct", floor.p50_ms - direct.p50_ms, "ms"))
+
+
+def _curl(url: str, pki: Pki, *extra: str) -> float:
+    """One curl transfer; returns its bytes per second (download or upload, whichever is larger)."""
+    argv = ["curl", "-s", "-S", "-f", "-o", "/dev/null", "--cacert", pki.ca, "--cert", pki.client_cert,
+            "--key", pki.client_key, "-H", f"Authorization: {AUTHORIZATION}", "-w", "%{speed_download} %{speed_upload}",
+            *extra, url]
+    completed = subprocess.run(argv, check=True, capture_output=True, text=True, timeout=120)
+    download, upload = (float(part) for part in completed.stdout.split())
+    return max(download, upload)
+
+
+def bodies(ctx: Context) -> None:
+    """A 10 MB download and a 10 MB upload, direct and through the aggregator; the daemon's RSS must stay flat."""
+    upload = os.path.join(ctx.processes.folder, "upload.bin")
+    with open(upload, "wb") as handle:
+        handle.write(os.urandom(LARGE_BYTES))
+    direct_base = f"https://localhost:{ctx.backend.port}"
+    aggregator_base = f"https://localhost:{ctx.aggregator.port}"
+    repeats = 5
+    for label, path, extra in (("10 MB download", LARGE_PATH, ()),
+                               ("10 MB upload", UPLOAD_PATH, ("-T", upload))):
+        direct_speeds, aggregator_speeds = [], []
+        _curl(direct_base + path, ctx.pki, *extra)
+        _curl(aggregator_base + path, ctx.pki, *extra)
+        with ctx.sampler(label):
+            for _ in range(repeats):
+                direct_speeds.append(_curl(direct_base + path, ctx.pki, *extra))
+                aggregator_speeds.append(_curl(aggregator_base + path, ctx.pki, *extra))
+        direct, aggregator = median(direct_speeds) / MB, median(aggregator_speeds) / MB
+        ctx.add(Row("bodies", f"{label}: direct", direct, "MB/s"))
+        ctx.add(Row("bodies", f"{label}: aggregator", aggregator, "MB/s", direct, "direct"))
+        ctx.add(Row("bodies", f"{label}: aggregator / direct", 100 * aggregator / direct, "%", at_least=50))
+    peak = max(s.peak for phase, s in ctx._phases if phase.startswith("10 MB"))
+    ctx.add(Row("bodies", "RSS growth while streaming", (peak - ctx.rss_at_rest) / MB, "MB",
+                LARGE_BYTES / MB, "one body", at_most=LARGE_BYTES / MB / 2))
+
+
+def _output_line(process: Process, prefix: str, within: float) -> str:
+    """The first line of a child's output starting with prefix, waiting for it; fails if the child ends without it."""
+    deadline = time.monotonic() + within
+    while True:
+        exited = process.popen.poll() is not None
+        for line in process.output().splitlines():
+            if line.startswith(prefix):
+                return line
+        if exited or time.monotonic() > deadline:
+            raise RuntimeError(f"{process.name} printed no {prefix!r} line:\n{process.output()[-2000:]}")
+        time.sleep(0.02)
+
+
+def _remote_apiservice(group: str, label: str) -> dict[str, Any]:
+    """An APIService for group/v0alpha1 whose ExternalName bench/nope does not exist (so no backend is ever contacted)."""
+    return {"apiVersion": "apiregistration.k8s.io/v1", "kind": "APIService",
+            "metadata": {"name": f"{VERSION}.{group}", "labels": {"bench": label}},
+            "spec": {"group": group, "version": VERSION, "groupPriorityMinimum": 1000, "versionPriority": 15,
+                     "service": {"namespace": "bench", "name": "nope", "port": 443}}}
+
+
+LEGACY_DISCOVERY = "application/json"
+AGGREGATED_DISCOVERY = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
+DISCOVERY_SIZES = (10, 100, 1000)
+DISCOVERY_SUFFIX = ".discovery.bench"
+
+
+def _discovery_groups(api: Api) -> int:
+    """How many of the discovery section's groups legacy `GET /apis` lists."""
+    status, _, data = api.request("GET", "/apis", headers={"Accept": LEGACY_DISCOVERY})
+    if status != 200:
+        raise RuntimeError(f"GET /apis answered {status}: {data[:500]!r}")
+    return sum(1 for group in json.loads(data)["groups"] if group["name"].endswith(DISCOVERY_SUFFIX))
+
+
+def _wait_discovery_groups(api: Api, count: int, within: float = 120.0) -> None:
+    """Wait until `/apis` lists exactly count of the section's groups (discovery may follow storage later)."""
+    deadline = time.monotonic() + within
+    while (listed := _discovery_groups(api)) != count:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"/apis lists {listed} discovery bench groups, not {count}, after {within}s")
+        time.sleep(0.05)
+
+
+def discovery(ctx: Context) -> None:
+    """`GET /apis`, legacy and aggregated, with 10, 100 and 1000 APIServices, against `GET /version`; then a 304."""
+    api = ctx.aggregator.api
+    seconds = max(2.0, ctx.seconds / 2)
+    auth = f"Authorization: {AUTHORIZATION}"
+    apis_url, version_url = f"{ctx.aggregator.url}/apis", f"{ctx.aggregator.url}/version"
+    section = "discovery"
+    create_ms: list[float] = []
+    aggregated = None
+    for size in DISCOVERY_SIZES:
+        while len(create_ms) < size:
+            started = time.monotonic()
+            api.json("POST", APISERVICES, _remote_apiservice(f"g{len(create_ms):04d}{DISCOVERY_SUFFIX}", "discovery"))
+            create_ms.append((time.monotonic() - started) * 1000)
+        _wait_discovery_groups(api, size)
+        version = wrk(version_url, 1, seconds, [auth, "Accept: application/json"])
+        with ctx.sampler(f"discovery, {size} APIServices"):
+            legacy = wrk(apis_url, 1, seconds, [auth, f"Accept: {LEGACY_DISCOVERY}"])
+            aggregated = wrk(apis_url, 1, seconds, [auth, f"Accept: {AGGREGATED_DISCOVERY}"])
+        target = 10.0 if size == DISCOVERY_SIZES[-1] else None
+        for label, result in (("legacy", legacy), ("aggregated", aggregated)):
+            name = f"{size} APIServices: {label} /apis"
+            ctx.add(Row(section, f"{name} p50", result.p50_ms, "ms", version.p50_ms, "GET /version"))
+            ctx.add(Row(section, f"{name} p99", result.p99_ms, "ms", version.p99_ms, "GET /version", at_most=target))
+        for label, result in (("/version", version), ("legacy /apis", legacy), ("aggregated /apis", aggregated)):
+            if result.errors:
+                ctx.add(Row(section, f"{size} APIServices: {label} errors", result.errors, "", at_most=0))
+    assert aggregated is not None
+
+    status, headers, body = api.request("GET", "/apis", headers={"Accept": AGGREGATED_DISCOVERY})
+    etag = headers.get("etag", "")
+    ctx.add(Row(section, f"{DISCOVERY_SIZES[-1]} APIServices: aggregated /apis body", len(body) / 1024, "KB"))
+    revalidated, _, _ = api.request("GET", "/apis", headers={"Accept": AGGREGATED_DISCOVERY, "If-None-Match": etag})
+    ctx.add(Row(section, "If-None-Match with the ETag answers 304", 1.0 if revalidated == 304 else 0.0, "",
+                at_least=1))
+    if etag:
+        not_modified = wrk(apis_url, 1, seconds, [auth, f"Accept: {AGGREGATED_DISCOVERY}", f"If-None-Match: {etag}"])
+        reference = "aggregated 200"
+        ctx.add(Row(section, "304 revalidation p50", not_modified.p50_ms, "ms", aggregated.p50_ms, reference))
+        ctx.add(Row(section, "304 revalidation p99", not_modified.p99_ms, "ms", aggregated.p99_ms, reference))
+        ctx.add(Row(section, "304 revalidation errors", not_modified.errors, "", at_most=0))
+
+    ctx.add(Row(section, "POST APIService p50", percentile(create_ms, 0.5), "ms"))
+    ctx.add(Row(section, "POST APIService p99", percentile(create_ms, 0.99), "ms"))
+    started = time.monotonic()
+    api.json("DELETE", f"{APISERVICES}?labelSelector=bench%3Ddiscovery")
+    _wait_discovery_groups(api, 0)
+    ctx.add(Row(section, f"deletecollection of {len(create_ms)} until gone from /apis", time.monotonic() - started,
+                "s"))
+
+
+AVAILABILITY_GROUP = "avail.grafana.app"
+#: Seconds the backend stays down before it starts, so the controller's retry backoff is at different points.
+AVAILABILITY_PAUSES = (1.0, 3.0, 6.0)
+STATUS_POLL = 0.01
+
+
+def _direct_discovery_get(pki: Pki, port: int, path: str) -> float:
+    """Seconds for one GET of the backend's discovery document on a new mutual-TLS connection (what a probe does)."""
+    context = ssl.create_default_context(cafile=pki.ca)
+    context.load_cert_chain(pki.client_cert, pki.client_key)
+    started = time.monotonic()
+    connection = http.client.HTTPSConnection("localhost", port, context=context, timeout=10)
+    try:
+        connection.request("GET", path, headers={"Connection": "close"})
+        response = connection.getresponse()
+        response.read()
+    finally:
+        connection.close()
+    if response.status != 200:
+        raise RuntimeError(f"the backend answered {response.status} for {path}")
+    return time.monotonic() - started
+
+
+def availability(ctx: Context) -> None:
+    """How soon Available follows a backend: True after it starts listening, False after a request fails on it."""
+    api = ctx.aggregator.api
+    port = free_port()
+    name = register(api, ctx.pki, AVAILABILITY_GROUP, port)  # before the backend exists: Available=False first
+    path = f"/apis/{AVAILABILITY_GROUP}/{VERSION}"
+    ups, downs, direct = [], [], []
+    failed_statuses: list[int] = []
+    for pause in AVAILABILITY_PAUSES:
+        wait_available(api, name, "False", within=30, poll=STATUS_POLL)
+        time.sleep(pause)
+        backend = start_backend(ctx.processes, ctx.pki, name="avail-backend", port=port, groups=[AVAILABILITY_GROUP])
+        try:
+            seen = wait_available(api, name, "True", within=30, poll=STATUS_POLL)
+            ups.append(seen - backend.listening)
+            direct.append(_direct_discovery_get(ctx.pki, port, path))
+        finally:
+            ctx.processes.stop(backend.process)
+        status, _, _ = api.request("GET", path)
+        failed_at = time.monotonic()
+        failed_statuses.append(status)
+        downs.append(wait_available(api, name, "False", within=30, poll=STATUS_POLL) - failed_at)
+
+    section = "availability"
+    ups_ms, downs_ms = [1000 * up for up in ups], [1000 * down for down in downs]
+    probe, probe_name = 1000 * median(direct), "direct discovery GET, new TLS connection"
+    poll, poll_name = 1000 * STATUS_POLL, "status poll interval"
+    ctx.add(Row(section, "backend listening → Available=True: median", median(ups_ms), "ms", probe, probe_name))
+    ctx.add(Row(section, "backend listening → Available=True: max", max(ups_ms), "ms", probe, probe_name,
+                at_most=2000))
+    ctx.add(Row(section, "failed proxied GET → Available=False: median", median(downs_ms), "ms", poll, poll_name))
+    ctx.add(Row(section, "failed proxied GET → Available=False: max", max(downs_ms), "ms", poll, poll_name,
+                at_most=2000))
+    for status in sorted(set(failed_statuses)):
+        ctx.add(Row(section, "HTTP status of the GET to the stopped backend", status, "",
+                    reference_name=f"{failed_statuses.count(status)} of {len(failed_statuses)} rounds"))
+    api.json("DELETE", f"{APISERVICES}/{name}")
+    api.json("DELETE", "/apis/service.grafana.app/v0alpha1/namespaces/bench/externalnames/avail-backend")
+
+
+WATCHERS = 1000
+WATCH_EVENTS = 20
+WATCH_INTERVAL = 0.2
+WATCH_APISERVICE = f"{VERSION}.watch.bench"
+SENT_ANNOTATION = "bench.grafana.app/sent"
+
+
+@dataclass
+class _WatchRun:
+    """What one run of bench/watchers.py saw, in milliseconds, for the marks this harness sent."""
+
+    report: dict[str, Any]
+    sent: list[str]
+    patch_ms: list[float]
+    rss_peak: int = 0
+
+    @property
+    def deliveries(self) -> list[float]:
+        latencies = self.report["latencies"]
+        return [1000 * latency for sent in self.sent for latency in latencies.get(sent, [])]
+
+    @property
+    def slowest_per_update(self) -> list[float]:
+        latencies = self.report["latencies"]
+        return [1000 * max(latencies[sent]) for sent in self.sent if latencies.get(sent)]
+
+
+def _watch_run(ctx: Context, count: int) -> _WatchRun:
+    """Open count watches in a child process, change the watched APIService WATCH_EVENTS times, collect latencies."""
+    api = ctx.aggregator.api
+    resource_version = api.json("GET", APISERVICES)["metadata"]["resourceVersion"]
+    argv = [sys.executable, os.path.join(BENCH, "watchers.py"), "--port", str(ctx.aggregator.port), "--token", TOKEN,
+            "--count", str(count), "--events", str(WATCH_EVENTS), "--resource-version", resource_version,
+            "--timeout", str(WATCH_EVENTS * WATCH_INTERVAL + 15)]
+    process = ctx.processes.start(f"watchers-{count}", argv)
+    try:
+        _output_line(process, "connected", within=180)
+        sent, patch_ms = [], []
+        with ctx.sampler(f"{count} watches" if count > 1 else "1 watch") as sampler:
+            for _ in range(WATCH_EVENTS):
+                mark = f"{time.time():.6f}"
+                api.json("PATCH", f"{APISERVICES}/{WATCH_APISERVICE}",
+                         {"metadata": {"annotations": {SENT_ANNOTATION: mark}}},
+                         content_type="application/merge-patch+json")
+                elapsed = time.time() - float(mark)
+                sent.append(mark)
+                patch_ms.append(1000 * elapsed)
+                time.sleep(max(0.0, WATCH_INTERVAL - elapsed))
+            process.popen.wait(timeout=WATCH_EVENTS * WATCH_INTERVAL + 60)
+        report = json.loads(_output_line(process, "{", within=5))
+    finally:
+        ctx.processes.stop(process)
+    return _WatchRun(report, sent, patch_ms, sampler.peak)
+
+
+def watches(ctx: Context) -> None:
+    """1000 concurrent watches on APIServices: delivery latency of 20 changes, against the same with one watch."""
+    api = ctx.aggregator.api
+    api.json("POST", APISERVICES, _remote_apiservice("watch.bench", "watches"))
+    single = _watch_run(ctx, 1)
+    many = _watch_run(ctx, WATCHERS)
+    api.json("DELETE", f"{APISERVICES}/{WATCH_APISERVICE}")
+
+    section = f"watches n={WATCHERS}"
+    reference = "1 watch"
+    one, all_ = single.deliveries, many.deliveries
+    ctx.add(Row(section, "delivery latency p50", percentile(all_, 0.5), "ms", percentile(one, 0.5), reference))
+    ctx.add(Row(section, "delivery latency p99", percentile(all_, 0.99), "ms", percentile(one, 0.99), reference,
+                at_most=100))
+    ctx.add(Row(section, "delivery latency max", max(all_, default=float("nan")), "ms",
+                max(one, default=float("nan")), reference))
+    ctx.add(Row(section, "change → last watcher has it, p99 over changes", percentile(many.slowest_per_update, 0.99),
+                "ms", percentile(single.slowest_per_update, 0.99), reference))
+    expected = WATCHERS * WATCH_EVENTS
+    ctx.add(Row(section, "deliveries received", len(all_), "", expected, "expected", at_least=expected))
+    ctx.add(Row(section, "watches refused or ended early", sum(many.report["errors"].values()), "", at_most=0))
+    ctx.add(Row(section, f"RSS with {WATCHERS} watches open", many.rss_peak / MB, "MB", ctx.rss_at_rest / MB,
+                "at rest", at_most=150))
+    ctx.add(Row(section, f"time to open {WATCHERS} watches", many.report["connect_seconds"], "s",
+                single.report["connect_seconds"], reference))
+    ctx.add(Row(section, "PATCH round trip p50 (included in latency)", percentile(many.patch_ms, 0.5), "ms",
+                percentile(single.patch_ms, 0.5), reference))
+    reading = many.report["reading_seconds"]
+    ctx.add(Row(section, "watch client CPU while reading", 100 * many.report["reading_cpu_seconds"] / reading
+                if reading else float("nan"), "%"))
+    for error, times in many.report["errors"].items():
+        ctx.add(Row(section, f"watch error: {error[:80]}", times, "watches"))
+
+
+STORED_OBJECTS = 500
+
+
+def storage(ctx: Context) -> None:
+    """FileStore create and update of 500 ~1 KB objects against a bare durable write, in a separate process."""
+    folder = os.path.join(ctx.processes.folder, "storage-bench")
+    process = ctx.processes.start("storage", [sys.executable, os.path.join(BENCH, "storage.py"), "--folder", folder,
+                                              "--count", str(STORED_OBJECTS)])
+    try:
+        process.popen.wait(timeout=300)
+        report = json.loads(_output_line(process, "{", within=5))
+    finally:
+        ctx.processes.stop(process)
+    store, bare, folder_fsync = report["store"], report["reference"], report["reference_folder_fsync"]
+    section = "storage"
+    reference = "tmp+fsync+rename"
+    for operation in ("create", "update"):
+        for label, fraction in (("p50", 0.5), ("p99", 0.99)):
+            at_most = 20.0 if (operation, label) == ("create", "p99") else None
+            ctx.add(Row(section, f"FileStore {operation} {label}", percentile(store[operation], fraction), "ms",
+                        percentile(bare[operation], fraction), reference, at_most=at_most))
+    for label, fraction in (("p50", 0.5), ("p99", 0.99)):
+        ctx.add(Row(section, f"reference with folder fsync {label}", percentile(folder_fsync["create"], fraction),
+                    "ms", percentile(bare["create"], fraction), reference))
+    ctx.add(Row(section, f"FileStore open with {STORED_OBJECTS} objects", store["open_ms"], "ms"))
+    ctx.add(Row(section, "object size on disk", store["object_bytes"] / 1024, "KB"))
+
+
+NAMES = ("proxy", "bodies", "discovery", "availability", "watches", "storage")
+RUNNERS: dict[str, Callable[[Context], None]] = {"proxy": proxy, "bodies": bodies, "discovery": discovery,
+                                                 "availability": availability, "watches": watches, "storage": storage}

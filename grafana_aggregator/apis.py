@@ -58,9 +58,9 @@ def _not_acceptable() -> StatusError:
                             f"application/json;g={DISCOVERY_GROUP};v=v2;as={AGGREGATED_KIND}", "NotAcceptable")
 
 
-def _etag(body: Any) -> bytes:
-    digest = hashlib.sha512(json.dumps(body, separators=(",", ":"), sort_keys=True).encode()).hexdigest().upper()
-    return f'"{digest}"'.encode()
+def _etag(data: bytes) -> bytes:
+    """The ETag of an encoded document (its order is deterministic, so equal documents hash equal)."""
+    return f'"{hashlib.sha512(data).hexdigest().upper()}"'.encode()
 
 
 class CoreResource(Resource):
@@ -153,7 +153,8 @@ class ApisResource(AsyncResource):
             apiservices = (await self._store.list(APISERVICES, "")).items
         if form == "aggregated":
             body = aggregated_list(version, aggregated_groups(apiservices, self.resources_for))
-            data, etag = json.dumps(body, separators=(",", ":")).encode() + b"\n", _etag(body)
+            data = json.dumps(body, separators=(",", ":")).encode() + b"\n"
+            etag = _etag(data)
         else:
             data, etag = encode_json(legacy_group_list(legacy_groups(apiservices))), b""
         if generation is not None:

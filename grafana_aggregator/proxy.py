@@ -334,6 +334,10 @@ class ProxyResource(Resource):
             if name in HOP_BY_HOP or name.startswith("access-control-allow-"):
                 continue
             request.responseHeaders.setRawHeaders(raw_name, list(values))
+        # Twisted's client keeps Content-Length out of the headers; without it the body would be re-chunked.
+        if (isinstance(response.length, int) and request.method != b"HEAD"
+                and response.code not in (204, 304) and response.code >= 200):
+            request.responseHeaders.setRawHeaders(b"Content-Length", [str(response.length).encode("ascii")])
         done: defer.Deferred[None] = defer.Deferred()
         relay = _BodyRelay(request, done)
         body_relay = relay

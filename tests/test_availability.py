@@ -20,6 +20,7 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
+from grafana_aggregator.controllers import availability
 from grafana_aggregator.controllers.availability import APISERVICES, EXTERNALNAMES, AvailabilityController
 from grafana_aggregator.registry.apiservice import available_condition, local_available_condition
 from grafana_aggregator.storage import Collection, ExpiredError, IWatch, ListResult, StorageError, WatchEvent
@@ -358,6 +359,20 @@ class WriteTests(ControllerTestCase):
         self.clock.pump([30.0] * 4)
         self.assertEqual(self.rv(), before)
         self.assertEqual(self.backend.probe_times(), [0.0, 30.0, 60.0, 90.0, 120.0])
+
+    def test_resync_spreads_over_reactor_turns(self) -> None:
+        """A resync starts RESYNC_BATCH probes per reactor turn, so a thousand APIServices never stall requests."""
+        self.patch(availability, "RESYNC_BATCH", 2)
+        self.create(externalname())
+        for index in range(5):
+            self.create(apiservice(name=f"v0alpha1.g{index}.example.com", group=f"g{index}.example.com"))
+        controller = self.controller(resync=30.0)
+        self.clock.advance(10)
+        probed_at_10 = lambda: len([seen for seen in self.backend.requests if seen.at == 10.0])  # noqa: E731
+        controller._resync_tick()
+        self.assertEqual(probed_at_10(), 2)
+        self.clock.advance(0)  # a Clock runs the zero-delay calls scheduled meanwhile in the same advance
+        self.assertEqual(probed_at_10(), 5)
 
     def test_no_write_when_still_failing_the_same_way(self) -> None:
         """Backoff retries of a backend failing with the same error write nothing."""

@@ -13,6 +13,7 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 
 from grafana_aggregator.controllers.apiservice_index import APISERVICES, EXTERNALNAMES, APIServiceIndex
+from grafana_aggregator.controllers import remote_discovery
 from grafana_aggregator.controllers.remote_discovery import RemoteDiscovery, aggregated_from_resource_list
 from grafana_aggregator.storage.memory import MemoryStore
 from grafana_aggregator.upstream import Backend
@@ -125,6 +126,27 @@ class RemoteDiscoveryTests(SynchronousTestCase):
         self.assertEqual(self.backend.seen, [(b"/apis", ["system:kube-aggregator"]),
                                              (b"/apis/example.grafana.app/v0alpha1", ["system:kube-aggregator"])])
         self.assertEqual(self.backends[0].url, "https://backend.test:7443")
+        self.assertTrue(self.discovery.synced)
+
+    def test_refresh_spreads_over_reactor_turns(self) -> None:
+        """A refresh starts BATCH fetches per reactor turn, so a thousand APIServices never stall requests."""
+        self.patch(remote_discovery, "BATCH", 2)
+        self.create(EXTERNALNAMES, "grafana", EXTERNALNAME)
+        for index in range(5):
+            api = apiservice()
+            api["metadata"]["name"] = f"v0alpha1.g{index}.example.com"
+            api["spec"]["group"] = f"g{index}.example.com"
+            self.create(APISERVICES, "", api)
+        # Not started: creating the APIServices fetches nothing, so what is seen is the refresh's own doing.
+        before = len(self.backend.seen)
+        refreshed = self.discovery.refresh()
+        groups = {uri.split(b"/")[2] for uri, _ in self.backend.seen[before:] if uri.count(b"/") >= 3}
+        self.assertEqual(len(groups), 2)
+        self.assertNoResult(refreshed)
+        self.clock.advance(0)
+        groups = {uri.split(b"/")[2] for uri, _ in self.backend.seen[before:] if uri.count(b"/") >= 3}
+        self.assertEqual(len(groups), 5)
+        self.successResultOf(refreshed)
         self.assertTrue(self.discovery.synced)
 
     def test_aggregated_with_etag(self) -> None:

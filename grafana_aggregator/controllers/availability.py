@@ -49,6 +49,8 @@ from ..upstream import Backend, BackendUnresolvable, resolve_backend
 APISERVICES = Collection("apiregistration.k8s.io", "apiservices")
 EXTERNALNAMES = Collection("service.grafana.app", "externalnames")
 
+#: APIServices a resync triggers in one reactor turn; the rest follow in later turns.
+RESYNC_BATCH = 100
 #: Parallel discovery requests per probe; one success is enough (kube's `attempts := 5`).
 PROBE_ATTEMPTS = 5
 #: The first backoff delay after a failed probe; it doubles up to `max_backoff`.
@@ -365,10 +367,17 @@ class AvailabilityController(Service):
 
     def _resync_tick(self) -> None:
         """Probe every remote APIService (the periodic resync); never raises."""
+        self._resync_batch(sorted(self._apiservices))
+
+    def _resync_batch(self, names: list[str]) -> None:
+        """Trigger up to RESYNC_BATCH of names now and the rest in later reactor turns, so requests get in between."""
         try:
-            for name in sorted(self._apiservices):
-                if not is_local(self._apiservices[name]):
+            for name in names[:RESYNC_BATCH]:
+                apiservice = self._apiservices.get(name)
+                if apiservice is not None and not is_local(apiservice):
                     self._trigger(name)
+            if len(names) > RESYNC_BATCH and self.running:
+                self._clock.callLater(0, self._resync_batch, names[RESYNC_BATCH:])
         except Exception:
             self._log.failure("the availability resync failed")
 

@@ -17,6 +17,7 @@ from attrs import define, field
 from twisted.application.internet import TimerService
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from ..discovery import AGGREGATED_KIND, DISCOVERY_GROUP
@@ -31,6 +32,8 @@ REFRESH_INTERVAL = 60.0
 FETCH_TIMEOUT = 5.0
 INITIAL_BACKOFF = 0.5
 MAX_BACKOFF = 60.0
+#: Fetches started in one reactor turn by a refresh; the rest follow in later turns.
+BATCH = 100
 MAX_DOCUMENT_BYTES = 8 * 1024 * 1024
 AGGREGATED_ACCEPT = f"application/json;g={DISCOVERY_GROUP};v=v2;as={AGGREGATED_KIND}"
 
@@ -147,14 +150,17 @@ class RemoteDiscovery(TimerService):
         for name in list(self._tracked):
             if name not in names:
                 self._forget(name)
-        fetches = [self._fetch_soon(name) for name in sorted(names)]
-        done = DeferredList(fetches, consumeErrors=True)
+        return Deferred.fromCoroutine(self._fetch_all(sorted(names)))
 
-        def synced(result: Any) -> Any:
-            self.synced = True
-            return result
-
-        return done.addCallback(synced)
+    async def _fetch_all(self, names: list[str]) -> None:
+        fetches = []
+        for position, name in enumerate(names):
+            if position and position % BATCH == 0:
+                # Let requests in between: starting a thousand fetches at once would stall the reactor.
+                await deferLater(self._clock, 0, lambda: None)
+            fetches.append(self._fetch_soon(name))
+        await DeferredList(fetches, consumeErrors=True)
+        self.synced = True
 
     def _changed(self, event: WatchEvent) -> None:
         if not self.running:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .harness import (AUTHORIZATION, LARGE_BYTES, LARGE_PATH, SMALL_PATH, TOKEN, UPLOAD_PATH, VERSION, Api, Pki,
-                      Process, Processes, RssSampler, WrkResult, free_port, median, percentile, wait_port, wrk)
+                      Process, Processes, RssSampler, WrkResult, cpu_seconds, free_port, median, percentile, wait_port, wrk)
 from .report import Results, Row
 from .stack import Aggregator, Nginx, register, start_aggregator, start_backend, start_reference_proxy, wait_available
 
@@ -359,6 +359,8 @@ class _WatchRun:
     sent: list[str]
     patch_ms: list[float]
     rss_peak: int = 0
+    #: The daemon's CPU time per change, from the first PATCH until the client had everything.
+    daemon_cpu_ms: float = 0.0
 
     @property
     def deliveries(self) -> list[float]:
@@ -382,6 +384,7 @@ def _watch_run(ctx: Context, count: int) -> _WatchRun:
     try:
         _output_line(process, "connected", within=180)
         sent, patch_ms = [], []
+        daemon_cpu = cpu_seconds(ctx.aggregator.process.pid)
         with ctx.sampler(f"{count} watches" if count > 1 else "1 watch") as sampler:
             for _ in range(WATCH_EVENTS):
                 mark = f"{time.time():.6f}"
@@ -393,10 +396,11 @@ def _watch_run(ctx: Context, count: int) -> _WatchRun:
                 patch_ms.append(1000 * elapsed)
                 time.sleep(max(0.0, WATCH_INTERVAL - elapsed))
             process.popen.wait(timeout=WATCH_EVENTS * WATCH_INTERVAL + 60)
+        daemon_cpu = cpu_seconds(ctx.aggregator.process.pid) - daemon_cpu
         report = json.loads(_output_line(process, "{", within=5))
     finally:
         ctx.processes.stop(process)
-    return _WatchRun(report, sent, patch_ms, sampler.peak)
+    return _WatchRun(report, sent, patch_ms, sampler.peak, 1000 * daemon_cpu / WATCH_EVENTS)
 
 
 def watches(ctx: Context) -> None:
@@ -424,6 +428,8 @@ def watches(ctx: Context) -> None:
                 "at rest", at_most=150))
     ctx.add(Row(section, f"time to open {WATCHERS} watches", many.report["connect_seconds"], "s",
                 single.report["connect_seconds"], reference))
+    ctx.add(Row(section, "daemon CPU per change (PATCH and delivery)", many.daemon_cpu_ms, "ms",
+                single.daemon_cpu_ms, reference))
     ctx.add(Row(section, "PATCH round trip p50 (included in latency)", percentile(many.patch_ms, 0.5), "ms",
                 percentile(single.patch_ms, 0.5), reference))
     reading = many.report["reading_seconds"]

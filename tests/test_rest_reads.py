@@ -25,6 +25,7 @@ from twisted.web.iweb import IResponse
 from twisted.web.resource import Resource
 from zope.interface import implementer
 
+from grafana_aggregator.apimachinery import rest
 from grafana_aggregator.apis import ApisResource
 from grafana_aggregator.controllers.local_apiservices import LocalAPIServiceRegistration
 from grafana_aggregator.registry.base import CREATION_TIMESTAMP_DESCRIPTION, NAME_DESCRIPTION
@@ -900,6 +901,30 @@ class WatchTests(SynchronousTestCase):
         self.assertEqual({**deleted["object"], "metadata": {**deleted["object"]["metadata"], "resourceVersion": "2"}},
                          created)
         self.assertIsNone(watch.ended)
+
+    def test_one_encoding_for_many_watchers(self) -> None:
+        """Three watchers of one change get the same bytes, encoded once; a watch with a selector still filters."""
+        server = Server(self)
+        version = server.get(APISERVICES).json()["metadata"]["resourceVersion"]
+        watches = [server.watch(f"{APISERVICES}?watch=true&resourceVersion={version}") for _ in range(3)]
+        selective = server.watch(f"{APISERVICES}?watch=true&resourceVersion={version}&labelSelector=tier%3Dweb")
+        encodings: list[object] = []
+        real_dumps = rest.json.dumps
+
+        def counting_dumps(obj: Any, **kwargs: Any) -> str:
+            encodings.append(obj)
+            return real_dumps(obj, **kwargs)
+
+        self.patch(rest.json, "dumps", counting_dumps)
+        server.create(APISERVICES, new_apiservice("v1.a.example", "a.example", "v1"))
+        server.client.flush()
+        self.assertEqual(len([e for e in encodings if isinstance(e, dict) and e.get("type") == "ADDED"]), 1)
+        self.assertEqual([w.summary() for w in watches], [[("ADDED", "v1.a.example", "1")]] * 3)
+        self.assertEqual(watches[0].data, watches[2].data)
+        self.assertEqual(selective.summary(), [])
+        server.label("v1.a.example", {"tier": "web"})
+        server.client.flush()
+        self.assertEqual(selective.summary(), [("ADDED", "v1.a.example", "2")])
 
     def test_watch_path_prefix(self) -> None:
         """/watch/apiservices streams the same events as ?watch=true; /watch/apiservices/<name> only that object's."""

@@ -898,7 +898,7 @@ _last_encoded: list[Any] = [None, "", b""]
 def _encoded_event(kind: str, obj: Object) -> bytes:
     """One watch event as a JSON line, encoded once for all the watchers that receive it."""
     if _last_encoded[0] is obj and _last_encoded[1] == kind:
-        return bytes(_last_encoded[2])
+        return _last_encoded[2]  # type: ignore[no-any-return]
     line = json.dumps({"type": kind, "object": obj}, separators=(",", ":"), ensure_ascii=False).encode("utf-8") + b"\n"
     _last_encoded[:] = [obj, kind, line]
     return line

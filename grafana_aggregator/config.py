@@ -95,7 +95,7 @@ KEYS: tuple[Key, ...] = (
        "Kubernetes version reported by /version, 1.27 to 1.33: it selects the kubectl binary of a "
        "version-dispatching kubectl."),
     _k(_API, "max_requests_inflight", "max-requests-inflight", "count", "400",
-       "Concurrent read-only requests before new ones get 429 (watches and system:masters are not limited)."),
+       "Concurrent read-only requests before new ones get 429 (watches and health probes are not limited; system:masters is)."),
     _k(_API, "max_mutating_requests_inflight", "max-mutating-requests-inflight", "count", "200",
        "Concurrent mutating requests before new ones get 429."),
     _k(_API, "request_timeout", "request-timeout", "duration", "60s",

@@ -335,6 +335,12 @@ def make_service(settings: Settings, runtime: Runtime, reactor: IReactorCore) ->
     # The proxy of each APIService, reused while neither it nor its ExternalName changes in the index.
     proxies: dict[str, tuple[dict[str, Any], dict[str, Any] | None, ProxyResource]] = {}
 
+    def forget_proxy(event: WatchEvent) -> None:
+        if event.type == "DELETED" and event.collection == APISERVICES:
+            proxies.pop(event.name, None)
+
+    index.listeners.append(forget_proxy)
+
     def remote(group: str, version: str) -> IResource | None:
         apiservice = index.apiservice_for(group, version)
         if apiservice is None or is_local(apiservice) or not settings.kubernetes_aggregator:

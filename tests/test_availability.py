@@ -109,6 +109,18 @@ class RacingStore(MemoryStore):
         return await super().update(collection, namespace, name, obj, expected_resource_version)
 
 
+class CountingStore(MemoryStore):
+    """A store that records which objects are read one by one."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads: list[str] = []
+
+    async def get(self, collection: Collection, namespace: str, name: str) -> dict[str, Any]:
+        self.reads.append(name)
+        return await super().get(collection, namespace, name)
+
+
 class ExpiringStore(MemoryStore):
     """A store whose first watch finds its resourceVersion expired."""
 
@@ -359,6 +371,17 @@ class WriteTests(ControllerTestCase):
         self.clock.pump([30.0] * 4)
         self.assertEqual(self.rv(), before)
         self.assertEqual(self.backend.probe_times(), [0.0, 30.0, 60.0, 90.0, 120.0])
+
+    def test_unchanged_result_reads_nothing(self) -> None:
+        """A probe that agrees with the watched condition neither reads nor copies the stored APIService."""
+        self.store = CountingStore()
+        self.standard()
+        self.controller(resync=30.0)
+        self.assertEqual(self.condition()["status"], "True")  # type: ignore[index]
+        self.store.reads.clear()
+        self.clock.pump([30.0] * 2)
+        self.assertEqual(self.backend.probe_times(), [0.0, 30.0, 60.0])
+        self.assertEqual(self.store.reads, [])
 
     def test_resync_spreads_over_reactor_turns(self) -> None:
         """A resync starts RESYNC_BATCH probes per reactor turn, so a thousand APIServices never stall requests."""

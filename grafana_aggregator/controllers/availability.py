@@ -488,6 +488,12 @@ class AvailabilityController(Service):
 
     async def _record(self, name: str, spec: Any, status: str, reason: str, message: str) -> None:
         """Set the Available condition on the stored APIService, writing only when that changes its status."""
+        watched = available_condition(self._apiservices.get(name) or {})
+        if (watched is not None and watched.get("status") == status and watched.get("reason", "") == reason
+                and watched.get("message", "") == message):
+            # The watched copy is current (the store delivers events as it writes) and already says so:
+            # nothing to write, and no copies of the stored object to make (a resync checks every APIService).
+            return
         for _ in range(CONFLICT_RETRIES):
             try:
                 current = await self._store.get(APISERVICES, "", name)

@@ -177,6 +177,17 @@ class RemoteDiscoveryTests(SynchronousTestCase):
         self.clock.advance(1)
         self.assertIsNotNone(self.discovery.resources_for("example.grafana.app", "v0alpha1"))
 
+    def test_missing_externalname_waits_for_it(self) -> None:
+        """Without its ExternalName nothing is retried on a timer; the ExternalName's arrival starts the fetch."""
+        self.create(APISERVICES, "", apiservice())
+        self.discovery.startService()
+        self.addCleanup(self.discovery.stopService)
+        self.clock.pump([0.5] * 20)
+        retries = [call for call in self.clock.getDelayedCalls() if call.func == self.discovery._fetch_soon]
+        self.assertEqual((self.backend.seen, retries), ([], []))
+        self.create(EXTERNALNAMES, "grafana", EXTERNALNAME)
+        self.assertIsNotNone(self.discovery.resources_for("example.grafana.app", "v0alpha1"))
+
     def test_fetched_even_while_unavailable(self) -> None:
         """As kube does, discovery is attempted even while the APIService is not Available."""
         self.create(EXTERNALNAMES, "grafana", EXTERNALNAME)

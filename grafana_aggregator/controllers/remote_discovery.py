@@ -220,9 +220,11 @@ class RemoteDiscovery(TimerService):
             return True
         spec = apiservice.get("spec", {})
         group, version = spec.get("group", ""), spec.get("version", "")
+        unresolvable = True
         try:
             backend = resolve_backend(apiservice, self._index.externalname_for(apiservice))
             client = self._client_for(backend)
+            unresolvable = False
             resources = await self._discover(client, backend, group, version)
             if resources != tracked.resources:
                 self.generation += 1
@@ -237,7 +239,9 @@ class RemoteDiscovery(TimerService):
             if tracked.errors == 1:
                 _log.info("discovery of {group}/{version} failed: {error}", group=group, version=version,
                           error=_describe(error))
-            return False
+            # Without a usable ExternalName there is nothing to retry: its arrival (or a change of the
+            # APIService) starts a fetch.  Retrying anyway would wake every such APIService at once.
+            return unresolvable
 
     async def _discover(self, client: Any, backend: Backend, group: str, version: str) -> list[dict[str, Any]]:
         key = backend.url

@@ -27,7 +27,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.client import Agent, HTTPConnectionPool
+from twisted.web.client import Agent, HTTPConnectionPool, _HTTP11ClientFactory
 from twisted.web.iweb import IAgent, IPolicyForHTTPS
 from zope.interface import implementer
 
@@ -152,10 +152,19 @@ class _FixedPolicy:
         return self._creator
 
 
+class _QuietClientFactory(_HTTP11ClientFactory):
+    """Twisted's per-connection client factory without its "Starting/Stopping factory" log lines (two for
+    every connection: every availability probe opens one)."""
+
+    noisy = False
+
+
 class _RetirablePool(HTTPConnectionPool):
     """A connection pool that, once retired, closes each connection as soon as its request is done."""
 
     retired = False
+    # Twisted's documented hook for the factory of each new connection.
+    _factory = _QuietClientFactory
 
     def retire(self) -> Deferred[None]:
         """Close the idle connections now, and the busy ones when their responses end (never mid-request)."""

@@ -63,6 +63,24 @@ class BackendTLSTests(TestCase):
         port = await self.serve(self.ca.issue("b", ips=["127.0.0.1"], usages=[ExtendedKeyUsageOID.SERVER_AUTH]))
         self.assertEqual(await self.fetch(self.backend(port)), b"CN=front-proxy-client")
 
+    async def test_new_connections_are_not_logged(self) -> None:
+        """Opening and closing backend connections logs nothing (probes open one every time they run)."""
+        from twisted.logger import globalLogPublisher
+
+        events: list[dict[str, object]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        port = await self.serve(self.ca.issue("b", ips=["127.0.0.1"], usages=[ExtendedKeyUsageOID.SERVER_AUTH]))
+        clients = UpstreamClients(reactor, self.proxy, [self.ca.certificate])
+        response = await clients.client_for(self.backend(port)).get(f"https://127.0.0.1:{port}/",
+                                                                   headers={"Connection": ["close"]})
+        await response.content()
+        await clients.close()
+        from twisted.web.client import _HTTP11ClientFactory
+
+        client_factory_events = [e for e in events if isinstance(e.get("factory"), _HTTP11ClientFactory)]
+        self.assertEqual(client_factory_events, [])
+
     async def test_service_name_accepted(self) -> None:
         """A certificate valid only for <service>.<namespace>.svc is accepted too."""
         port = await self.serve(self.ca.issue("b", dns=["example-apiserver.grafana.svc"],

@@ -310,7 +310,7 @@ def availability(ctx: Context) -> None:
     port = free_port()
     name = register(api, ctx.pki, AVAILABILITY_GROUP, port)  # before the backend exists: Available=False first
     path = f"/apis/{AVAILABILITY_GROUP}/{VERSION}"
-    ups, downs, direct = [], [], []
+    ups, downs, stops, direct = [], [], [], []
     failed_statuses: list[int] = []
     for pause in AVAILABILITY_PAUSES:
         wait_available(api, name, "False", within=30, poll=STATUS_POLL)
@@ -322,10 +322,21 @@ def availability(ctx: Context) -> None:
             direct.append(_direct_discovery_get(ctx.pki, port, path))
         finally:
             ctx.processes.stop(backend.process)
+        stopped_at = time.monotonic()
         status, _, _ = api.request("GET", path)
         failed_at = time.monotonic()
         failed_statuses.append(status)
-        downs.append(wait_available(api, name, "False", within=30, poll=STATUS_POLL) - failed_at)
+        seen_false = wait_available(api, name, "False", within=30, poll=STATUS_POLL)
+        downs.append(seen_false - failed_at)
+        stops.append(seen_false - stopped_at)
+    # Once more with no request at all after the stop: only the periodic resync (30 s) can notice.
+    backend = start_backend(ctx.processes, ctx.pki, name="avail-backend", port=port, groups=[AVAILABILITY_GROUP])
+    try:
+        wait_available(api, name, "True", within=30, poll=STATUS_POLL)
+    finally:
+        ctx.processes.stop(backend.process)
+    stopped_at = time.monotonic()
+    unnoticed = wait_available(api, name, "False", within=45, poll=0.05) - stopped_at
 
     section = "availability"
     ups_ms, downs_ms = [1000 * up for up in ups], [1000 * down for down in downs]
@@ -337,6 +348,11 @@ def availability(ctx: Context) -> None:
     ctx.add(Row(section, "failed proxied GET → Available=False: median", median(downs_ms), "ms", poll, poll_name))
     ctx.add(Row(section, "failed proxied GET → Available=False: max", max(downs_ms), "ms", poll, poll_name,
                 at_most=2000))
+    stops_ms = [1000 * stop for stop in stops]
+    ctx.add(Row(section, "backend stopped → Available=False, one GET right after: max", max(stops_ms), "ms", poll,
+                poll_name))
+    ctx.add(Row(section, "backend stopped → Available=False, no traffic", unnoticed, "s", 30.0,
+                "resync interval"))
     for status in sorted(set(failed_statuses)):
         ctx.add(Row(section, "HTTP status of the GET to the stopped backend", status, "",
                     reference_name=f"{failed_statuses.count(status)} of {len(failed_statuses)} rounds"))

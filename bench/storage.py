@@ -18,6 +18,7 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.internet.task import react
 
+from grafana_aggregator.files import fsync_folder
 from grafana_aggregator.storage import Collection
 from grafana_aggregator.storage.file import FileStore
 
@@ -42,14 +43,6 @@ def apiservice(index: int, generation: int) -> dict[str, Any]:
 
 def encoded(obj: dict[str, Any]) -> bytes:
     return json.dumps(obj, indent=2, ensure_ascii=False).encode("utf-8") + b"\n"
-
-
-def fsync_folder(folder: str) -> None:
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def durable_write(path: str, data: bytes, folder_fsync: bool) -> None:

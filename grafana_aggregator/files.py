@@ -21,8 +21,13 @@ def write_atomic(path: str, data: bytes, mode: int = 0o600) -> None:
         if os.path.exists(temporary):
             os.unlink(temporary)
         raise
-    folder_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    fsync_folder(folder)
+
+
+def fsync_folder(folder: str) -> None:
+    """Flush a folder's entries to disk, so that a rename or unlink in it survives a crash."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        os.fsync(folder_fd)
+        os.fsync(fd)
     finally:
-        os.close(folder_fd)
+        os.close(fd)

@@ -15,7 +15,7 @@ from attrs import define, field
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from ..files import write_atomic
+from ..files import fsync_folder, write_atomic
 from .interface import (
     Collection,
     InvalidKeyError,
@@ -56,16 +56,7 @@ def remove_durable(path: str) -> None:
         os.unlink(path)
     except FileNotFoundError:
         pass
-    _fsync_folder(os.path.dirname(path) or ".")
-
-
-def _fsync_folder(folder: str) -> None:
-    """Flush a folder's entries to disk."""
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_folder(os.path.dirname(path) or ".")
 
 
 def _encode(obj: Object) -> bytes:
@@ -350,4 +341,4 @@ class FileStore:
             os.mkdir(folder, FOLDER_MODE)
         except FileExistsError:
             return
-        _fsync_folder(parent)
+        fsync_folder(parent)

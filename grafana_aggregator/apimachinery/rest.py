@@ -383,26 +383,7 @@ class _Request:
         respond(self.request, code, body, self.output, self.warnings)
 
     def table(self, items: list[Object], list_meta: dict[str, Any]) -> dict[str, Any]:
-        include = _single(self.query, "includeObject") or "Metadata"
-        if include not in ("None", "Metadata", "Object"):
-            raise StatusError(400, f'includeObject: Unsupported value: "{include}"', "BadRequest")
-        now = self.owner.now()
-        rows = []
-        for item in items:
-            row: dict[str, Any] = {"cells": self.kind.table_cells(item, now)}
-            if include == "Object":
-                row["object"] = item
-            elif include == "Metadata":
-                row["object"] = {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
-                                 "metadata": item.get("metadata", {})}
-            rows.append(row)
-        return {
-            "kind": "Table",
-            "apiVersion": "meta.k8s.io/v1",
-            "metadata": list_meta,
-            "columnDefinitions": [c.to_json() for c in self.kind.columns],
-            "rows": rows,
-        }
+        return table_of(self.kind, items, list_meta, self.owner.now(), _single(self.query, "includeObject") or "Metadata")
 
     def status(self, name: str, uid: str) -> dict[str, Any]:
         return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
@@ -888,6 +869,29 @@ def _prune(value: Any, schema: Mapping[str, Any], path: str, unknown: list[str],
             del value[key]
             continue
         _prune(value[key], properties[key], f"{path}.{key}" if path else key, unknown)
+
+
+def table_of(kind: Strategy, items: Sequence[Object], list_meta: dict[str, Any], now: datetime.datetime,
+             include: str) -> dict[str, Any]:
+    """A meta.k8s.io/v1 Table of objects of one kind, its rows carrying the objects as includeObject asks."""
+    if include not in ("None", "Metadata", "Object"):
+        raise StatusError(400, f'includeObject: Unsupported value: "{include}"', "BadRequest")
+    rows = []
+    for item in items:
+        row: dict[str, Any] = {"cells": kind.table_cells(item, now)}
+        if include == "Object":
+            row["object"] = item
+        elif include == "Metadata":
+            row["object"] = {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
+                             "metadata": item.get("metadata", {})}
+        rows.append(row)
+    return {
+        "kind": "Table",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": list_meta,
+        "columnDefinitions": [c.to_json() for c in kind.columns],
+        "rows": rows,
+    }
 
 
 # The last event encoded, as (object, type, line): one change reaches every watcher of a resource in a row,

@@ -28,7 +28,7 @@ from zope.interface import implementer
 
 from .. import __version__
 from ..apimachinery.negotiation import Output, encode, negotiate_output
-from ..apimachinery.rest import content_type, rfc3339
+from ..apimachinery.rest import content_type, rfc3339, table_of
 from ..apimachinery.status import StatusError, method_not_allowed, not_found_path, unauthorized, write_json, write_status
 from ..apis import CoreResource, LocalGroupVersion
 from ..auth import PUBLIC_PATHS, Authenticator, Credentials, UserInfo
@@ -233,20 +233,7 @@ def subresource(name: str, namespace: str, user: UserInfo) -> Object:
 
 def table(items: Sequence[Object], list_meta: dict[str, Any], now: datetime.datetime, include: str) -> Object:
     """A meta.k8s.io/v1 Table of dummy objects (Name, Age), rows carrying objects as includeObject asks."""
-    if include not in ("None", "Metadata", "Object"):
-        raise StatusError(400, f'includeObject: Unsupported value: "{include}"', "BadRequest")
-    strategy = DummyStrategy()
-    rows = []
-    for item in items:
-        row: dict[str, Any] = {"cells": strategy.table_cells(item, now)}
-        if include == "Object":
-            row["object"] = item
-        elif include == "Metadata":
-            row["object"] = {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
-                             "metadata": item.get("metadata", {})}
-        rows.append(row)
-    return {"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": list_meta,
-            "columnDefinitions": [c.to_json() for c in strategy.columns], "rows": rows}
+    return table_of(DummyStrategy(), items, list_meta, now, include)
 
 
 # --------------------------------------------------------------------------------------------------------------

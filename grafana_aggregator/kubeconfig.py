@@ -14,6 +14,7 @@ import secrets
 import uuid
 
 import yaml
+from twisted.internet.interfaces import IListeningPort
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
@@ -48,6 +49,15 @@ def server_url(host: str, port: int) -> str:
     if address.version == 6:
         return f"https://[{address}]:{port}"
     return f"https://{address}:{port}"
+
+
+def listening_url(port: IListeningPort, bind_address: str, secure_port: int) -> str:
+    """The URL of a listening port, falling back to the configured address when it has no IP (a UNIX socket)."""
+    address = port.getHost()
+    try:
+        return server_url(getattr(address, "host", bind_address), getattr(address, "port", secure_port))
+    except ValueError:
+        return server_url(bind_address, secure_port)
 
 
 def kubeconfig_document(url: str, ca: x509.Certificate | None, token: str) -> dict[str, object]:

@@ -57,7 +57,7 @@ from .storage import IStore, StoreLockedError, WatchEvent
 from .storage.file import FileStore
 from .storage.instrumented import InstrumentedStore
 from .upstream import MAX_CONNECTIONS_PER_BACKEND, UpstreamClients
-from .kubeconfig import ensure_admin_token, server_url, write_kubeconfig
+from .kubeconfig import ensure_admin_token, listening_url, write_kubeconfig
 from .server import AuthenticatingRoot, InFlight, Limits, build_site, build_tree, request_user
 from .tls import (
     CertificateError,
@@ -394,13 +394,7 @@ def make_service(settings: Settings, runtime: Runtime, reactor: IReactorCore) ->
     graceful.setServiceParent(top)
 
     def on_listening(port: IListeningPort) -> None:
-        address = port.getHost()
-        host = getattr(address, "host", settings.bind_address)
-        number = getattr(address, "port", settings.secure_port)
-        try:
-            url = server_url(host, number)
-        except ValueError:
-            url = server_url(settings.bind_address, settings.secure_port)
+        url = listening_url(port, settings.bind_address, settings.secure_port)
         if runtime.admin_token is not None:
             write_kubeconfig(settings.kubeconfig_path, url, trust_anchor(runtime.serving.chain), runtime.admin_token)
             _log.info("kubectl access: export KUBECONFIG={path}", path=os.path.abspath(settings.kubeconfig_path))

@@ -30,7 +30,7 @@ from .. import __version__
 from ..auth import Authenticator, ChainVerifier, IAuthenticator, RequestHeaderAuthenticator, load_ca_bundle
 from ..config import ConfigError, RequestHeaderSettings
 from ..health import HealthChecks, ReadinessService
-from ..kubeconfig import server_url
+from ..kubeconfig import listening_url
 from ..server import build_site
 from ..tls import (
     CertificateError,
@@ -310,13 +310,7 @@ def make_service(settings: ExampleSettings, reactor: IReactorTime, material: Mat
                   "/readyz and /version will answer")
 
     def on_listening(port: IListeningPort) -> None:
-        address = port.getHost()
-        host = getattr(address, "host", settings.bind_address)
-        number = getattr(address, "port", settings.secure_port)
-        try:
-            url = server_url(host, number)
-        except ValueError:
-            url = server_url(settings.bind_address, settings.secure_port)
+        url = listening_url(port, settings.bind_address, settings.secure_port)
         _log.info("{tapname} {version} serving {group_version} on {url}", tapname=TAPNAME, version=__version__,
                   group_version=_SERVED, url=url)
 

@@ -7,6 +7,8 @@ import ipaddress
 import os
 from collections.abc import Sequence
 
+from typing import Any
+
 from attrs import frozen
 from twisted.internet.task import Clock
 from twisted.web.resource import Resource
@@ -14,6 +16,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from grafana_aggregator.storage import Collection
+from grafana_aggregator.storage.memory import MemoryStore
 
 NOW = datetime.datetime.now(datetime.timezone.utc)
 
@@ -128,3 +133,19 @@ def empty_apis() -> Resource:
     from grafana_aggregator.storage.memory import MemoryStore
 
     return ApisResource(MemoryStore(), [], Clock(), emulated_minor=33)
+
+
+class RacingStore(MemoryStore):
+    """A store where, while `racing`, another writer sets `metadata.<touched_field>` just before the next update."""
+
+    racing = False
+    touched_field = "labels"
+
+    async def update(self, collection: Collection, namespace: str, name: str, obj: dict[str, Any],
+                     expected_resource_version: int | None = None) -> dict[str, Any]:
+        if self.racing:
+            self.racing = False
+            current = await self.get(collection, namespace, name)
+            current["metadata"][self.touched_field] = {"touched": "yes"}
+            await super().update(collection, namespace, name, current)
+        return await super().update(collection, namespace, name, obj, expected_resource_version)

@@ -25,6 +25,8 @@ from grafana_aggregator.remote_services import RemoteService
 from grafana_aggregator.storage import Collection, ListResult, StorageError
 from grafana_aggregator.storage.memory import MemoryStore
 
+from .support import RacingStore
+
 T = TypeVar("T")
 T0 = datetime.datetime(2026, 1, 1, 12, 0, 0, tzinfo=datetime.timezone.utc)
 EXAMPLE = RemoteService("example.grafana.app", "v0alpha1", "localhost", 7443)
@@ -64,21 +66,6 @@ class FlakyStore(MemoryStore):
                      expected_resource_version: int | None = None, expected_uid: str | None = None) -> dict[str, Any]:
         self._maybe_fail("delete")
         return await super().delete(collection, namespace, name, expected_resource_version, expected_uid)
-
-
-class RacingStore(MemoryStore):
-    """A store where, while `racing`, another writer changes the object just before the next update."""
-
-    racing = False
-
-    async def update(self, collection: Collection, namespace: str, name: str, obj: dict[str, Any],
-                     expected_resource_version: int | None = None) -> dict[str, Any]:
-        if self.racing:
-            self.racing = False
-            current = await self.get(collection, namespace, name)
-            current["metadata"]["annotations"] = {"touched": "yes"}
-            await super().update(collection, namespace, name, current)
-        return await super().update(collection, namespace, name, obj, expected_resource_version)
 
 
 def remote_apiservice(name: str, labels: dict[str, str] | None, port: int = 9000,
@@ -501,6 +488,7 @@ class RetryTests(AutoRegistrationTestCase):
     def test_conflict_retried_at_once(self) -> None:
         """An update that loses a race with another writer is redone at once, keeping the other writer's change."""
         store = self.store = RacingStore()
+        store.touched_field = "annotations"
         first = self.start([EXAMPLE])
         stored = self.get(APISERVICES, EXAMPLE.name)
         self.run_coroutine(store.update(APISERVICES, "", EXAMPLE.name, dict(stored, spec=dict(stored["spec"],

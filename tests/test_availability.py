@@ -27,6 +27,8 @@ from grafana_aggregator.storage import Collection, ExpiredError, IWatch, ListRes
 from grafana_aggregator.storage.memory import MemoryStore
 from grafana_aggregator.upstream import Backend
 
+from .support import RacingStore
+
 T0 = datetime.datetime(2026, 1, 1, 12, 0, 0, tzinfo=datetime.timezone.utc)
 NAME = "v0alpha1.example.grafana.app"
 URL = "https://backend.test:7443/apis/example.grafana.app/v0alpha1"
@@ -92,21 +94,6 @@ class FakeBackend(Resource):
     def probe_times(self) -> list[float]:
         """When probes started (each probe sends up to five requests at one moment)."""
         return sorted({seen.at for seen in self.requests})
-
-
-class RacingStore(MemoryStore):
-    """A store where, while `racing`, another writer changes the object just before the next update."""
-
-    racing = False
-
-    async def update(self, collection: Collection, namespace: str, name: str, obj: dict[str, Any],
-                     expected_resource_version: int | None = None) -> dict[str, Any]:
-        if self.racing:
-            self.racing = False
-            current = await self.get(collection, namespace, name)
-            current["metadata"]["labels"] = {"touched": "yes"}
-            await super().update(collection, namespace, name, current)
-        return await super().update(collection, namespace, name, obj, expected_resource_version)
 
 
 class CountingStore(MemoryStore):

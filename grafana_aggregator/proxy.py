@@ -184,12 +184,12 @@ class ProxyResource(Resource):
         # An instance serves one version of the APIService and its ExternalName, so the backend is worked out once.
         self._backend: Backend | None = None
         self._base_url = b""
-        self._unresolvable = ""
+        self._unresolvable = BackendUnresolvable()
         try:
             self._backend = resolve_backend(apiservice, externalname)
             self._base_url = self._backend.url.encode("ascii")
         except BackendUnresolvable as error:
-            self._unresolvable = str(error)
+            self._unresolvable = error
         self._clock = clock
         self._user_of = user_of
         self._on_unreachable = on_unreachable
@@ -198,6 +198,10 @@ class ProxyResource(Resource):
         self._metrics = metrics
         #: Caps the concurrent non-watch requests to this APIService's backend (shared by its resources).
         self._limiter = limiter
+
+    def serves(self, apiservice: dict[str, Any], externalname: dict[str, Any] | None) -> bool:
+        """Whether this proxy was made for exactly these objects (the index replaces an object when it changes)."""
+        return self._apiservice is apiservice and self._externalname is externalname
 
     @property
     def name(self) -> str:
@@ -241,7 +245,7 @@ class ProxyResource(Resource):
         backend = self._backend
         try:
             if backend is None:
-                raise BackendUnresolvable(self._unresolvable)
+                raise self._unresolvable
             agent = self._agent_for(backend)
         except BackendUnresolvable as error:
             _log.info("no backend for {apiservice}: {error}", apiservice=self.name, error=str(error))

@@ -333,7 +333,7 @@ def make_service(settings: Settings, runtime: Runtime, reactor: IReactorCore) ->
 
     limiters: dict[str, DeferredSemaphore] = {}
     # The proxy of each APIService, reused while neither it nor its ExternalName changes in the index.
-    proxies: dict[str, tuple[dict[str, Any], dict[str, Any] | None, ProxyResource]] = {}
+    proxies: dict[str, ProxyResource] = {}
 
     def forget_proxy(event: WatchEvent) -> None:
         if event.type == "DELETED" and event.collection == APISERVICES:
@@ -348,15 +348,15 @@ def make_service(settings: Settings, runtime: Runtime, reactor: IReactorCore) ->
         name = apiservice["metadata"]["name"]
         externalname = index.externalname_for(apiservice)
         cached = proxies.get(name)
-        if cached is not None and cached[0] is apiservice and cached[1] is externalname:
-            return cached[2]
+        if cached is not None and cached.serves(apiservice, externalname):
+            return cached
         limiter = limiters.get(name)
         if limiter is None:
             limiter = limiters[name] = DeferredSemaphore(MAX_CONNECTIONS_PER_BACKEND)
         proxy = ProxyResource(apiservice, externalname, clients.agent_for, clock, request_user,
                               on_unreachable=availability.recheck, extra_stripped=stripped,
                               request_timeout=settings.request_timeout, metrics=metrics, limiter=limiter)
-        proxies[name] = (apiservice, externalname, proxy)
+        proxies[name] = proxy
         return proxy
 
     remote_discovery = RemoteDiscovery(index, clients.client_for, clock)
@@ -370,7 +370,7 @@ def make_service(settings: Settings, runtime: Runtime, reactor: IReactorCore) ->
         remote_openapi.setServiceParent(top)
     apis = ApisResource(store, groups, clock, settings.emulated_version[1], remote=remote,
                         remote_resources=remote_discovery.resources_for,
-                        installed=lambda: registration.done and index.ready is not None and index.ready.called,
+                        installed=lambda: registration.done and index.synced(),
                         generation=lambda: (index.generation, remote_discovery.generation) if index.synced() else None,
                         indexed=index.apiservices)
     tree = build_tree(health=health, emulated_version=settings.emulated_version, apis=apis,

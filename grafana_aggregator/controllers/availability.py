@@ -45,6 +45,7 @@ from twisted.web.iweb import IResponse
 from ..registry.apiservice import available_condition, is_local, new_condition, set_condition
 from ..storage import Collection, ConflictError, ExpiredError, IStore, IWatch, NotFoundError, WatchEvent
 from ..upstream import Backend, BackendUnresolvable, resolve_backend
+from .batches import in_batches
 
 APISERVICES = Collection("apiregistration.k8s.io", "apiservices")
 EXTERNALNAMES = Collection("service.grafana.app", "externalnames")
@@ -366,20 +367,15 @@ class AvailabilityController(Service):
     # Scheduling.
 
     def _resync_tick(self) -> None:
-        """Probe every remote APIService (the periodic resync); never raises."""
-        self._resync_batch(sorted(self._apiservices))
+        """Probe every remote APIService (the periodic resync), RESYNC_BATCH per reactor turn; never raises."""
+        resync = Deferred.fromCoroutine(in_batches(self._clock, sorted(self._apiservices), RESYNC_BATCH,
+                                                   self._trigger_remote))
+        resync.addErrback(lambda failure: self._log.failure("the availability resync failed", failure))
 
-    def _resync_batch(self, names: list[str]) -> None:
-        """Trigger up to RESYNC_BATCH of names now and the rest in later reactor turns, so requests get in between."""
-        try:
-            for name in names[:RESYNC_BATCH]:
-                apiservice = self._apiservices.get(name)
-                if apiservice is not None and not is_local(apiservice):
-                    self._trigger(name)
-            if len(names) > RESYNC_BATCH and self.running:
-                self._clock.callLater(0, self._resync_batch, names[RESYNC_BATCH:])
-        except Exception:
-            self._log.failure("the availability resync failed")
+    def _trigger_remote(self, name: str) -> None:
+        apiservice = self._apiservices.get(name)
+        if apiservice is not None and not is_local(apiservice):
+            self._trigger(name)
 
     def _schedule(self, name: str, tracked: _Tracked, delay: float) -> None:
         """Probe in `delay` seconds, unless a probe is already due sooner."""

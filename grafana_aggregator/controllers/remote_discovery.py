@@ -17,13 +17,13 @@ from attrs import define, field
 from twisted.application.internet import TimerService
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
-from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from ..discovery import AGGREGATED_KIND, DISCOVERY_GROUP
 from ..registry.apiservice import is_local
 from ..storage import WatchEvent
 from ..upstream import Backend, BackendUnresolvable, resolve_backend
+from .batches import in_batches
 from .apiservice_index import APISERVICES, APIServiceIndex
 
 _log = Logger()
@@ -153,12 +153,7 @@ class RemoteDiscovery(TimerService):
         return Deferred.fromCoroutine(self._fetch_all(sorted(names)))
 
     async def _fetch_all(self, names: list[str]) -> None:
-        fetches = []
-        for position, name in enumerate(names):
-            if position and position % BATCH == 0:
-                # Let requests in between: starting a thousand fetches at once would stall the reactor.
-                await deferLater(self._clock, 0, lambda: None)
-            fetches.append(self._fetch_soon(name))
+        fetches = await in_batches(self._clock, names, BATCH, self._fetch_soon)
         await DeferredList(fetches, consumeErrors=True)
         self.synced = True
 

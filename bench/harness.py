@@ -15,11 +15,10 @@ import shutil
 import signal
 import socket
 import ssl
-import statistics
 import subprocess
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -79,10 +78,6 @@ def percentile(values: Sequence[float], fraction: float) -> float:
         return float("nan")
     rank = max(0, min(len(ordered) - 1, math.ceil(fraction * len(ordered)) - 1))
     return ordered[rank]
-
-
-def median(values: Iterable[float]) -> float:
-    return statistics.median(list(values))
 
 
 @dataclass

@@ -6,6 +6,7 @@ import http.client
 import json
 import os
 import ssl
+import statistics
 import subprocess
 import sys
 import time
@@ -14,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .harness import (AUTHORIZATION, LARGE_BYTES, LARGE_PATH, SMALL_PATH, TOKEN, UPLOAD_PATH, VERSION, Api, Pki,
-                      Process, Processes, RssSampler, WrkResult, cpu_seconds, free_port, median, percentile, wait_port, wrk)
+                      Process, Processes, RssSampler, WrkResult, cpu_seconds, free_port, percentile, wait_port, wrk)
 from .report import Results, Row
 from .stack import Aggregator, Nginx, register, start_aggregator, start_backend, start_reference_proxy, wait_available
 
@@ -35,7 +36,8 @@ class Context:
     _aggregator: Aggregator | None = None
     _proxy: Nginx | None = None
     rss_at_rest: int = 0
-    peaks: dict[str, int] = field(default_factory=dict)
+    #: The RSS sampler of every load, by phase name, for the memory rows.
+    phases: list[tuple[str, RssSampler]] = field(default_factory=list)
 
     @property
     def backend(self) -> Nginx:
@@ -65,10 +67,8 @@ class Context:
 
     def sampler(self, phase: str) -> RssSampler:
         sampler = RssSampler(self.aggregator.process.pid)
-        self._phases.append((phase, sampler))
+        self.phases.append((phase, sampler))
         return sampler
-
-    _phases: list[tuple[str, RssSampler]] = field(default_factory=list)
 
     def finish(self) -> None:
         """The daemon's RSS rows: at rest, then the peak of every phase, with the resting figure as reference."""
@@ -76,7 +76,7 @@ class Context:
             return
         rest = self.rss_at_rest / MB
         self.add(Row("memory", "RSS at rest", rest, "MB"))
-        for phase, sampler in self._phases:
+        for phase, sampler in self.phases:
             self.add(Row("memory", f"RSS peak: {phase}", sampler.peak / MB, "MB", rest, "at rest"))
 
 
@@ -169,11 +169,11 @@ def bodies(ctx: Context) -> None:
             for _ in range(repeats):
                 direct_speeds.append(_curl(direct_base + path, ctx.pki, *extra))
                 aggregator_speeds.append(_curl(aggregator_base + path, ctx.pki, *extra))
-        direct, aggregator = median(direct_speeds) / MB, median(aggregator_speeds) / MB
+        direct, aggregator = statistics.median(direct_speeds) / MB, statistics.median(aggregator_speeds) / MB
         ctx.add(Row("bodies", f"{label}: direct", direct, "MB/s"))
         ctx.add(Row("bodies", f"{label}: aggregator", aggregator, "MB/s", direct, "direct"))
         ctx.add(Row("bodies", f"{label}: aggregator / direct", 100 * aggregator / direct, "%", at_least=50))
-    peak = max(s.peak for phase, s in ctx._phases if phase.startswith("10 MB"))
+    peak = max(s.peak for phase, s in ctx.phases if phase.startswith("10 MB"))
     ctx.add(Row("bodies", "RSS growth while streaming", (peak - before) / MB, "MB",
                 LARGE_BYTES / MB, "one body", at_most=LARGE_BYTES / MB / 2))
 
@@ -340,12 +340,12 @@ def availability(ctx: Context) -> None:
 
     section = "availability"
     ups_ms, downs_ms = [1000 * up for up in ups], [1000 * down for down in downs]
-    probe, probe_name = 1000 * median(direct), "direct discovery GET, new TLS connection"
+    probe, probe_name = 1000 * statistics.median(direct), "direct discovery GET, new TLS connection"
     poll, poll_name = 1000 * STATUS_POLL, "status poll interval"
-    ctx.add(Row(section, "backend listening → Available=True: median", median(ups_ms), "ms", probe, probe_name))
+    ctx.add(Row(section, "backend listening → Available=True: median", statistics.median(ups_ms), "ms", probe, probe_name))
     ctx.add(Row(section, "backend listening → Available=True: max", max(ups_ms), "ms", probe, probe_name,
                 at_most=2000))
-    ctx.add(Row(section, "failed proxied GET → Available=False: median", median(downs_ms), "ms", poll, poll_name))
+    ctx.add(Row(section, "failed proxied GET → Available=False: median", statistics.median(downs_ms), "ms", poll, poll_name))
     ctx.add(Row(section, "failed proxied GET → Available=False: max", max(downs_ms), "ms", poll, poll_name,
                 at_most=2000))
     stops_ms = [1000 * stop for stop in stops]

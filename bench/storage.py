@@ -18,7 +18,7 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.internet.task import react
 
-from grafana_aggregator.files import fsync_folder
+from grafana_aggregator.storage.files import fsync_folder
 from grafana_aggregator.storage import Collection
 from grafana_aggregator.storage.file import FileStore
 

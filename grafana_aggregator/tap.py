@@ -25,7 +25,7 @@ from twisted.python import usage
 from twisted.web.resource import IResource
 
 from . import __version__
-from .auth import (
+from .identity.auth import (
     Authenticator,
     ChainVerifier,
     IAuthenticator,
@@ -37,29 +37,29 @@ from .auth import (
     load_ca_bundle,
     parse_token_file,
 )
-from .config import KEYS, ConfigError, Settings, load_settings
-from .apis import ApisResource, LocalGroupVersion
+from .config.settings import KEYS, ConfigError, Settings, load_settings
+from .web.discovery import ApisResource, LocalGroupVersion
 from .controllers.apiservice_index import APISERVICES, APIServiceIndex
 from .controllers.autoregister import AutoRegistration
 from .controllers.availability import AvailabilityController
 from .controllers.local_apiservices import LocalAPIService, LocalAPIServiceRegistration
 from .controllers.remote_discovery import RemoteDiscovery
 from .controllers.remote_openapi import RemoteOpenAPI
-from .health import HealthChecks, ReadinessService
-from .openapi_resource import OpenAPIResource
-from .metrics import Metrics, MetricsResource, RequestAccounting
-from .proxy import ProxyResource
-from .reload import CertificateReloader, ReloadableVerifier
-from .remote_services import RemoteService, RemoteServicesError, load_remote_services
+from .web.health import HealthChecks, ReadinessService
+from .web.openapi import OpenAPIResource
+from .web.metrics import Metrics, MetricsResource, RequestAccounting
+from .aggregation.proxy import ProxyResource
+from .tls.reload import CertificateReloader, ReloadableVerifier
+from .config.remote_services import RemoteService, RemoteServicesError, load_remote_services
 from .registry.apiservice import APIServiceStrategy, available_condition, is_local
 from .registry.externalname import ExternalNameStrategy
 from .storage import IStore, StoreLockedError, WatchEvent
 from .storage.file import FileStore
 from .storage.instrumented import InstrumentedStore
-from .upstream import MAX_CONNECTIONS_PER_BACKEND, UpstreamClients
-from .kubeconfig import ensure_admin_token, listening_url, write_kubeconfig
-from .server import AuthenticatingRoot, InFlight, Limits, build_site, build_tree, request_user
-from .tls import (
+from .aggregation.upstream import MAX_CONNECTIONS_PER_BACKEND, UpstreamClients
+from .identity.kubeconfig import ensure_admin_token, listening_url, write_kubeconfig
+from .web.site import AuthenticatingRoot, InFlight, Limits, build_site, build_tree, request_user
+from .tls.certificates import (
     CertificateError,
     KeyPair,
     ServingTLS,

@@ -129,7 +129,7 @@ def expired(ca: CertificateAuthority, common_name: str, organizations: Sequence[
 
 def empty_apis() -> Resource:
     """An /apis tree over an empty memory store, serving no local groups."""
-    from grafana_aggregator.apis import ApisResource
+    from grafana_aggregator.web.discovery import ApisResource
     from grafana_aggregator.storage.memory import MemoryStore
 
     return ApisResource(MemoryStore(), [], Clock(), emulated_minor=33)

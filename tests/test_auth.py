@@ -13,7 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.http_headers import Headers
 
 from grafana_aggregator.apimachinery.requestinfo import request_info
-from grafana_aggregator.auth import (
+from grafana_aggregator.identity.auth import (
     ANONYMOUS,
     AuthenticationError,
     Authenticator,
@@ -27,9 +27,9 @@ from grafana_aggregator.auth import (
     authorize,
     parse_token_file,
 )
-from grafana_aggregator.config import RequestHeaderSettings
-from grafana_aggregator.health import HealthChecks
-from grafana_aggregator.server import AuthenticatingRoot, build_site, build_tree
+from grafana_aggregator.config.settings import RequestHeaderSettings
+from grafana_aggregator.web.health import HealthChecks
+from grafana_aggregator.web.site import AuthenticatingRoot, build_site, build_tree
 
 from .support import NOW, CertificateAuthority, empty_apis, expired
 

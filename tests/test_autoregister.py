@@ -21,7 +21,7 @@ from grafana_aggregator.controllers.autoregister import (
     AutoRegistration,
 )
 from grafana_aggregator.registry.apiservice import APIServiceStrategy
-from grafana_aggregator.remote_services import RemoteService
+from grafana_aggregator.config.remote_services import RemoteService
 from grafana_aggregator.storage import Collection, ListResult, StorageError
 from grafana_aggregator.storage.memory import MemoryStore
 

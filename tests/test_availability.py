@@ -25,7 +25,7 @@ from grafana_aggregator.controllers.availability import APISERVICES, EXTERNALNAM
 from grafana_aggregator.registry.apiservice import available_condition, local_available_condition
 from grafana_aggregator.storage import Collection, ExpiredError, IWatch, ListResult, StorageError, WatchEvent
 from grafana_aggregator.storage.memory import MemoryStore
-from grafana_aggregator.upstream import Backend
+from grafana_aggregator.aggregation.upstream import Backend
 
 from .support import RacingStore
 

@@ -1,5 +1,5 @@
 # -*- test-case-name: tests.test_config -*-
-"""Tests for L{grafana_aggregator.config}: built-in defaults, ini files, flags, and the errors they raise.
+"""Tests for L{grafana_aggregator.config.settings}: built-in defaults, ini files, flags, and the errors they raise.
 
 Every error is checked by its exact message, because the message is what a person reads to fix the file.
 """
@@ -14,8 +14,8 @@ from pathlib import Path
 from attrs import evolve
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
-from grafana_aggregator import config
-from grafana_aggregator.config import ConfigError, RequestHeaderSettings, Settings, load_settings, read_ini
+from grafana_aggregator.config import settings as config
+from grafana_aggregator.config.settings import ConfigError, RequestHeaderSettings, Settings, load_settings, read_ini
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULTS_INI = REPO_ROOT / "conf" / "defaults.ini"

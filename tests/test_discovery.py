@@ -1,5 +1,5 @@
 # -*- test-case-name: tests.test_discovery -*-
-"""Tests for L{grafana_aggregator.discovery}: Accept parsing, discovery negotiation, and the /api and /apis resources.
+"""Tests for L{grafana_aggregator.apimachinery.discovery}: Accept parsing, discovery negotiation, and the /api and /apis resources.
 
 The Accept strings are the ones real kubectl versions send (kubectl-wire.md section 2.1).
 """
@@ -15,10 +15,10 @@ from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
 
-from grafana_aggregator.apis import APISERVICES, ApisResource, CoreResource
+from grafana_aggregator.web.discovery import APISERVICES, ApisResource, CoreResource
 from grafana_aggregator.controllers.apiservice_index import APIServiceIndex
 from grafana_aggregator.storage.memory import MemoryStore
-from grafana_aggregator.discovery import MediaRange, Negotiated, negotiate_discovery, parse_accept
+from grafana_aggregator.apimachinery.discovery import MediaRange, Negotiated, negotiate_discovery, parse_accept
 
 V2 = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
 V2BETA1 = "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList"

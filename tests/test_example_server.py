@@ -18,7 +18,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.server import Site
 
 from grafana_aggregator.apimachinery.status import method_not_allowed
-from grafana_aggregator.config import RequestHeaderSettings
+from grafana_aggregator.config.settings import RequestHeaderSettings
 from grafana_aggregator.example.server import (
     DUMMY_NAMES,
     build_example_root,
@@ -34,10 +34,10 @@ from grafana_aggregator.example.tap import (
     build_authenticator,
     make_service,
 )
-from grafana_aggregator.health import HealthChecks
-from grafana_aggregator.openapi import V2_PROTOBUF_ACCEPT, V2_PROTOBUF_CONTENT_TYPE, decode_openapi_v2_protobuf
-from grafana_aggregator.server import build_site
-from grafana_aggregator.tls import load_key_pair
+from grafana_aggregator.web.health import HealthChecks
+from grafana_aggregator.apimachinery.openapi import V2_PROTOBUF_ACCEPT, V2_PROTOBUF_CONTENT_TYPE, decode_openapi_v2_protobuf
+from grafana_aggregator.web.site import build_site
+from grafana_aggregator.tls.certificates import load_key_pair
 
 from .support import CertificateAuthority, expired
 

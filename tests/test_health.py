@@ -1,5 +1,5 @@
 # -*- test-case-name: tests.test_health -*-
-"""Tests for L{grafana_aggregator.health}: /healthz, /livez and /readyz answer exactly as kube-apiserver does.
+"""Tests for L{grafana_aggregator.web.health}: /healthz, /livez and /readyz answer exactly as kube-apiserver does.
 
 Checks are plain callables whose state the tests flip through a variable.
 """
@@ -10,7 +10,7 @@ from treq.testing import StubTreq
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
 
-from grafana_aggregator.health import ENDPOINTS, HealthChecks, HealthResource
+from grafana_aggregator.web.health import ENDPOINTS, HealthChecks, HealthResource
 
 NOT_FOUND = (b'{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure",'
              b'"message":"the server could not find the requested resource","reason":"NotFound","details":{},'

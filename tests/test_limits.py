@@ -10,8 +10,8 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
-from grafana_aggregator.auth import Authenticator, TokenAuthenticator, UserInfo
-from grafana_aggregator.server import AuthenticatingRoot, InFlight, Limits, Router
+from grafana_aggregator.identity.auth import Authenticator, TokenAuthenticator, UserInfo
+from grafana_aggregator.web.site import AuthenticatingRoot, InFlight, Limits, Router
 
 
 class Holding(Resource):

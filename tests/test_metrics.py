@@ -1,5 +1,5 @@
 # -*- test-case-name: tests.test_metrics -*-
-"""Tests for L{grafana_aggregator.metrics}: metric values after known traffic, the access log and `/metrics`.
+"""Tests for L{grafana_aggregator.web.metrics}: metric values after known traffic, the access log and `/metrics`.
 
 Values are read back from the exposition text with prometheus_client's own parser, so the tests
 check what a scraper sees.
@@ -17,7 +17,7 @@ from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import Logger, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
-from grafana_aggregator.metrics import (
+from grafana_aggregator.web.metrics import (
     REQUEST_DURATION_BUCKETS,
     Metrics,
     MetricsResource,

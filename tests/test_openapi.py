@@ -1,5 +1,5 @@
 # -*- test-case-name: tests.test_openapi -*-
-"""Tests for L{grafana_aggregator.openapi}: the v3 group-version documents and index, Swagger 2.0, and its protobuf.
+"""Tests for L{grafana_aggregator.apimachinery.openapi}: the v3 group-version documents and index, Swagger 2.0, and its protobuf.
 
 What is asserted is what kubectl 1.27–1.33 relies on (kubectl-wire.md §7.3 and §8).
 """
@@ -13,7 +13,7 @@ from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from grafana_aggregator.openapi import (
+from grafana_aggregator.apimachinery.openapi import (
     canonical_json,
     decode_openapi_v2_protobuf,
     document_hash,
@@ -27,7 +27,7 @@ from grafana_aggregator.openapi import (
     v3_documents,
 )
 from grafana_aggregator.registry import apiservice, externalname
-from grafana_aggregator.registry.base import KindInfo
+from grafana_aggregator.apimachinery.strategy import KindInfo
 
 GROUP, VERSION = "demo.grafana.app", "v1beta1"
 PREFIX = f"/apis/{GROUP}/{VERSION}"

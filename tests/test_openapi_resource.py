@@ -1,4 +1,4 @@
-"""Tests for L{grafana_aggregator.openapi_resource}: local and remote documents under `/openapi/v2` and `/openapi/v3`."""
+"""Tests for L{grafana_aggregator.web.openapi}: local and remote documents under `/openapi/v2` and `/openapi/v3`."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
 
-import grafana_aggregator.openapi_resource
+import grafana_aggregator.web.openapi
 from grafana_aggregator.controllers.apiservice_index import APISERVICES, EXTERNALNAMES, APIServiceIndex
 from grafana_aggregator.controllers.remote_openapi import RemoteOpenAPI
 from grafana_aggregator.example.server import EMULATED_VERSION, example_group_version
-from grafana_aggregator.openapi import (
+from grafana_aggregator.apimachinery.openapi import (
     V2_PROTOBUF_ACCEPT,
     V2_PROTOBUF_CONTENT_TYPE,
     canonical_json,
@@ -27,9 +27,9 @@ from grafana_aggregator.openapi import (
     swagger_v2,
     v3_documents,
 )
-from grafana_aggregator.openapi_resource import OpenAPIResource
+from grafana_aggregator.web.openapi import OpenAPIResource
 from grafana_aggregator.storage.memory import MemoryStore
-from grafana_aggregator.upstream import Backend
+from grafana_aggregator.aggregation.upstream import Backend
 
 from .test_remote_openapi import KEY as REMOTE_EXAMPLE_KEY
 from .test_remote_openapi import OWN_V3, FakeOpenAPIBackend, apiservice, externalname
@@ -161,13 +161,13 @@ class OpenAPIResourceTests(SynchronousTestCase):
     def test_rebuilt_only_on_generation_change(self) -> None:
         """Nothing is recomputed until the remote generation changes; then both documents follow."""
         encoded: list[JSON] = []
-        original: Callable[[JSON], bytes] = getattr(grafana_aggregator.openapi_resource, "encode_openapi_v2_protobuf")
+        original: Callable[[JSON], bytes] = getattr(grafana_aggregator.web.openapi, "encode_openapi_v2_protobuf")
 
         def counting(document: JSON) -> bytes:
             encoded.append(document)
             return original(document)
 
-        self.patch(grafana_aggregator.openapi_resource, "encode_openapi_v2_protobuf", counting)
+        self.patch(grafana_aggregator.web.openapi, "encode_openapi_v2_protobuf", counting)
         first_v2 = self.get("/v2")
         first_v3 = self.get("/v3")
         self.remote.v2 = []

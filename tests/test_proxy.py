@@ -16,9 +16,9 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
-from grafana_aggregator.auth import UserInfo
-from grafana_aggregator.proxy import ProxyResource, escape_extra_key, forward_headers, is_discovery_path
-from grafana_aggregator.upstream import Backend
+from grafana_aggregator.identity.auth import UserInfo
+from grafana_aggregator.aggregation.proxy import ProxyResource, escape_extra_key, forward_headers, is_discovery_path
+from grafana_aggregator.aggregation.upstream import Backend
 
 AVAILABLE = {"type": "Available", "status": "True", "reason": "Passed", "message": "all checks passed"}
 
@@ -356,7 +356,7 @@ class ProxyMetricsTests(SynchronousTestCase):
         """A proxied answer adds one latency observation; a redirect counts as an upstream error."""
         from prometheus_client.parser import text_string_to_metric_families
 
-        from grafana_aggregator.metrics import Metrics
+        from grafana_aggregator.web.metrics import Metrics
 
         metrics = Metrics()
         self.call(self.front(metrics=metrics), "GET", "/apis/example.grafana.app/v0alpha1/dummy")

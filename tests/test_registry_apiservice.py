@@ -1,5 +1,5 @@
 # -*- test-case-name: tests.test_registry_apiservice -*-
-"""Tests for L{grafana_aggregator.registry.apiservice} and the AGE helpers of L{grafana_aggregator.registry.base}."""
+"""Tests for L{grafana_aggregator.registry.apiservice} and the AGE helpers of L{grafana_aggregator.apimachinery.strategy}."""
 
 from __future__ import annotations
 
@@ -20,13 +20,13 @@ from grafana_aggregator.registry.apiservice import (
     service_cell,
     set_condition,
 )
-from grafana_aggregator.registry.base import (
+from grafana_aggregator.apimachinery.strategy import (
     CREATION_TIMESTAMP_DESCRIPTION,
     NAME_DESCRIPTION,
-    FieldError,
     human_age,
     human_duration,
 )
+from grafana_aggregator.apimachinery.fielderrors import FieldError
 
 UTC = datetime.timezone.utc
 NOW = datetime.datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=UTC)

@@ -8,7 +8,8 @@ from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from grafana_aggregator.registry.base import CREATION_TIMESTAMP_DESCRIPTION, NAME_DESCRIPTION, FieldError
+from grafana_aggregator.apimachinery.strategy import CREATION_TIMESTAMP_DESCRIPTION, NAME_DESCRIPTION
+from grafana_aggregator.apimachinery.fielderrors import FieldError
 from grafana_aggregator.registry.externalname import ExternalNameStrategy
 
 NOW = datetime.datetime(2024, 5, 6, 7, 8, 9, tzinfo=datetime.timezone.utc)

@@ -12,10 +12,10 @@ from twisted.internet.task import Clock
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
-from grafana_aggregator.auth import AuthenticationError, ChainVerifier
-from grafana_aggregator.reload import RELOAD_INTERVAL, CertificateReloader, FileWatcher, ReloadableVerifier
-from grafana_aggregator.tls import ServingTLS, load_key_pair
-from grafana_aggregator.upstream import UpstreamClients
+from grafana_aggregator.identity.auth import AuthenticationError, ChainVerifier
+from grafana_aggregator.tls.reload import RELOAD_INTERVAL, CertificateReloader, FileWatcher, ReloadableVerifier
+from grafana_aggregator.tls.certificates import ServingTLS, load_key_pair
+from grafana_aggregator.aggregation.upstream import UpstreamClients
 
 from .support import CertificateAuthority
 
@@ -257,7 +257,7 @@ class ApplyTests(SynchronousTestCase):
 
     def test_replace_proxy_client_retires_pools(self) -> None:
         """replace_proxy_client hands out new clients and closes the idle connections of the old pools."""
-        from grafana_aggregator.upstream import Backend
+        from grafana_aggregator.aggregation.upstream import Backend
 
         folder = self.mktemp()
         ca = CertificateAuthority()
@@ -274,7 +274,7 @@ class ApplyTests(SynchronousTestCase):
 
     def test_retired_pool_closes_connections_when_done(self) -> None:
         """A connection coming back to a retired pool after its response is closed, not cached."""
-        from grafana_aggregator.upstream import _RetirablePool
+        from grafana_aggregator.aggregation.upstream import _RetirablePool
 
         closed: list[bool] = []
 

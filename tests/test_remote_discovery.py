@@ -16,7 +16,7 @@ from grafana_aggregator.controllers.apiservice_index import APISERVICES, EXTERNA
 from grafana_aggregator.controllers import remote_discovery
 from grafana_aggregator.controllers.remote_discovery import RemoteDiscovery, aggregated_from_resource_list
 from grafana_aggregator.storage.memory import MemoryStore
-from grafana_aggregator.upstream import Backend
+from grafana_aggregator.aggregation.upstream import Backend
 
 RESOURCE_LIST = {
     "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "example.grafana.app/v0alpha1",

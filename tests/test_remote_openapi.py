@@ -18,10 +18,10 @@ from twisted.web.server import NOT_DONE_YET
 from grafana_aggregator.controllers.apiservice_index import APISERVICES, EXTERNALNAMES, APIServiceIndex
 from grafana_aggregator.controllers.remote_openapi import FETCH_TIMEOUT, RemoteOpenAPI, filter_swagger
 from grafana_aggregator.example.server import EMULATED_VERSION, example_group_version
-from grafana_aggregator.openapi import document_hash, kinds_by_group_version, openapi_v3_index, swagger_v2, v3_documents
-from grafana_aggregator.openapi_resource import OpenAPIResource
+from grafana_aggregator.apimachinery.openapi import document_hash, kinds_by_group_version, openapi_v3_index, swagger_v2, v3_documents
+from grafana_aggregator.web.openapi import OpenAPIResource
 from grafana_aggregator.storage.memory import MemoryStore
-from grafana_aggregator.upstream import Backend
+from grafana_aggregator.aggregation.upstream import Backend
 
 JSON = dict[str, Any]
 

@@ -1,4 +1,4 @@
-"""Tests for L{grafana_aggregator.remote_services}: reading and checking the C{remote_services_file}."""
+"""Tests for L{grafana_aggregator.config.remote_services}: reading and checking the C{remote_services_file}."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from grafana_aggregator.apimachinery.validation import (
     DNS1123_SUBDOMAIN_ERR,
     DNS1123_SUBDOMAIN_FMT,
 )
-from grafana_aggregator.remote_services import RemoteService, RemoteServicesError, load_remote_services
+from grafana_aggregator.config.remote_services import RemoteService, RemoteServicesError, load_remote_services
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 GROUP_PROBLEM = (f"{DNS1123_SUBDOMAIN_ERR} (e.g. 'example.com', regex used for validation is "

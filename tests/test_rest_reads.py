@@ -26,9 +26,9 @@ from twisted.web.resource import Resource
 from zope.interface import implementer
 
 from grafana_aggregator.apimachinery import rest
-from grafana_aggregator.apis import ApisResource
+from grafana_aggregator.web.discovery import ApisResource
 from grafana_aggregator.controllers.local_apiservices import LocalAPIServiceRegistration
-from grafana_aggregator.registry.base import CREATION_TIMESTAMP_DESCRIPTION, NAME_DESCRIPTION
+from grafana_aggregator.apimachinery.strategy import CREATION_TIMESTAMP_DESCRIPTION, NAME_DESCRIPTION
 from grafana_aggregator.storage import Collection, IWatch, WatchEvent
 from grafana_aggregator.storage.memory import MemoryStore
 from grafana_aggregator.tap import LOCAL_APISERVICES, local_groups

@@ -15,7 +15,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
 
-from grafana_aggregator.apis import ApisResource
+from grafana_aggregator.web.discovery import ApisResource
 from grafana_aggregator.storage.memory import MemoryStore
 from grafana_aggregator.tap import local_groups
 

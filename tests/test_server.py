@@ -6,9 +6,9 @@ from treq.testing import StubTreq
 from twisted.trial.unittest import SynchronousTestCase
 
 from grafana_aggregator import __version__
-from grafana_aggregator.auth import Authenticator
-from grafana_aggregator.health import HealthChecks
-from grafana_aggregator.server import AuthenticatingRoot, build_site, build_tree
+from grafana_aggregator.identity.auth import Authenticator
+from grafana_aggregator.web.health import HealthChecks
+from grafana_aggregator.web.site import AuthenticatingRoot, build_site, build_tree
 
 from .support import empty_apis
 

@@ -16,7 +16,7 @@ from twisted.logger import LogLevel, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from grafana_aggregator.files import write_atomic
+from grafana_aggregator.storage.files import write_atomic
 from grafana_aggregator.storage import (
     AlreadyExistsError,
     Collection,

@@ -15,10 +15,10 @@ from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.server import Site
 
-from grafana_aggregator.config import load_settings
-from grafana_aggregator.kubeconfig import TOKEN_FILE, ensure_admin_token, server_url
+from grafana_aggregator.config.settings import load_settings
+from grafana_aggregator.identity.kubeconfig import TOKEN_FILE, ensure_admin_token, server_url
 from grafana_aggregator.tap import Options, load_runtime, make_service
-from grafana_aggregator.tls import ensure_self_signed, load_key_pair, trust_anchor
+from grafana_aggregator.tls.certificates import ensure_self_signed, load_key_pair, trust_anchor
 
 from .support import CertificateAuthority
 

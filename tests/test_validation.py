@@ -22,7 +22,7 @@ from grafana_aggregator.apimachinery.validation import (
     validate_object_meta_update,
     validate_path_segment_name,
 )
-from grafana_aggregator.registry.base import FieldError
+from grafana_aggregator.apimachinery.fielderrors import FieldError
 
 SUBDOMAIN_ERROR = (
     "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start "

@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 from attrs import frozen
 
-from ..discovery import parse_accept
+from .discovery import parse_accept
 from .status import StatusError
 
 JSON = "application/json"

@@ -25,7 +25,8 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 
-from ..registry.base import FieldError, Object, Strategy, invalid
+from .strategy import Object, Strategy
+from .fielderrors import FieldError, invalid
 from ..storage import (
     AlreadyExistsError,
     Collection,

@@ -13,7 +13,8 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from ..registry.base import FieldError, forbidden, go_value, invalid, parse_time, required, too_long
+from .strategy import parse_time
+from .fielderrors import FieldError, forbidden, go_value, invalid, required, too_long
 
 #: A ValidateNameFunc: (name, prefix) → detail strings; prefix is true for generateName.
 NameValidator = Callable[[str, bool], list[str]]

@@ -34,8 +34,8 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from ..registry.apiservice import is_local, rfc3339
-from ..registry.base import Strategy
-from ..remote_services import RemoteService
+from ..apimachinery.strategy import Strategy
+from ..config.remote_services import RemoteService
 from ..storage import AlreadyExistsError, Collection, ConflictError, IStore, NotFoundError
 from ..storage.interface import Object
 

@@ -44,7 +44,7 @@ from twisted.web.iweb import IResponse
 
 from ..registry.apiservice import available_condition, is_local, new_condition, set_condition
 from ..storage import Collection, ConflictError, ExpiredError, IStore, IWatch, NotFoundError, WatchEvent
-from ..upstream import Backend, BackendUnresolvable, resolve_backend
+from ..aggregation.upstream import Backend, BackendUnresolvable, resolve_backend
 from .batches import in_batches
 
 APISERVICES = Collection("apiregistration.k8s.io", "apiservices")

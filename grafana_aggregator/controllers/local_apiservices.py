@@ -17,7 +17,7 @@ from twisted.application.service import Service
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
-from ..registry.base import Strategy
+from ..apimachinery.strategy import Strategy
 from ..storage import AlreadyExistsError, Collection, ConflictError, IStore, NotFoundError
 
 _log = Logger()

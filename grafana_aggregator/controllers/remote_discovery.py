@@ -19,10 +19,10 @@ from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
-from ..discovery import AGGREGATED_KIND, DISCOVERY_GROUP
+from ..apimachinery.discovery import AGGREGATED_KIND, DISCOVERY_GROUP
 from ..registry.apiservice import is_local
 from ..storage import WatchEvent
-from ..upstream import Backend, BackendUnresolvable, resolve_backend
+from ..aggregation.upstream import Backend, BackendUnresolvable, resolve_backend
 from .batches import in_batches
 from .apiservice_index import APISERVICES, APIServiceIndex
 

@@ -30,10 +30,10 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web.iweb import UNKNOWN_LENGTH
 
-from ..openapi import group_version_key
+from ..apimachinery.openapi import group_version_key
 from ..registry.apiservice import is_available, is_local
 from ..storage import WatchEvent
-from ..upstream import Backend, resolve_backend
+from ..aggregation.upstream import Backend, resolve_backend
 from .apiservice_index import APISERVICES, APIServiceIndex
 
 _log = Logger()

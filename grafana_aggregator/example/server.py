@@ -30,14 +30,14 @@ from .. import __version__
 from ..apimachinery.negotiation import Output, encode, negotiate_output
 from ..apimachinery.rest import content_type, rfc3339, table_of
 from ..apimachinery.status import StatusError, method_not_allowed, not_found_path, unauthorized, write_json, write_status
-from ..apis import CoreResource, LocalGroupVersion
-from ..auth import PUBLIC_PATHS, Authenticator, Credentials, UserInfo
-from ..discovery import aggregated_list, aggregated_resources, api_resource_list, legacy_group_list, negotiate_discovery
-from ..health import ENDPOINTS, HealthChecks, HealthResource
-from ..openapi_resource import OpenAPIResource
-from ..registry.apiservice import type_meta_properties
-from ..registry.base import KindInfo, Object, Strategy
-from ..server import (
+from ..web.discovery import CoreResource, LocalGroupVersion
+from ..identity.auth import PUBLIC_PATHS, Authenticator, Credentials, UserInfo
+from ..apimachinery.discovery import aggregated_list, aggregated_resources, api_resource_list, legacy_group_list, negotiate_discovery
+from ..web.health import ENDPOINTS, HealthChecks, HealthResource
+from ..web.openapi import OpenAPIResource
+from ..apimachinery.strategy import type_meta_properties
+from ..apimachinery.strategy import KindInfo, Object, Strategy
+from ..web.site import (
     IRequestUser,
     PeerChain,
     RequestUser,

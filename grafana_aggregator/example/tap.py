@@ -27,12 +27,12 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from .. import __version__
-from ..auth import Authenticator, ChainVerifier, IAuthenticator, RequestHeaderAuthenticator, load_ca_bundle
-from ..config import ConfigError, RequestHeaderSettings
-from ..health import HealthChecks, ReadinessService
-from ..kubeconfig import listening_url
-from ..server import build_site
-from ..tls import (
+from ..identity.auth import Authenticator, ChainVerifier, IAuthenticator, RequestHeaderAuthenticator, load_ca_bundle
+from ..config.settings import ConfigError, RequestHeaderSettings
+from ..web.health import HealthChecks, ReadinessService
+from ..identity.kubeconfig import listening_url
+from ..web.site import build_site
+from ..tls.certificates import (
     CertificateError,
     KeyPair,
     ServingTLS,

@@ -23,19 +23,17 @@ from ..apimachinery.validation import (
     type_invalid,
     validate_object_meta_update,
 )
-from .base import (
+from ..apimachinery.strategy import (
+    type_meta_properties,
     AGE_COLUMN,
     NAME_COLUMN,
-    FieldError,
     KindInfo,
     Object,
     Strategy,
     TableColumn,
     human_age,
-    invalid,
-    not_supported,
-    required,
 )
+from ..apimachinery.fielderrors import FieldError, invalid, not_supported, required
 
 GROUP = "apiregistration.k8s.io"
 VERSION = "v1"
@@ -46,34 +44,9 @@ LOCAL_REASON = "Local"
 LOCAL_MESSAGE = "Local APIServices are always available"
 INT32_MIN, INT32_MAX = -(2 ** 31), 2 ** 31 - 1
 
-OBJECT_META_REF = "#/components/schemas/io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"
-API_VERSION_DESCRIPTION = (
-    "APIVersion defines the versioned schema of this representation of an object. Servers should convert "
-    "recognized schemas to the latest internal value, and may reject unrecognized values. More info: "
-    "https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#resources"
-)
-KIND_DESCRIPTION = (
-    "Kind is a string value representing the REST resource this object represents. Servers may infer this from "
-    "the endpoint the client submits requests to. Cannot be updated. In CamelCase. More info: "
-    "https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#types-kinds"
-)
-METADATA_DESCRIPTION = (
-    "Standard object's metadata. More info: "
-    "https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#metadata"
-)
-
 DESCRIPTION = 'APIService represents a server for a particular GroupVersion. Name must be "version.group".'
 SERVICE_COLUMN = TableColumn("Service", "string", "", "The reference to the service that hosts this API endpoint.")
 AVAILABLE_COLUMN = TableColumn("Available", "string", "", "Whether this service is available.")
-
-
-def type_meta_properties(metadata_description: str = METADATA_DESCRIPTION) -> dict[str, Any]:
-    """The apiVersion, kind and metadata properties every kind's schema starts with, as kube publishes them."""
-    return {
-        "apiVersion": {"description": API_VERSION_DESCRIPTION, "type": "string"},
-        "kind": {"description": KIND_DESCRIPTION, "type": "string"},
-        "metadata": {"allOf": [{"$ref": OBJECT_META_REF}], "default": {}, "description": metadata_description},
-    }
 
 
 _SERVICE_REFERENCE_SCHEMA: dict[str, Any] = {

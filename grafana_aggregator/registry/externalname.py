@@ -11,19 +11,9 @@ import datetime
 from typing import Any
 
 from ..apimachinery.validation import is_dns1123_subdomain, is_ip, type_invalid
-from .apiservice import type_meta_properties
-from .base import (
-    AGE_COLUMN,
-    NAME_COLUMN,
-    FieldError,
-    KindInfo,
-    Object,
-    Strategy,
-    TableColumn,
-    human_age,
-    invalid,
-    required,
-)
+from ..apimachinery.strategy import type_meta_properties
+from ..apimachinery.strategy import AGE_COLUMN, NAME_COLUMN, KindInfo, Object, Strategy, TableColumn, human_age
+from ..apimachinery.fielderrors import FieldError, invalid, required
 
 GROUP = "service.grafana.app"
 VERSION = "v0alpha1"

@@ -15,7 +15,7 @@ from attrs import define, field
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from ..files import fsync_folder, write_atomic
+from .files import fsync_folder, write_atomic
 from .interface import (
     Collection,
     InvalidKeyError,

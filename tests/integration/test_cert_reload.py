@@ -18,10 +18,10 @@ from twisted.web.iweb import IPolicyForHTTPS, IRequest
 from twisted.web.resource import Resource
 from zope.interface import implementer
 
-from grafana_aggregator.auth import Authenticator, X509Authenticator, load_ca_bundle
-from grafana_aggregator.reload import CertificateReloader, ReloadableVerifier
-from grafana_aggregator.server import AuthenticatingRoot, build_site, request_user
-from grafana_aggregator.tls import ServingTLS, TLSServerEndpoint, load_key_pair
+from grafana_aggregator.identity.auth import Authenticator, X509Authenticator, load_ca_bundle
+from grafana_aggregator.tls.reload import CertificateReloader, ReloadableVerifier
+from grafana_aggregator.web.site import AuthenticatingRoot, build_site, request_user
+from grafana_aggregator.tls.certificates import ServingTLS, TLSServerEndpoint, load_key_pair
 
 from ..support import CertificateAuthority, Issued
 

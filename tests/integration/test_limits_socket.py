@@ -17,7 +17,7 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
-from grafana_aggregator.server import Limits, build_site
+from grafana_aggregator.web.site import Limits, build_site
 
 
 class Hanging(Resource):

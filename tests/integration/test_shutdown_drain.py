@@ -13,7 +13,7 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
-from grafana_aggregator.tls import ServingTLS, TLSServerEndpoint, load_key_pair
+from grafana_aggregator.tls.certificates import ServingTLS, TLSServerEndpoint, load_key_pair
 
 from . import test_shutdown
 from ..support import CertificateAuthority

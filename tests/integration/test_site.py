@@ -10,7 +10,7 @@ from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 
-from grafana_aggregator.server import build_site
+from grafana_aggregator.web.site import build_site
 
 
 class Exploding(Resource):

@@ -14,7 +14,7 @@ from twisted.web.client import Agent, HTTPConnectionPool, ResponseNeverReceived
 from twisted.web.iweb import IPolicyForHTTPS
 from zope.interface import implementer
 
-from grafana_aggregator.config import load_settings
+from grafana_aggregator.config.settings import load_settings
 from grafana_aggregator.tap import listening_port, load_runtime, make_service
 
 from ..support import CertificateAuthority, Issued, expired

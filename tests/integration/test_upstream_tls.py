@@ -14,8 +14,8 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
-from grafana_aggregator.tls import ServingTLS, TLSServerEndpoint, load_key_pair, peer_chain
-from grafana_aggregator.upstream import Backend, UpstreamClients
+from grafana_aggregator.tls.certificates import ServingTLS, TLSServerEndpoint, load_key_pair, peer_chain
+from grafana_aggregator.aggregation.upstream import Backend, UpstreamClients
 
 from ..support import CertificateAuthority, Issued
 

@@ -24,8 +24,8 @@ from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 
-from .apimachinery.requestinfo import RequestInfo, request_info
-from .apimachinery.status import method_not_allowed, write_status
+from ..apimachinery.requestinfo import RequestInfo, request_info
+from ..apimachinery.status import method_not_allowed, write_status
 
 #: k8s.io/apiserver's `apiserver_request_duration_seconds` buckets (dense around 1 s for the latency SLOs).
 REQUEST_DURATION_BUCKETS = (

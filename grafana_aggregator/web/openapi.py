@@ -15,9 +15,9 @@ from typing import Any, Protocol
 from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 
-from .apimachinery.status import method_not_allowed, not_found_path, write_status
-from .discovery import parse_accept
-from .openapi import (
+from ..apimachinery.status import method_not_allowed, not_found_path, write_status
+from ..apimachinery.discovery import parse_accept
+from ..apimachinery.openapi import (
     V2_PROTOBUF_ACCEPT,
     V2_PROTOBUF_CONTENT_TYPE,
     canonical_json,
@@ -27,7 +27,7 @@ from .openapi import (
     swagger_v2,
     v3_documents,
 )
-from .registry.base import KindInfo
+from ..apimachinery.strategy import KindInfo
 
 JSON = dict[str, Any]
 

@@ -16,7 +16,7 @@ from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 
-from .apimachinery.status import not_found_path, write_status
+from ..apimachinery.status import not_found_path, write_status
 
 _log = Logger()
 

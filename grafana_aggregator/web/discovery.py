@@ -17,10 +17,10 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
 
-from .apimachinery.resource import AsyncResource
-from .apimachinery.rest import GroupVersionResource
-from .apimachinery.status import StatusError, encode_json, method_not_allowed, not_found_path, write_json, write_status
-from .discovery import (
+from ..apimachinery.resource import AsyncResource
+from ..apimachinery.rest import GroupVersionResource
+from ..apimachinery.status import StatusError, encode_json, method_not_allowed, not_found_path, write_json, write_status
+from ..apimachinery.discovery import (
     AGGREGATED_KIND,
     DISCOVERY_GROUP,
     aggregated_groups,
@@ -34,8 +34,8 @@ from .discovery import (
     negotiate_discovery,
     sorted_by_group_and_version,
 )
-from .registry.base import KindInfo, Strategy
-from .storage import Collection, IStore
+from ..apimachinery.strategy import KindInfo, Strategy
+from ..storage import Collection, IStore
 
 APISERVICES = Collection("apiregistration.k8s.io", "apiservices")
 

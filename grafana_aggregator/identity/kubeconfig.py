@@ -19,7 +19,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from .auth import MASTERS_GROUP, UserInfo
-from .files import write_atomic
+from ..storage.files import write_atomic
 
 TOKEN_FILE = "loopback-token"
 ADMIN_USER = "system:apiserver"

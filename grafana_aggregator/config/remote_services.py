@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 from attrs import frozen
 
-from .apimachinery.validation import go_json, is_dns1035_label, is_dns1123_subdomain, is_ip
+from ..apimachinery.validation import go_json, is_dns1035_label, is_dns1123_subdomain, is_ip
 
 #: The keys of an entry, in the order they are checked and reported.
 KEYS = ("group", "version", "host", "port")

@@ -18,8 +18,8 @@ from typing import Any, Final
 import yaml
 from attrs import frozen
 
-from .registry.apiservice import API_VERSION_DESCRIPTION, KIND_DESCRIPTION
-from .registry.base import KindInfo
+from .strategy import API_VERSION_DESCRIPTION, KIND_DESCRIPTION
+from .strategy import KindInfo
 
 JSON = dict[str, Any]
 

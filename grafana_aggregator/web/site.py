@@ -23,9 +23,9 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
 from zope.interface import Attribute, Interface, implementer
 
-from . import __version__
-from .apimachinery.requestinfo import RequestInfo, request_info
-from .apimachinery.status import (
+from .. import __version__
+from ..apimachinery.requestinfo import RequestInfo, request_info
+from ..apimachinery.status import (
     StatusError,
     encode_json,
     method_not_allowed,
@@ -34,10 +34,10 @@ from .apimachinery.status import (
     write_json,
     write_status,
 )
-from .auth import Authenticator, Credentials, UserInfo, authorize, forbidden_details
-from .apis import CoreResource
+from ..identity.auth import Authenticator, Credentials, UserInfo, authorize, forbidden_details
+from .discovery import CoreResource
 from .health import ENDPOINTS, HealthChecks, HealthResource
-from .tls import peer_chain
+from ..tls.certificates import peer_chain
 
 _log = Logger()
 

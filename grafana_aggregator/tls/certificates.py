@@ -27,7 +27,7 @@ from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from zope.interface import implementer
 
-from .files import write_atomic
+from ..storage.files import write_atomic
 
 _log = Logger()
 

@@ -26,8 +26,8 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from .auth import ChainVerifier, load_ca_bundle
-from .tls import CertificateError, KeyMismatchError, KeyPair, load_key_pair
+from ..identity.auth import ChainVerifier, load_ca_bundle
+from .certificates import CertificateError, KeyMismatchError, KeyPair, load_key_pair
 
 _log = Logger()
 

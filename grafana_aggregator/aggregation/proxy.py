@@ -28,9 +28,9 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
-from .apimachinery.status import StatusError, encode_json
-from .auth import UserInfo
-from .registry.apiservice import is_available
+from ..apimachinery.status import StatusError, encode_json
+from ..identity.auth import UserInfo
+from ..registry.apiservice import is_available
 from .upstream import Backend, BackendUnresolvable, resolve_backend
 
 _log = Logger()

@@ -29,8 +29,8 @@ from twisted.logger import Logger
 from twisted.web.http_headers import Headers
 from zope.interface import Interface, implementer
 
-from .apimachinery.requestinfo import RequestInfo
-from .config import RequestHeaderSettings
+from ..apimachinery.requestinfo import RequestInfo
+from ..config.settings import RequestHeaderSettings
 
 _log = Logger()
 _SHA256 = hashes.SHA256()

@@ -14,7 +14,7 @@ from typing import Any
 
 from attrs import frozen
 
-from .registry.base import KindInfo
+from .strategy import KindInfo
 
 DISCOVERY_GROUP = "apidiscovery.k8s.io"
 AGGREGATED_KIND = "APIGroupDiscoveryList"

@@ -31,7 +31,7 @@ from twisted.web.client import Agent, HTTPConnectionPool, _HTTP11ClientFactory
 from twisted.web.iweb import IAgent, IPolicyForHTTPS
 from zope.interface import implementer
 
-from .tls import KeyPair
+from ..tls.certificates import KeyPair
 
 _log = Logger()
 

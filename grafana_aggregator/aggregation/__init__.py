@@ -1,0 +1,1 @@
+"""Remote group-versions: the routing table, the proxy, backend clients and the backends' documents."""

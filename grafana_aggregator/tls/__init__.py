@@ -1,0 +1,1 @@
+"""Certificates: loading, the self-signed fallback, the TLS listener and reloading without a restart."""

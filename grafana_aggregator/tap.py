@@ -10,21 +10,31 @@ from __future__ import annotations
 import datetime
 import os
 import signal
-from collections.abc import Callable, Coroutine
-from typing import Any, cast
+from collections.abc import Callable
+from typing import Any
 
 from attrs import field, frozen
 from twisted.application import service
 from twisted.application.internet import StreamServerEndpointService
 from twisted.internet import endpoints
-from twisted.internet.defer import CancelledError, Deferred, DeferredSemaphore
-from twisted.internet.task import deferLater
 from twisted.internet.interfaces import IListeningPort, IReactorCore
 from twisted.logger import Logger
 from twisted.python import usage
-from twisted.web.resource import IResource
 
 from . import __version__
+from .aggregation.remote_discovery import DiscoveryCache
+from .aggregation.remote_openapi import RemoteOpenAPI
+from .aggregation.routing import ProxyMaker, RoutingTable
+from .aggregation.upstream import UpstreamClients
+from .apimachinery.rest import serve_locally
+from .apimachinery.strategy import LocalGroupVersion
+from .config.remote_services import RemoteService, RemoteServicesError, load_remote_services
+from .config.settings import KEYS, ConfigError, Settings, load_settings
+from .controllers.apiservice_metrics import follow_apiservice_availability
+from .controllers.autoregister import AutoRegistration
+from .controllers.availability import AvailabilityController
+from .controllers.local_apiservices import LocalAPIService, LocalAPIServiceRegistration
+from .controllers.remote_openapi import RemoteOpenAPIController
 from .identity.auth import (
     Authenticator,
     ChainVerifier,
@@ -37,28 +47,13 @@ from .identity.auth import (
     load_ca_bundle,
     parse_token_file,
 )
-from .config.settings import KEYS, ConfigError, Settings, load_settings
-from .web.discovery import ApisResource, LocalGroupVersion
-from .controllers.apiservice_index import APISERVICES, APIServiceIndex
-from .controllers.autoregister import AutoRegistration
-from .controllers.availability import AvailabilityController
-from .controllers.local_apiservices import LocalAPIService, LocalAPIServiceRegistration
-from .controllers.remote_discovery import RemoteDiscovery
-from .controllers.remote_openapi import RemoteOpenAPI
-from .web.health import HealthChecks, ReadinessService
-from .web.openapi import OpenAPIResource
-from .web.metrics import Metrics, MetricsResource, RequestAccounting
-from .aggregation.proxy import ProxyResource
-from .tls.reload import CertificateReloader, ReloadableVerifier
-from .config.remote_services import RemoteService, RemoteServicesError, load_remote_services
-from .registry.apiservice import APIServiceStrategy, available_condition, is_local
-from .registry.externalname import ExternalNameStrategy
-from .storage import IStore, StoreLockedError, WatchEvent
-from .storage.file import FileStore
-from .storage.instrumented import InstrumentedStore
-from .aggregation.upstream import MAX_CONNECTIONS_PER_BACKEND, UpstreamClients
 from .identity.kubeconfig import ensure_admin_token, listening_url, write_kubeconfig
-from .web.site import AuthenticatingRoot, InFlight, Limits, build_site, build_tree, request_user
+from .registry.apiservice import APISERVICES, APIServiceStrategy
+from .registry.externalname import EXTERNALNAMES, ExternalNameStrategy
+from .storage import IStore, StoreLockedError
+from .storage.file import FileStore
+from .storage.informer import Informer
+from .storage.instrumented import InstrumentedStore
 from .tls.certificates import (
     CertificateError,
     KeyPair,
@@ -69,6 +64,14 @@ from .tls.certificates import (
     load_key_pair,
     trust_anchor,
 )
+from .tls.reload import CertificateReloader, ReloadableVerifier
+from .web.discovery import ApisResource
+from .web.health import HealthChecks, ReadinessService
+from .web.metrics import Metrics, MetricsResource, RequestAccounting
+from .web.openapi import OpenAPIResource
+from .web.root import AuthenticatingRoot, InFlight, build_tree
+from .web.shutdown import ClosingService, GracefulServer
+from .web.site import Limits, build_site
 
 _log = Logger()
 
@@ -211,68 +214,6 @@ def build_authenticator(settings: Settings, runtime: Runtime, client_verifier: C
     return Authenticator(chain, anonymous=settings.anonymous_auth)
 
 
-#: Seconds given to finished responses and ended watch streams to flush their last bytes at shutdown.
-FLUSH_GRACE = 0.5
-
-
-class GracefulServer(service.MultiService):
-    """Owns the listener and the store, and stops them in kube-apiserver's order on SIGTERM.
-
-    `/readyz` fails at once; requests keep being served for the shutdown delay; then the listener
-    closes, in-flight requests get up to the drain timeout to finish, open watches are ended cleanly,
-    and only then is the store flushed and its lock released.
-    """
-
-    def __init__(self, readiness: ReadinessService, in_flight: InFlight, watches: set[Any], store: IStore,
-                 clock: Any, delay: float, drain_timeout: float):
-        super().__init__()
-        self._readiness = readiness
-        self._in_flight = in_flight
-        self._watches = watches
-        self._store = store
-        self._clock = clock
-        self._delay = delay
-        self._drain_timeout = drain_timeout
-
-    def stopService(self) -> Deferred[None]:
-        self._readiness.shutting_down = True
-        return Deferred.fromCoroutine(self._stop())
-
-    async def _stop(self) -> None:
-        _log.info("shutting down: not ready; serving for {delay} more seconds", delay=self._delay)
-        if self._delay > 0:
-            await deferLater(self._clock, self._delay, lambda: None)
-        await super().stopService()
-        drained = self._in_flight.idle()
-        timer = self._clock.callLater(self._drain_timeout, drained.cancel)
-        try:
-            await drained
-        except CancelledError:
-            _log.warn("shutting down with requests still in flight after {seconds} seconds",
-                      seconds=self._drain_timeout)
-        else:
-            if timer.active():
-                timer.cancel()
-        for stream in list(self._watches):
-            stream.end()
-        # Let the last responses and the ends of the watch streams reach their clients before the reactor
-        # stops and drops the connections.
-        await deferLater(self._clock, FLUSH_GRACE, lambda: None)
-        await self._store.close()
-        _log.info("shut down cleanly")
-
-
-class ClosingService(service.Service):
-    """Runs a coroutine function when the daemon stops (closing pools, for example)."""
-
-    def __init__(self, close: Callable[[], Coroutine[Any, Any, None]]):
-        self._close = close
-
-    def stopService(self) -> Deferred[None]:
-        super().stopService()
-        return Deferred.fromCoroutine(self._close())
-
-
 #: The group-versions served in this process, and their Local APIServices' priorities.
 LOCAL_APISERVICES = (
     LocalAPIService("apiregistration.k8s.io", "v1", 18000, 15),
@@ -290,7 +231,7 @@ def local_groups(now: Callable[[], datetime.datetime]) -> tuple[APIServiceStrate
 
 
 def make_service(settings: Settings, runtime: Runtime, reactor: IReactorCore) -> service.MultiService:
-    """Wire the daemon: storage, TLS listener, authentication, the served tree and health checks."""
+    """Wire the daemon: storage, the informer, controllers, the routing table, the served tree and the listener."""
     clock: Any = reactor
     top = service.MultiService()
     metrics = Metrics()
@@ -301,81 +242,52 @@ def make_service(settings: Settings, runtime: Runtime, reactor: IReactorCore) ->
     def now() -> datetime.datetime:
         return datetime.datetime.fromtimestamp(clock.seconds(), datetime.timezone.utc)
 
+    # Storage and the one shared view of the APIServices and ExternalNames.
+    informer = Informer(store, (APISERVICES, EXTERNALNAMES), clock)
+    follow_apiservice_availability(informer, metrics)
     apiservice_strategy, groups = local_groups(now)
     registration = LocalAPIServiceRegistration(store, apiservice_strategy, LOCAL_APISERVICES, now)
-    registration.setServiceParent(top)
     autoregistration = AutoRegistration(store, apiservice_strategy, runtime.remote_services,
                                         runtime.apiservice_ca_bundle_pem, now, clock)
-    autoregistration.setServiceParent(top)
 
-    health = HealthChecks()
-    health.add("ping", lambda: None)
-    health.add("shutdown", readiness.check, endpoints=("readyz",))
-    health.add("poststarthook/local-apiservice-registration",
-               lambda: None if registration.done else "the Local APIServices are not registered yet")
-    health.add("autoregister-completion", autoregistration.check, endpoints=("healthz", "readyz"))
-
-    index = APIServiceIndex(store)
-    index.setServiceParent(top)
-    index.listeners.append(lambda event: apiservice_metrics(metrics, event))
+    # Backends: clients, what they answered, and the controllers that keep asking.
     clients = UpstreamClients(clock, runtime.proxy_client, runtime.apiservice_ca_bundle)
-    ClosingService(clients.close).setServiceParent(top)
+    discovery = DiscoveryCache()
+    availability = AvailabilityController(store, informer, clients.client_for, clock, now, discovery,
+                                          observe_probe=metrics.observe_probe, close_idle=clients.close_idle)
+    clients.add_closed_listener(availability.backend_closed)
+    remote_openapi = RemoteOpenAPI()
+    openapi_controller = RemoteOpenAPIController(informer, remote_openapi, clients.client_for, clock)
+
+    # The routing table and the served tree.
+    watches: set[Any] = set()
+    local = serve_locally(groups, store, clock, watches)
     stripped = frozenset(h.lower() for h in (*settings.requestheader.username_headers,
                                              *settings.requestheader.uid_headers,
                                              *settings.requestheader.group_headers))
-
-    availability = AvailabilityController(store, lambda backend: cast(Any, clients.client_for(backend)), clock, now,
-                                          observe_probe=metrics.observe_probe)
-    availability.setServiceParent(top)
-    health.add("poststarthook/apiservice-status-available-controller",
-               lambda: None if availability.synced else "the availability of remote APIServices is not known yet",
-               endpoints=("readyz",))
-
-    limiters: dict[str, DeferredSemaphore] = {}
-    # The proxy of each APIService, reused while neither it nor its ExternalName changes in the index.
-    proxies: dict[str, ProxyResource] = {}
-
-    def forget_proxy(event: WatchEvent) -> None:
-        if event.type == "DELETED" and event.collection == APISERVICES:
-            proxies.pop(event.name, None)
-
-    index.listeners.append(forget_proxy)
-
-    def remote(group: str, version: str) -> IResource | None:
-        apiservice = index.apiservice_for(group, version)
-        if apiservice is None or is_local(apiservice) or not settings.kubernetes_aggregator:
-            return None
-        name = apiservice["metadata"]["name"]
-        externalname = index.externalname_for(apiservice)
-        cached = proxies.get(name)
-        if cached is not None and cached.serves(apiservice, externalname):
-            return cached
-        limiter = limiters.get(name)
-        if limiter is None:
-            limiter = limiters[name] = DeferredSemaphore(MAX_CONNECTIONS_PER_BACKEND)
-        proxy = ProxyResource(apiservice, externalname, clients.agent_for, clock, request_user,
-                              on_unreachable=availability.recheck, extra_stripped=stripped,
-                              request_timeout=settings.request_timeout, metrics=metrics, limiter=limiter)
-        proxies[name] = proxy
-        return proxy
-
-    remote_discovery = RemoteDiscovery(index, clients.client_for, clock)
-    remote_discovery.setServiceParent(top)
-    health.add("poststarthook/apiservice-discovery-controller",
-               lambda: None if remote_discovery.synced else "the discovery of remote APIServices is not done yet",
-               endpoints=("readyz",))
-    remote_openapi = None
-    if settings.kubernetes_aggregator:
-        remote_openapi = RemoteOpenAPI(index, clients.client_for, clock)
-        remote_openapi.setServiceParent(top)
-    apis = ApisResource(store, groups, clock, settings.emulated_version[1], remote=remote,
-                        remote_resources=remote_discovery.resources_for,
-                        installed=lambda: registration.done and index.synced(),
-                        generation=lambda: (index.generation, remote_discovery.generation) if index.synced() else None,
-                        indexed=index.apiservices)
-    tree = build_tree(health=health, emulated_version=settings.emulated_version, apis=apis,
-                      openapi=OpenAPIResource(groups, settings.emulated_version, remote=remote_openapi),
+    proxies = ProxyMaker(clock, clients.agent_for, meter_for=metrics.upstream_meter,
+                         on_unreachable=availability.recheck, extra_stripped=stripped)
+    routing = RoutingTable(informer, local, discovery, proxies if settings.kubernetes_aggregator else None)
+    apis = ApisResource(routing, settings.emulated_version[1])
+    openapi = OpenAPIResource(groups, settings.emulated_version,
+                              remote=remote_openapi if settings.kubernetes_aggregator else None, clock=clock)
+    health = HealthChecks()
+    health.add("ping", lambda: None)
+    health.add("shutdown", readiness.check, endpoints=("readyz",))
+    health.add("poststarthook/local-apiservice-registration", registration.check)
+    health.add("autoregister-completion", autoregistration.check, endpoints=("healthz", "readyz"))
+    health.add("poststarthook/apiservice-status-available-controller", availability.check, endpoints=("readyz",))
+    health.add("poststarthook/apiservice-discovery-controller", availability.check, endpoints=("readyz",))
+    tree = build_tree(health=health, emulated_version=settings.emulated_version, apis=apis, openapi=openapi,
                       metrics=MetricsResource(metrics))
+
+    for part in (informer, registration, autoregistration, availability):
+        part.setServiceParent(top)
+    if settings.kubernetes_aggregator:
+        openapi_controller.setServiceParent(top)
+    ClosingService(clients.close).setServiceParent(top)
+
+    # Authentication, limits and the TLS listener.
     limits = Limits(
         max_read_only_in_flight=settings.max_requests_inflight,
         max_mutating_in_flight=settings.max_mutating_requests_inflight,
@@ -388,7 +300,7 @@ def make_service(settings: Settings, runtime: Runtime, reactor: IReactorCore) ->
     root = AuthenticatingRoot(tree, build_authenticator(settings, runtime, client_verifier, header_verifier),
                               in_flight=in_flight)
     site = build_site(root, limits, clock, RequestAccounting(metrics, clock, Logger("grafana_aggregator.access")))
-    graceful = GracefulServer(readiness, in_flight, apis.watches, store, clock,
+    graceful = GracefulServer(readiness, in_flight, watches, store, clock,
                               settings.shutdown_delay_duration, settings.shutdown_drain_timeout)
     graceful.setName("graceful")
     graceful.setServiceParent(top)
@@ -417,17 +329,6 @@ def make_service(settings: Settings, runtime: Runtime, reactor: IReactorCore) ->
     for unknown in settings.unknown_keys:
         _log.warn("ignoring unknown setting {key} in {file}", key=unknown, file=settings.config_file)
     return top
-
-
-def apiservice_metrics(metrics: Metrics, event: WatchEvent) -> None:
-    """Keep kube's aggregator_unavailable_apiservice metrics in step with stored APIService conditions."""
-    if event.collection != APISERVICES:
-        return
-    if event.type == "DELETED":
-        metrics.forget_apiservice(event.name)
-        return
-    condition = available_condition(event.object) or {}
-    metrics.set_apiservice_available(event.name, condition.get("status") == "True", condition.get("reason", ""))
 
 
 def listening_port(top: service.MultiService) -> Any:

@@ -1,4 +1,4 @@
-"""Test fixtures: a small certificate authority that issues CA, server and client certificates at test time."""
+"""Test fixtures: a small certificate authority issuing certificates at test time, and the `/apis` tree wired as served."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from collections.abc import Sequence
 
 from typing import Any
 
-from attrs import frozen
+from attrs import define, frozen
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import Clock
 from twisted.web.resource import Resource
 from cryptography import x509
@@ -17,8 +18,16 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from grafana_aggregator.storage import Collection
+from grafana_aggregator.aggregation.remote_discovery import DiscoveryCache
+from grafana_aggregator.aggregation.routing import ProxyFactory, RoutingTable
+from grafana_aggregator.apimachinery.rest import serve_locally
+from grafana_aggregator.apimachinery.strategy import LocalGroupVersion
+from grafana_aggregator.registry.apiservice import APISERVICES
+from grafana_aggregator.registry.externalname import EXTERNALNAMES
+from grafana_aggregator.storage import Collection, IStore
+from grafana_aggregator.storage.informer import Informer
 from grafana_aggregator.storage.memory import MemoryStore
+from grafana_aggregator.web.discovery import ApisResource
 
 NOW = datetime.datetime.now(datetime.timezone.utc)
 
@@ -127,12 +136,34 @@ def expired(ca: CertificateAuthority, common_name: str, organizations: Sequence[
                     not_after=NOW - datetime.timedelta(days=1))
 
 
+@define
+class ServedApis:
+    """The `/apis` tree as the daemon wires it, and the parts behind it."""
+
+    apis: ApisResource
+    informer: Informer
+    routing: RoutingTable
+    discovery: DiscoveryCache
+    watches: set[Any]
+
+
+def serve_apis(store: IStore, clock: IReactorTime, groups: Sequence[LocalGroupVersion] = (), *,
+               emulated_minor: int = 33, proxy_for: ProxyFactory | None = None,
+               discovery: DiscoveryCache | None = None, start: bool = True) -> ServedApis:
+    """The `/apis` tree over a store: the informer (started, unless told not to), the routing table and the
+    local groups' handlers, wired as `tap.make_service` wires them."""
+    informer = Informer(store, (APISERVICES, EXTERNALNAMES), clock)
+    watches: set[Any] = set()
+    discovery = discovery if discovery is not None else DiscoveryCache()
+    routing = RoutingTable(informer, serve_locally(groups, store, clock, watches), discovery, proxy_for)
+    if start:
+        informer.startService()
+    return ServedApis(ApisResource(routing, emulated_minor), informer, routing, discovery, watches)
+
+
 def empty_apis() -> Resource:
     """An /apis tree over an empty memory store, serving no local groups."""
-    from grafana_aggregator.web.discovery import ApisResource
-    from grafana_aggregator.storage.memory import MemoryStore
-
-    return ApisResource(MemoryStore(), [], Clock(), emulated_minor=33)
+    return serve_apis(MemoryStore(), Clock()).apis
 
 
 class RacingStore(MemoryStore):

@@ -29,7 +29,8 @@ from grafana_aggregator.identity.auth import (
 )
 from grafana_aggregator.config.settings import RequestHeaderSettings
 from grafana_aggregator.web.health import HealthChecks
-from grafana_aggregator.web.site import AuthenticatingRoot, build_site, build_tree
+from grafana_aggregator.web.site import build_site
+from grafana_aggregator.web.root import AuthenticatingRoot, build_tree
 
 from .support import NOW, CertificateAuthority, empty_apis, expired
 

@@ -1,9 +1,15 @@
 # -*- test-case-name: tests.test_availability -*-
-"""Tests for L{grafana_aggregator.controllers.availability}: probing remote APIServices with StubTreq backends."""
+"""Tests for L{grafana_aggregator.controllers.availability}: probing remote APIServices with StubTreq backends.
+
+The controller reads a started L{Informer} over a MemoryStore, so every store write reaches it
+synchronously; StubTreq backends answer synchronously too, and only timeouts, backoff, the resync
+and later reactor turns need the Clock.
+"""
 
 from __future__ import annotations
 
 import datetime
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -20,12 +26,15 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
-from grafana_aggregator.controllers import availability
-from grafana_aggregator.controllers.availability import APISERVICES, EXTERNALNAMES, AvailabilityController
-from grafana_aggregator.registry.apiservice import available_condition, local_available_condition
-from grafana_aggregator.storage import Collection, ExpiredError, IWatch, ListResult, StorageError, WatchEvent
-from grafana_aggregator.storage.memory import MemoryStore
+from grafana_aggregator.aggregation.remote_discovery import MAX_DOCUMENT_BYTES, DiscoveryCache
 from grafana_aggregator.aggregation.upstream import Backend
+from grafana_aggregator.controllers.availability import AvailabilityController
+from grafana_aggregator.controllers.workqueue import PER_TURN
+from grafana_aggregator.registry.apiservice import APISERVICES, available_condition, local_available_condition
+from grafana_aggregator.registry.externalname import EXTERNALNAMES
+from grafana_aggregator.storage import Collection, WatchEvent
+from grafana_aggregator.storage.informer import Informer
+from grafana_aggregator.storage.memory import MemoryStore
 
 from .support import RacingStore
 
@@ -33,6 +42,11 @@ T0 = datetime.datetime(2026, 1, 1, 12, 0, 0, tzinfo=datetime.timezone.utc)
 NAME = "v0alpha1.example.grafana.app"
 URL = "https://backend.test:7443/apis/example.grafana.app/v0alpha1"
 PATH = b"/apis/example.grafana.app/v0alpha1"
+#: What the fake backend lists in its discovery documents, and what the controller caches of it.
+LISTED = [{"name": "widgets", "singularName": "widget", "namespaced": True, "kind": "Widget",
+           "verbs": ["get", "list"]}]
+CACHED = [{"resource": "widgets", "scope": "Namespaced", "singularResource": "widget", "verbs": ["get", "list"],
+           "responseKind": {"group": "example.grafana.app", "version": "v0alpha1", "kind": "Widget"}}]
 
 
 def apiservice(name: str = NAME, service: str | None = "example-apiserver", group: str = "example.grafana.app",
@@ -52,6 +66,12 @@ def externalname(name: str = "example-apiserver", host: str = "backend.test") ->
             "metadata": {"name": name, "namespace": "grafana"}, "spec": {"host": host}}
 
 
+def resource_list(group_version: str, **extra: Any) -> bytes:
+    """A backend's APIResourceList of group_version, listing LISTED."""
+    return json.dumps({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version,
+                       "resources": LISTED, **extra}).encode()
+
+
 @frozen
 class Seen:
     """One request a fake backend received."""
@@ -63,7 +83,10 @@ class Seen:
 
 
 class FakeBackend(Resource):
-    """A backend that records every request and answers with a configurable code, or never."""
+    """A backend that records every request and answers with a configurable code and body, or never.
+
+    Unless told otherwise it answers with the APIResourceList of the group-version requested.
+    """
 
     isLeaf = True
 
@@ -72,7 +95,7 @@ class FakeBackend(Resource):
         self.clock = clock
         self.code = 200
         self.headers: dict[str, str] = {}
-        self.body = b'{"kind":"APIResourceList"}'
+        self.body: bytes | None = None
         self.hang = False
         self.held: list[IRequest] = []
         self.requests: list[Seen] = []
@@ -89,11 +112,27 @@ class FakeBackend(Resource):
         request.setResponseCode(self.code)
         for name, value in self.headers.items():
             request.setHeader(name, value)
-        return self.body
+        if self.body is not None:
+            return self.body
+        path = request.path.decode()
+        return resource_list(path.removeprefix("/apis/") if path.startswith("/apis/") else path.removeprefix("/api/"))
 
     def probe_times(self) -> list[float]:
         """When probes started (each probe sends up to five requests at one moment)."""
         return sorted({seen.at for seen in self.requests})
+
+
+class RecordingClient:
+    """A StubTreq that also records the keyword arguments of each GET, as the controller passed them."""
+
+    def __init__(self, stub: StubTreq) -> None:
+        self.stub: Any = stub
+        self.sent: list[dict[str, Any]] = []
+
+    def get(self, url: str, **kwargs: Any) -> Deferred[Any]:
+        self.sent.append(kwargs)
+        response: Deferred[Any] = self.stub.get(url, **kwargs)
+        return response
 
 
 class CountingStore(MemoryStore):
@@ -108,47 +147,41 @@ class CountingStore(MemoryStore):
         return await super().get(collection, namespace, name)
 
 
-class ExpiringStore(MemoryStore):
-    """A store whose first watch finds its resourceVersion expired."""
+class TurnClock(Clock):
+    """A Clock whose advance, like one reactor iteration, runs only the calls due when it begins.
 
-    expired = 0
+    A plain Clock also runs the zero-delay calls scheduled meanwhile, so every later reactor turn
+    would happen inside one advance; here each one takes an `advance(0)`.
+    """
 
-    def watch(self, collection: Collection, namespace: str | None, resource_version: int,
-              on_event: Callable[[WatchEvent], None]) -> IWatch:
-        if not self.expired:
-            self.expired += 1
-            raise ExpiredError("too old resource version")
-        return super().watch(collection, namespace, resource_version, on_event)
-
-
-class FailingListStore(MemoryStore):
-    """A store whose first list fails."""
-
-    failed = 0
-
-    async def list(self, collection: Collection, namespace: str | None) -> ListResult:
-        if not self.failed:
-            self.failed += 1
-            raise StorageError("store unavailable")
-        return await super().list(collection, namespace)
+    def advance(self, amount: float) -> None:
+        self.rightNow += amount
+        self._sortCalls()
+        for call in [call for call in self.calls if call.getTime() <= self.rightNow]:
+            if call in self.calls:
+                self.calls.remove(call)
+                call.called = 1
+                call.func(*call.args, **call.kw)
 
 
 class ControllerTestCase(SynchronousTestCase):
-    """A MemoryStore, a Clock, and one fake backend per ExternalName host."""
+    """A MemoryStore, a Clock, a discovery cache, and one fake backend per ExternalName host."""
 
     def setUp(self) -> None:
         self.clock = Clock()
         self.now = T0
         self.store = MemoryStore()
+        self.discovery = DiscoveryCache()
         self.backend = FakeBackend(self.clock)
         self.backends: dict[str, FakeBackend] = {"backend.test": self.backend}
-        self.stubs: dict[str, StubTreq] = {}
+        self.stubs: dict[str, RecordingClient] = {}
         self.resolved: list[Backend] = []
+        self.closed: list[Backend] = []
 
     def client_for(self, backend: Backend) -> Any:
         self.resolved.append(backend)
         fake = self.backends.setdefault(backend.host, FakeBackend(self.clock))
-        return self.stubs.setdefault(backend.host, StubTreq(fake))
+        return self.stubs.setdefault(backend.host, RecordingClient(StubTreq(fake)))
 
     def wait(self, coroutine: Any) -> Any:
         return self.successResultOf(Deferred.fromCoroutine(coroutine))
@@ -167,16 +200,31 @@ class ControllerTestCase(SynchronousTestCase):
     def rv(self, name: str = NAME) -> str:
         return str(self.get(name)["metadata"]["resourceVersion"])
 
-    def controller(self, clients: Callable[[Backend], Any] | None = None, **kwargs: Any) -> AvailabilityController:
-        controller = AvailabilityController(self.store, clients or self.client_for, self.clock, lambda: self.now,
-                                            **kwargs)
+    def controller(self, clients: Callable[[Backend], Any] | None = None, *, start_informer_first: bool = True,
+                   listener: Callable[[WatchEvent], None] | None = None, **kwargs: Any) -> AvailabilityController:
+        """A started controller over a started informer of self.store (started first, as the daemon does).
+
+        `listener` is told every event of the informer after the controller is.
+        """
+        self.informer = Informer(self.store, (APISERVICES, EXTERNALNAMES), self.clock)
+        kwargs.setdefault("discovery", self.discovery)
+        controller = AvailabilityController(self.store, self.informer, clients or self.client_for, self.clock,
+                                            lambda: self.now, **kwargs)
+        if listener is not None:
+            self.informer.add_listener(listener)
+        self.addCleanup(self.stop, controller, self.informer)
+        if start_informer_first:
+            self.informer.startService()
         controller.startService()
-        self.addCleanup(self.stop, controller)
+        if not start_informer_first:
+            self.informer.startService()
         return controller
 
-    def stop(self, controller: AvailabilityController) -> None:
+    def stop(self, controller: AvailabilityController, informer: Informer) -> None:
         if controller.running:
             self.successResultOf(controller.stopService())
+        if informer.running:
+            informer.stopService()
 
     def standard(self) -> None:
         """The APIService and its ExternalName."""
@@ -198,12 +246,13 @@ class ProbeResultTests(ControllerTestCase):
         self.assertTrue(controller.synced)
 
     def test_passed(self) -> None:
-        """A backend answering 200 makes the APIService Available with reason Passed."""
+        """A backend answering 200 with its APIResourceList makes the APIService Available with reason Passed."""
         self.standard()
         controller = self.controller()
         self.assertEqual(self.condition(), {
             "type": "Available", "status": "True", "lastTransitionTime": "2026-01-01T12:00:00Z",
             "reason": "Passed", "message": "all checks passed"})
+        self.assertEqual(self.discovery.resources(NAME), CACHED)
         self.assertEqual([(s.method, s.path) for s in self.backend.requests], [(b"GET", PATH)])
         self.assertEqual(self.resolved[0].url, "https://backend.test:7443")
         self.assertTrue(controller.synced)
@@ -308,13 +357,27 @@ class ProbeResultTests(ControllerTestCase):
         self.assertEqual(condition["message"], f"failing or missing response from {URL}: bad status from {URL}: 504")
 
     def test_large_body_still_passes(self) -> None:
-        """A 200 with a body larger than the read limit still counts as success."""
+        """A discovery document of a megabyte (within the 8 MiB limit) is read whole and passes."""
         self.standard()
-        self.backend.body = b"x" * (1024 * 1024)
+        self.backend.body = resource_list("example.grafana.app/v0alpha1", padding="x" * (1024 * 1024))
         self.controller()
         condition = self.condition()
         assert condition is not None
         self.assertEqual(condition["reason"], "Passed")
+        self.assertEqual(self.discovery.resources(NAME), CACHED)
+
+    def test_body_over_limit_fails(self) -> None:
+        """A 2xx body larger than 8 MiB is FailedDiscoveryCheck, and nothing of it is cached."""
+        self.standard()
+        self.backend.body = resource_list("example.grafana.app/v0alpha1", padding="x" * MAX_DOCUMENT_BYTES)
+        self.controller()
+        condition = self.condition()
+        assert condition is not None
+        self.assertEqual((condition["status"], condition["reason"], condition["message"]), (
+            "False", "FailedDiscoveryCheck",
+            f'failing or missing response from {URL}: Get "{URL}": '
+            f"the discovery document is larger than {MAX_DOCUMENT_BYTES} bytes"))
+        self.assertIsNone(self.discovery.resources(NAME))
 
     def test_missing_host(self) -> None:
         """An ExternalName without a host is FailedDiscoveryCheck with the resolver's error, unwrapped."""
@@ -327,17 +390,28 @@ class ProbeResultTests(ControllerTestCase):
                          ("False", "FailedDiscoveryCheck", 'service/example-apiserver in "grafana" has no host'))
 
     def test_identity_headers(self) -> None:
-        """The probe is a GET as system:kube-aggregator in system:masters, with no uid and no extras."""
+        """The probe is a GET for JSON as system:kube-aggregator in system:masters, with no uid and no extras."""
         self.standard()
         self.controller()
         seen = self.backend.requests[0]
         self.assertEqual((seen.method, seen.path), (b"GET", PATH))
         self.assertEqual(seen.headers.getRawHeaders("x-remote-user"), ["system:kube-aggregator"])
         self.assertEqual(seen.headers.getRawHeaders("x-remote-group"), ["system:masters"])
+        self.assertEqual(seen.headers.getRawHeaders("accept"), ["application/json"])
         remote = sorted(name.decode().lower() for name, _ in seen.headers.getAllRawHeaders()
                         if name.lower().startswith(b"x-remote-"))
         self.assertEqual(remote, ["x-remote-group", "x-remote-user"])
-        self.assertIn("close", seen.headers.getRawHeaders("connection", []))
+
+    def test_probe_keeps_connection_alive(self) -> None:
+        """The probe does not ask for `Connection: close`, so its pooled connection stays open to notice the
+        backend closing it (the test's Agent adds its own `close`, hence the check of what the controller sent)."""
+        self.standard()
+        self.controller()
+        sent = self.stubs["backend.test"].sent
+        self.assertEqual(len(sent), 1)
+        self.assertEqual(sent[0]["allow_redirects"], False)
+        self.assertEqual(sorted(name.lower() for name in sent[0]["headers"]),
+                         ["accept", "x-remote-group", "x-remote-user"])
 
     def test_legacy_core_path(self) -> None:
         """The APIService `v1.` is probed at /api/<version>."""
@@ -345,6 +419,113 @@ class ProbeResultTests(ControllerTestCase):
         self.create(externalname())
         self.controller()
         self.assertEqual(self.backend.requests[0].path, b"/api/v1")
+
+    def test_close_idle_after_failed_probe(self) -> None:
+        """close_idle is called with the backend after a failed probe, and not after a passed one."""
+        self.standard()
+        controller = self.controller(close_idle=self.closed.append)
+        self.assertEqual(self.closed, [])
+        self.clock.pump([1.0])
+        self.backend.code = 503
+        controller.recheck(NAME)
+        self.assertEqual(self.closed, [self.resolved[-1]])
+        self.assertEqual((self.closed[0].host, self.closed[0].port), ("backend.test", 7443))
+
+    def test_close_idle_without_backend(self) -> None:
+        """An APIService without a backend (no ExternalName, or one without a host) closes nothing."""
+        self.create(apiservice())
+        self.create(apiservice(name="v1.nohost.test", service="nohost", group="nohost.test", version="v1"))
+        self.create(externalname(name="nohost", host=""))
+        controller = self.controller(close_idle=self.closed.append)
+        self.assertEqual(controller.failures, {NAME: 1, "v1.nohost.test": 1})
+        self.assertEqual(self.closed, [])
+
+
+class DiscoveryCacheTests(ControllerTestCase):
+    """The probe's answer is the group-version's discovery document, cached in step with the Available condition."""
+
+    def test_resources_cached_when_available(self) -> None:
+        """The backend's resources are cached when the write making the condition True happens, and are gone once
+        it turns False."""
+        self.standard()
+        written: list[tuple[str, Any]] = []
+
+        def on_event(event: WatchEvent) -> None:
+            condition = available_condition(event.object) if event.collection == APISERVICES else None
+            if condition is not None and (not written or written[-1][0] != condition["status"]):
+                written.append((condition["status"], self.discovery.resources(NAME)))
+
+        controller = self.controller(listener=on_event)
+        self.assertEqual(written, [("True", CACHED)])
+        self.clock.pump([1.0])
+        self.backend.code = 503
+        controller.recheck(NAME)
+        self.assertEqual([status for status, _ in written], ["True", "False"])
+        self.assertIsNone(self.discovery.resources(NAME))
+        self.backend.code = 200
+        self.clock.pump([0.5])
+        self.assertEqual(written[2:], [("True", CACHED)])
+        self.assertEqual(self.discovery.resources(NAME), CACHED)
+
+    def test_html_answer_fails(self) -> None:
+        """A 2xx answer that is not JSON (an HTML page) is FailedDiscoveryCheck and caches nothing."""
+        self.standard()
+        self.backend.headers = {"Content-Type": "text/html"}
+        self.backend.body = b"<html><body>Welcome to nginx!</body></html>"
+        controller = self.controller()
+        condition = self.condition()
+        assert condition is not None
+        self.assertEqual((condition["status"], condition["reason"], condition["message"]), (
+            "False", "FailedDiscoveryCheck",
+            f"failing or missing response from {URL}: "
+            "the discovery document is not JSON: Expecting value: line 1 column 1 (char 0)"))
+        self.assertIsNone(self.discovery.resources(NAME))
+        self.assertEqual(controller.failures, {NAME: 1})
+
+    def test_not_a_resource_list_fails(self) -> None:
+        """A 2xx JSON answer that is not an object with a list of resources is FailedDiscoveryCheck."""
+        self.standard()
+        self.backend.body = b'{"kind":"APIResourceList","groupVersion":"example.grafana.app/v0alpha1","resources":{}}'
+        self.controller()
+        condition = self.condition()
+        assert condition is not None
+        self.assertEqual((condition["status"], condition["reason"], condition["message"]), (
+            "False", "FailedDiscoveryCheck",
+            f"failing or missing response from {URL}: the discovery document is not an APIResourceList"))
+        self.assertIsNone(self.discovery.resources(NAME))
+
+    def test_other_group_version_fails(self) -> None:
+        """An APIResourceList of another group-version is FailedDiscoveryCheck and drops what was cached."""
+        self.standard()
+        controller = self.controller()
+        self.assertEqual(self.discovery.resources(NAME), CACHED)
+        self.clock.pump([1.0])
+        self.backend.body = resource_list("other.grafana.app/v1")
+        controller.recheck(NAME)
+        condition = self.condition()
+        assert condition is not None
+        self.assertEqual((condition["status"], condition["reason"], condition["message"]), (
+            "False", "FailedDiscoveryCheck",
+            f"failing or missing response from {URL}: the discovery document is of 'other.grafana.app/v1', "
+            "not of 'example.grafana.app/v0alpha1'"))
+        self.assertIsNone(self.discovery.resources(NAME))
+
+    def test_service_not_found_drops_resources(self) -> None:
+        """An APIService whose ExternalName is deleted loses its cached resources with its availability."""
+        self.standard()
+        self.controller()
+        self.assertEqual(self.discovery.resources(NAME), CACHED)
+        self.wait(self.store.delete(EXTERNALNAMES, "grafana", "example-apiserver"))
+        self.assertEqual(self.condition()["reason"], "ServiceNotFound")  # type: ignore[index]
+        self.assertIsNone(self.discovery.resources(NAME))
+
+    def test_deleted_drops_resources(self) -> None:
+        """A deleted APIService loses its cached resources."""
+        self.standard()
+        self.controller()
+        self.assertEqual(self.discovery.resources(NAME), CACHED)
+        self.wait(self.store.delete(APISERVICES, "", NAME))
+        self.assertIsNone(self.discovery.resources(NAME))
 
 
 class WriteTests(ControllerTestCase):
@@ -371,18 +552,23 @@ class WriteTests(ControllerTestCase):
         self.assertEqual(self.store.reads, [])
 
     def test_resync_spreads_over_reactor_turns(self) -> None:
-        """A resync starts RESYNC_BATCH probes per reactor turn, so a thousand APIServices never stall requests."""
-        self.patch(availability, "RESYNC_BATCH", 2)
+        """A start or resync of more APIServices than one turn's share starts the rest on the next reactor turn."""
+        self.clock = self.backend.clock = TurnClock()
         self.create(externalname())
-        for index in range(5):
+        for index in range(PER_TURN + 2):
             self.create(apiservice(name=f"v0alpha1.g{index}.example.com", group=f"g{index}.example.com"))
-        controller = self.controller(resync=30.0)
-        self.clock.advance(10)
-        probed_at_10 = lambda: len([seen for seen in self.backend.requests if seen.at == 10.0])  # noqa: E731
-        controller._resync_tick()
-        self.assertEqual(probed_at_10(), 2)
-        self.clock.advance(0)  # a Clock runs the zero-delay calls scheduled meanwhile in the same advance
-        self.assertEqual(probed_at_10(), 5)
+
+        def probed_at(when: float) -> int:
+            return len([seen for seen in self.backend.requests if seen.at == when])
+
+        self.controller(resync=30.0)
+        self.assertEqual(probed_at(0.0), PER_TURN)
+        self.clock.advance(0)
+        self.assertEqual(probed_at(0.0), PER_TURN + 2)
+        self.clock.advance(30)
+        self.assertEqual(probed_at(30.0), PER_TURN)
+        self.clock.advance(0)
+        self.assertEqual(probed_at(30.0), PER_TURN + 2)
 
     def test_no_write_when_still_failing_the_same_way(self) -> None:
         """Backoff retries of a backend failing with the same error write nothing."""
@@ -439,14 +625,28 @@ class WriteTests(ControllerTestCase):
         self.assertEqual(controller.in_flight, {})
 
     def test_deleted_while_in_flight_cancels(self) -> None:
-        """Deleting an APIService cancels its probe in flight and writes nothing."""
+        """Deleting an APIService cancels its probe in flight quietly, and writes nothing."""
         self.standard()
         self.backend.hang = True
         controller = self.controller()
         self.wait(self.store.delete(APISERVICES, "", NAME))
         self.assertEqual(controller.in_flight, {})
-        self.assertEqual(self.clock.getDelayedCalls()[0].getTime(), 30.0)
-        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+        self.clock.advance(0)
+        self.assertEqual([call.getTime() for call in self.clock.getDelayedCalls()], [30.0])
+        self.assertEqual(controller.failures, {})
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+    def test_deleted_during_probe_leaves_nothing_cached(self) -> None:
+        """An APIService deleted while its backend answers leaves no resources in the discovery cache."""
+        self.standard()
+
+        def delete() -> None:
+            self.backend.on_request = None
+            self.wait(self.store.delete(APISERVICES, "", NAME))
+
+        self.backend.on_request = delete
+        self.controller()
+        self.assertIsNone(self.discovery.resources(NAME))
 
     def test_conflict_retried_with_fresh_read(self) -> None:
         """A write that conflicts is retried on a fresh read and keeps the other writer's change."""
@@ -480,6 +680,25 @@ class WriteTests(ControllerTestCase):
         assert condition is not None
         self.assertEqual(condition["reason"], "Passed")
         self.assertEqual(len(other.requests), 1)
+
+    def test_spec_changed_during_probe_keeps_new_resources(self) -> None:
+        """A failed probe of an old spec does not drop the resources the probe of the new spec cached."""
+        self.standard()
+        self.create(externalname(name="other", host="other.test"))
+        self.backend.code = 503
+
+        def repoint() -> None:
+            self.backend.on_request = None
+            current = self.get()
+            current["spec"]["service"]["name"] = "other"
+            self.wait(self.store.update(APISERVICES, "", NAME, current))
+
+        self.backend.on_request = repoint
+        self.controller()
+        condition = self.condition()
+        assert condition is not None
+        self.assertEqual(condition["status"], "True")
+        self.assertEqual(self.discovery.resources(NAME), CACHED)
 
     def test_overwritten_status_restored(self) -> None:
         """A status written by someone else is checked again and corrected."""
@@ -620,6 +839,37 @@ class SchedulingTests(ControllerTestCase):
         assert condition is not None
         self.assertEqual(condition["reason"], "FailedDiscoveryCheck")
 
+    def test_backend_closed_probes_at_once(self) -> None:
+        """backend_closed of a backend's host and port probes every APIService it serves at once, not at the resync."""
+        self.standard()
+        self.create(apiservice(name="v1.second.test", group="second.test", version="v1"))
+        self.create(apiservice(name="v1.elsewhere.test", service="elsewhere", group="elsewhere.test", version="v1"))
+        self.create(externalname(name="elsewhere", host="elsewhere.test"))
+        controller = self.controller()
+        self.clock.pump([1.0])
+        self.backend.code = 503
+        controller.backend_closed("backend.test", 7443)
+        self.assertEqual(sorted({seen.path for seen in self.backend.requests if seen.at == 1.0}),
+                         [PATH, b"/apis/second.test/v1"])
+        self.assertEqual(self.condition()["reason"], "FailedDiscoveryCheck")  # type: ignore[index]
+        self.assertEqual(self.condition("v1.second.test")["reason"], "FailedDiscoveryCheck")  # type: ignore[index]
+        self.assertEqual(self.backends["elsewhere.test"].probe_times(), [0.0])
+
+    def test_backend_closed_elsewhere_probes_nothing(self) -> None:
+        """backend_closed of another host, or of the backend's host on another port, probes nothing."""
+        self.standard()
+        self.create(apiservice(name="v1.local.test", service=None, group="local.test", version="v1"))
+        self.create(apiservice(name="v1.orphan.test", service="missing", group="orphan.test", version="v1"))
+        self.create(apiservice(name="v1.nohost.test", service="nohost", group="nohost.test", version="v1"))
+        self.create(externalname(name="nohost", host=""))
+        controller = self.controller()
+        self.clock.pump([1.0])
+        controller.backend_closed("backend.test", 8443)
+        controller.backend_closed("other.test", 7443)
+        controller.backend_closed("", 7443)
+        self.assertEqual(self.backend.probe_times(), [0.0])
+        self.assertEqual([backend.host for backend in self.resolved], ["backend.test"])
+
     def test_recheck_rate_limited(self) -> None:
         """A recheck right after a probe waits until 0.5 s after that probe."""
         self.standard()
@@ -639,7 +889,10 @@ class SchedulingTests(ControllerTestCase):
         first = controller.in_flight[NAME]
         for _ in range(3):
             controller.recheck(NAME)
-        self.wait(self.store.update(EXTERNALNAMES, "grafana", "example-apiserver", externalname(host="backend.test")))
+        controller.backend_closed("backend.test", 7443)
+        current = self.get()
+        current["spec"]["versionPriority"] = 20
+        self.wait(self.store.update(APISERVICES, "", NAME, current))
         self.assertEqual(len(self.backend.requests), 5)
         self.clock.pump([1.0] * 5)
         self.assertEqual(len(self.backend.requests), 10)
@@ -712,37 +965,33 @@ class LifecycleTests(ControllerTestCase):
         self.backend.hang = True
         controller = self.controller()
         self.assertFalse(controller.synced)
+        self.assertIsNotNone(controller.check())
         self.clock.pump([1.0] * 5)
         self.assertTrue(controller.synced)
+        self.assertIsNone(controller.check())
 
     def test_synced_with_nothing_stored(self) -> None:
-        """With no APIServices, the controller is synced right after start."""
-        self.assertTrue(self.controller().synced)
+        """With no APIServices, the controller is synced (and ready) right after start."""
+        controller = self.controller()
+        self.assertTrue(controller.synced)
+        self.assertIsNone(controller.check())
 
-    def test_expired_watch_relists(self) -> None:
-        """A watch that finds its resourceVersion expired is registered again after a fresh list."""
-        store = self.store = ExpiringStore()
+    def test_started_before_informer(self) -> None:
+        """A controller started before the informer has synced probes what the informer announces, and is synced."""
         self.standard()
-        self.controller()
-        self.assertEqual(store.expired, 1)
-        self.create(apiservice(name="v1.late.test", service="example-apiserver", group="late.test", version="v1"))
-        condition = self.condition("v1.late.test")
-        assert condition is not None
-        self.assertEqual(condition["reason"], "Passed")
-
-    def test_list_failure_retried(self) -> None:
-        """A store that fails to list is logged and tried again after max_backoff."""
-        store = self.store = FailingListStore()
-        self.standard()
-        controller = self.controller(max_backoff=4.0)
-        self.assertEqual(store.failed, 1)
-        self.assertEqual(len(self.flushLoggedErrors(StorageError)), 1)
-        self.assertFalse(controller.synced)
-        self.clock.pump([1.0] * 4)
+        controller = self.controller(start_informer_first=False)
+        self.assertEqual(self.backend.probe_times(), [0.0])
         self.assertTrue(controller.synced)
         condition = self.condition()
         assert condition is not None
         self.assertEqual(condition["reason"], "Passed")
+
+    def test_started_before_informer_probes_once(self) -> None:
+        """A controller started before the informer has synced probes each announced APIService once, not again
+        for the announcement of its ExternalName."""
+        self.standard()
+        self.controller(start_informer_first=False)
+        self.assertEqual(len(self.backend.requests), 1)
 
     def test_stop_cancels_everything(self) -> None:
         """stopService cancels probes, timers, the resync loop and the watches, and fires when done."""

@@ -15,9 +15,10 @@ from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
 
-from grafana_aggregator.web.discovery import APISERVICES, ApisResource, CoreResource
-from grafana_aggregator.controllers.apiservice_index import APIServiceIndex
+from grafana_aggregator.registry.apiservice import APISERVICES
+from grafana_aggregator.web.discovery import CoreResource
 from grafana_aggregator.storage.memory import MemoryStore
+from .support import serve_apis
 from grafana_aggregator.apimachinery.discovery import MediaRange, Negotiated, negotiate_discovery, parse_accept
 
 V2 = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
@@ -177,7 +178,7 @@ class DiscoveryResourceTests(SynchronousTestCase):
         """A client for a tree with /api and /apis served at the given emulated minor version."""
         root = Resource()
         root.putChild(b"api", CoreResource(emulated_minor=minor))
-        root.putChild(b"apis", ApisResource(MemoryStore(), [], Clock(), emulated_minor=minor))
+        root.putChild(b"apis", serve_apis(MemoryStore(), Clock(), emulated_minor=minor).apis)
         return StubTreq(root)
 
     def get(self, path: str, accept: str | None = None, minor: int = 33,
@@ -294,21 +295,21 @@ class CachedDiscoveryTests(SynchronousTestCase):
 
     def setUp(self) -> None:
         self.store = MemoryStore()
-        self.index = APIServiceIndex(self.store)
+        self.served = serve_apis(self.store, Clock(), start=False)
         self.builds = 0
-        self.synced = True
+        routing = self.served.routing
+        listed = routing.apiservices
 
-        def indexed() -> list[dict[str, Any]]:
+        def apiservices() -> list[dict[str, Any]]:
             self.builds += 1
-            return self.index.apiservices()
+            return listed()
 
-        apis = ApisResource(self.store, [], Clock(), emulated_minor=33,
-                            generation=lambda: self.index.generation if self.synced else None, indexed=indexed)
+        routing.apiservices = apiservices  # type: ignore[method-assign]
         root = Resource()
-        root.putChild(b"apis", apis)
+        root.putChild(b"apis", self.served.apis)
         self.client = StubTreq(root)
-        self.index.startService()
-        self.addCleanup(self.index.stopService)
+        self.served.informer.startService()
+        self.addCleanup(self.served.informer.stopService)
 
     def create(self, group: str) -> None:
         self.successResultOf(Deferred.fromCoroutine(self.store.create(APISERVICES, "", f"v1.{group}",
@@ -346,10 +347,13 @@ class CachedDiscoveryTests(SynchronousTestCase):
         self.assertEqual(sorted(self.groups(self.get()[1])), ["a.example.com", "b.example.com"])
         self.assertEqual(self.builds, 4)
 
-    def test_unsynced_index_reads_storage(self) -> None:
-        """Until the index is synced, every read lists storage and nothing is cached."""
-        self.synced = False
+    def test_unsynced_informer_is_not_installed_yet(self) -> None:
+        """Until the informer has listed the APIServices, /apis is kube's 503 "not installed yet", never a partial list."""
+        self.served.informer.stopService()
+        served = serve_apis(self.store, Clock(), start=False)
+        response = self.successResultOf(StubTreq(served.apis).get("https://a.test/"))
+        self.assertEqual(response.code, 503)
+        served.informer.startService()
         self.create("a.example.com")
-        self.assertEqual(self.groups(self.get()[1]), ["a.example.com"])
-        self.assertEqual(self.groups(self.get()[1]), ["a.example.com"])
-        self.assertEqual(self.builds, 0)
+        response = self.successResultOf(StubTreq(served.apis).get("https://a.test/"))
+        self.assertEqual(response.code, 200)

@@ -11,7 +11,8 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
 from grafana_aggregator.identity.auth import Authenticator, TokenAuthenticator, UserInfo
-from grafana_aggregator.web.site import AuthenticatingRoot, InFlight, Limits, Router
+from grafana_aggregator.web.site import Limits
+from grafana_aggregator.web.root import AuthenticatingRoot, InFlight, Router
 
 
 class Holding(Resource):

@@ -8,6 +8,7 @@ check what a scraper sees.
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
@@ -136,7 +137,7 @@ class MetricsTests(SynchronousTestCase):
     def test_private_registry(self) -> None:
         """Counts in one Metrics are invisible to another and to prometheus_client's global registry."""
         first, second = Metrics(), Metrics()
-        first.count_upstream_error("v1.a", "timeout")
+        first.upstream_meter("v1.a").count_error("timeout")
         self.assertEqual(
             (samples(first, "grafana_aggregator_proxy_upstream_errors_total"),
              samples(second, "grafana_aggregator_proxy_upstream_errors_total"),
@@ -154,7 +155,7 @@ class MetricsTests(SynchronousTestCase):
     def test_no_created_series(self) -> None:
         """Counters and histograms are exposed without _created series, as kube-apiserver exposes them."""
         metrics = Metrics()
-        metrics.count_upstream_error("v1.a", "timeout")
+        metrics.upstream_meter("v1.a").count_error("timeout")
         metrics.observe_storage("get", "dashboards", 0.01)
         self.assertNotIn(b"_created", metrics.render()[0])
 
@@ -218,20 +219,52 @@ class MetricsTests(SynchronousTestCase):
         )
 
     def test_upstream_metrics(self) -> None:
-        """Upstream durations and errors are recorded per APIService."""
+        """Upstream durations and errors are recorded per APIService through its meter."""
         metrics = Metrics()
-        metrics.observe_upstream("v1.a", 0.02)
-        metrics.observe_upstream("v1.a", 0.3)
-        metrics.count_upstream_error("v1.a", "timeout")
-        metrics.count_upstream_error("v1.a", "timeout")
-        metrics.count_upstream_error("v1.b", "connection")
+        a, b = metrics.upstream_meter("v1.a"), metrics.upstream_meter("v1.b")
+        a.observe(0.02)
+        a.observe(0.3)
+        a.count_error("timeout")
+        a.count_error("timeout")
+        b.count_error("unreachable")
         self.assertEqual(
             (samples(metrics, "grafana_aggregator_proxy_upstream_duration_seconds_count"),
              samples(metrics, "grafana_aggregator_proxy_upstream_duration_seconds_sum"),
              samples(metrics, "grafana_aggregator_proxy_upstream_errors_total")),
-            ({labels(apiservice="v1.a"): 2.0}, {labels(apiservice="v1.a"): 0.32},
-             {labels(apiservice="v1.a", reason="timeout"): 2.0, labels(apiservice="v1.b", reason="connection"): 1.0}),
+            ({labels(apiservice="v1.a"): 2.0, labels(apiservice="v1.b"): 0.0},
+             {labels(apiservice="v1.a"): 0.32, labels(apiservice="v1.b"): 0.0},
+             {labels(apiservice="v1.a", reason="timeout"): 2.0, labels(apiservice="v1.b", reason="unreachable"): 1.0}),
         )
+
+    def test_meters_of_one_apiservice_share_its_series(self) -> None:
+        """Two meters of the same APIService (its proxy rebuilt) add to the same series."""
+        metrics = Metrics()
+        metrics.upstream_meter("v1.a").count_error("redirect")
+        metrics.upstream_meter("v1.a").count_error("redirect")
+        metrics.upstream_meter("v1.a").observe(1.0)
+        self.assertEqual(
+            (samples(metrics, "grafana_aggregator_proxy_upstream_errors_total"),
+             samples(metrics, "grafana_aggregator_proxy_upstream_duration_seconds_count")),
+            ({labels(apiservice="v1.a", reason="redirect"): 2.0}, {labels(apiservice="v1.a"): 1.0}),
+        )
+
+    def test_meter_resolves_its_children_once(self) -> None:
+        """A meter looks up its labelled children once, not on every request."""
+        metrics = Metrics()
+        meter = metrics.upstream_meter("v1.a")
+        looked_up: list[dict[str, str]] = []
+        for metric in (metrics.upstream_duration, metrics.upstream_errors):
+            original = metric.labels
+
+            def counting(*args: str, _original: Any = original, **kwargs: str) -> Any:
+                looked_up.append(kwargs)
+                return _original(*args, **kwargs)
+
+            self.patch(metric, "labels", counting)
+        for _ in range(3):
+            meter.observe(0.1)
+            meter.count_error("timeout")
+        self.assertEqual(looked_up, [{"apiservice": "v1.a", "reason": "timeout"}])
 
     def test_storage_and_probe_histograms(self) -> None:
         """Storage operations and availability probes are counted by their labels."""

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
 from treq.testing import StubTreq
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
 
 import grafana_aggregator.web.openapi
-from grafana_aggregator.controllers.apiservice_index import APISERVICES, EXTERNALNAMES, APIServiceIndex
-from grafana_aggregator.controllers.remote_openapi import RemoteOpenAPI
+from grafana_aggregator.aggregation.remote_openapi import RemoteOpenAPI
 from grafana_aggregator.example.server import EMULATED_VERSION, example_group_version
 from grafana_aggregator.apimachinery.openapi import (
     V2_PROTOBUF_ACCEPT,
@@ -27,12 +27,7 @@ from grafana_aggregator.apimachinery.openapi import (
     swagger_v2,
     v3_documents,
 )
-from grafana_aggregator.web.openapi import OpenAPIResource
-from grafana_aggregator.storage.memory import MemoryStore
-from grafana_aggregator.aggregation.upstream import Backend
-
-from .test_remote_openapi import KEY as REMOTE_EXAMPLE_KEY
-from .test_remote_openapi import OWN_V3, FakeOpenAPIBackend, apiservice, externalname
+from grafana_aggregator.web.openapi import LOADING_WAIT, OpenAPIResource
 
 JSON = dict[str, Any]
 
@@ -65,6 +60,12 @@ class FakeRemote:
 
     def v2_parts(self) -> list[JSON]:
         return list(self.v2)
+
+    def still_loading(self) -> list[str]:
+        return []
+
+    def settled(self) -> Deferred[None]:
+        return succeed(None)
 
 
 def local_kinds() -> list[Any]:
@@ -180,35 +181,106 @@ class OpenAPIResourceTests(SynchronousTestCase):
         self.assertEqual(len(encoded), 1)
 
 
-class RemoteOpenAPIWiringTests(SynchronousTestCase):
-    """An OpenAPIResource fed by a RemoteOpenAPI."""
+class LoadingTests(SynchronousTestCase):
+    """Requests while remote documents are loading wait for them a moment, then answer with what there is."""
 
-    def test_remote_backend_listed_and_served(self) -> None:
-        """A fetched remote group-version is listed in the index and served from the cache."""
-        store = MemoryStore()
-        index = APIServiceIndex(store)
-        index.startService()
-        backend = FakeOpenAPIBackend()
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.remote = RemoteOpenAPI()
+        self.client = StubTreq(self.root(OpenAPIResource([example_group_version()], EMULATED_VERSION,
+                                                         remote=self.remote, clock=self.clock)))
 
-        def client_for(target: Backend) -> StubTreq:
-            return StubTreq(backend)
-
-        remote = RemoteOpenAPI(index, client_for, Clock())
-        resource = OpenAPIResource([], EMULATED_VERSION, remote=remote)
-        remote.startService()
-        self.addCleanup(remote.stopService)
-        for collection, namespace, obj in (
-                (EXTERNALNAMES, "grafana", externalname("example", "backend.test")),
-                (APISERVICES, "", apiservice("v0alpha1.example.grafana.app", "example.grafana.app", "v0alpha1",
-                                             "example"))):
-            self.successResultOf(Deferred.fromCoroutine(store.create(collection, namespace, obj["metadata"]["name"],
-                                                                     obj)))
+    def root(self, resource: OpenAPIResource) -> Resource:
         root = Resource()
         root.putChild(b"openapi", resource)
-        client: Any = StubTreq(root)
+        return root
+
+    def begin_loading(self, name: str = "v1.remote.grafana.app", group: str = "remote.grafana.app") -> None:
+        """What the controller does when an APIService turns Available and its fetch starts."""
+        self.remote.loading(name, group, "v1")
+
+    def arrive(self, name: str = "v1.remote.grafana.app") -> None:
+        """What the controller does when that fetch brings the documents."""
+        documents = self.remote.documents(name, "remote.grafana.app", "v1")
+        documents.v3, documents.v2 = REMOTE_V3, REMOTE_V2
+        documents.changes += 1
+        self.remote.loaded(name)
+
+    def answer(self, pending: Deferred[Any]) -> tuple[int, list[str] | None, bytes]:
+        self.client.flush()
+        response = self.successResultOf(pending)
+        return response.code, response.headers.getRawHeaders("warning"), self.successResultOf(
+            self.client.content(response))
+
+    def test_waits_and_serves_the_loaded_document(self) -> None:
+        """A request while a document loads waits for it, then is answered with it and without a Warning."""
+        self.begin_loading()
+        index = self.client.get(f"{BASE}/v3")
+        document = self.client.get(f"{BASE}/v3/{REMOTE_KEY}")
+        v2 = self.client.get(f"{BASE}/v2", headers={"Accept": "application/json"})
+        self.clock.advance(LOADING_WAIT / 2)
+        self.assertNoResult(index)
+        self.assertNoResult(document)
+        self.assertNoResult(v2)
+        self.arrive()
+        code, warning, body = self.answer(index)
+        self.assertEqual((code, warning), (200, None))
+        self.assertEqual(json.loads(body), openapi_v3_index({**v3_documents(local_kinds()), REMOTE_KEY: REMOTE_V3}))
+        self.assertEqual(self.answer(document), (200, None, canonical_json(REMOTE_V3)))
+        code, warning, body = self.answer(v2)
+        self.assertEqual((code, warning), (200, None))
+        self.assertIn(REMOTE_PREFIX + "/things", json.loads(body)["paths"])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_answers_with_a_warning_after_the_wait(self) -> None:
+        """After LOADING_WAIT the answer is what there is, with a Warning naming what is still loading."""
+        self.begin_loading()
+        self.begin_loading("v1.other.grafana.app", "other.grafana.app")
+        pending = self.client.get(f"{BASE}/v3")
+        self.clock.advance(LOADING_WAIT - 0.01)
+        self.assertNoResult(pending)
+        self.clock.advance(0.01)
+        code, warning, body = self.answer(pending)
+        self.assertEqual((code, warning), (200, [
+            '299 - "the OpenAPI documents of apis/other.grafana.app/v1, apis/remote.grafana.app/v1 are still '
+            'loading"']))
+        self.assertEqual(body, canonical_json(openapi_v3_index(v3_documents(local_kinds()))))
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_loading_document_is_503(self) -> None:
+        """A group-version document still loading after the wait is a 503 that says to retry; an unknown one is a 404."""
+        self.begin_loading()
+        pending = self.client.get(f"{BASE}/v3/{REMOTE_KEY}")
+        unknown = self.client.get(f"{BASE}/v3/apis/unknown.grafana.app/v1")
+        self.clock.advance(LOADING_WAIT)
+        code, warning, body = self.answer(pending)
+        status = json.loads(body)
+        self.assertEqual((code, status["reason"], status["message"], status["details"]),
+                         (503, "ServiceUnavailable",
+                          f"the OpenAPI document of {REMOTE_KEY} is still loading, please try again",
+                          {"retryAfterSeconds": 1}))
+        self.assertEqual(self.answer(unknown)[0], 404)
+
+    def test_loaded_document_with_others_loading(self) -> None:
+        """A document already there is served after the wait, with the Warning about the others."""
+        self.arrive()
+        self.begin_loading("v1.other.grafana.app", "other.grafana.app")
+        pending = self.client.get(f"{BASE}/v3/{REMOTE_KEY}")
+        self.clock.advance(LOADING_WAIT)
+        self.assertEqual(self.answer(pending), (200, [
+            '299 - "the OpenAPI documents of apis/other.grafana.app/v1 are still loading"'], canonical_json(REMOTE_V3)))
+
+    def test_nothing_loading_answers_at_once(self) -> None:
+        """With nothing loading, requests are answered at once and no timer is started."""
+        self.arrive()
+        pending = self.client.get(f"{BASE}/v3/{REMOTE_KEY}")
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.assertEqual(self.answer(pending), (200, None, canonical_json(REMOTE_V3)))
+
+    def test_without_a_clock_does_not_wait(self) -> None:
+        """Without a clock there is no waiting: the answer comes at once, with the Warning."""
+        self.begin_loading()
+        client = StubTreq(self.root(OpenAPIResource([], EMULATED_VERSION, remote=self.remote)))
         response = self.successResultOf(client.get(f"{BASE}/v3"))
-        self.assertEqual(self.successResultOf(client.json_content(response)),
-                         openapi_v3_index({REMOTE_EXAMPLE_KEY: OWN_V3}))
-        response = self.successResultOf(client.get(f"{BASE}/v3/{REMOTE_EXAMPLE_KEY}"))
-        self.assertEqual(self.successResultOf(client.content(response)), canonical_json(OWN_V3))
-        self.assertEqual(len(backend.seen), 3)
+        self.assertEqual((response.code, response.headers.getRawHeaders("warning")),
+                         (200, ['299 - "the OpenAPI documents of apis/remote.grafana.app/v1 are still loading"']))

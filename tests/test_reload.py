@@ -7,15 +7,23 @@ from collections.abc import Sequence
 from typing import Any
 
 from cryptography import x509
+from twisted.internet import reactor
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.task import Clock
+from twisted.internet.endpoints import TCP4ServerEndpoint
+from twisted.internet.task import Clock, deferLater
 from twisted.logger import formatEvent, globalLogPublisher
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.web.client import readBody
+from twisted.web.http import HTTPChannel
+from twisted.web.iweb import IRequest
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Site
 
 from grafana_aggregator.identity.auth import AuthenticationError, ChainVerifier
 from grafana_aggregator.tls.reload import RELOAD_INTERVAL, CertificateReloader, FileWatcher, ReloadableVerifier
-from grafana_aggregator.tls.certificates import ServingTLS, load_key_pair
-from grafana_aggregator.aggregation.upstream import UpstreamClients
+from grafana_aggregator.tls.certificates import ServingTLS, TLSServerEndpoint, load_key_pair
+from grafana_aggregator.aggregation.upstream import Backend, UpstreamClients
 
 from .support import CertificateAuthority
 
@@ -291,7 +299,8 @@ class ApplyTests(SynchronousTestCase):
                 return succeed(None)
 
         clock = Clock()
-        pool = _RetirablePool(clock, persistent=True)
+        reported: list[tuple[str, int]] = []
+        pool = _RetirablePool(clock, lambda host, port: reported.append((host, port)))
         pool._putConnection("key", Connection())
         self.assertEqual(closed, [])
         pool.retire()
@@ -299,3 +308,122 @@ class ApplyTests(SynchronousTestCase):
         pool._putConnection("key", Connection())
         self.assertEqual(closed, [True, True])
         self.assertEqual(pool._connections.get("key", []), [])
+        self.assertEqual(reported, [])
+
+
+class _Hello(Resource):
+    isLeaf = True
+
+    def render(self, request: IRequest) -> bytes:
+        return b"hello"
+
+
+class _Channel(HTTPChannel):
+    """A server connection its site keeps track of, until it is lost."""
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self.lost: Deferred[None] = Deferred()
+        self.factory.channels.append(self)
+
+    def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
+        super().connectionLost(reason)
+        self.lost.callback(None)
+
+
+class _TrackingSite(Site):
+    protocol = _Channel
+
+    def __init__(self) -> None:
+        super().__init__(_Hello())
+        self.channels: list[_Channel] = []
+        self.noisy = False
+
+
+class ClosedConnectionTests(TestCase):
+    """A backend closing an idle pooled connection is reported to UpstreamClients' listeners (real TLS sockets)."""
+
+    async def serve(self) -> tuple[_TrackingSite, Backend]:
+        folder = os.path.abspath(self.mktemp())
+        ca = CertificateAuthority("backend-ca")
+        pair = load_key_pair(*ca.server().write(folder, "backend"))
+        site = _TrackingSite()
+        port = await TLSServerEndpoint(TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1"), ServingTLS(pair)).listen(site)
+        self.addCleanup(port.stopListening)
+        return site, Backend("127.0.0.1", port.getHost().port, ("127.0.0.1",), ca.issued.cert_pem, False)
+
+    def clients(self) -> tuple[UpstreamClients, list[tuple[str, int]]]:
+        clients = UpstreamClients(reactor, None, None)
+        self.addCleanup(lambda: Deferred.fromCoroutine(clients.close()))
+        reported: list[tuple[str, int]] = []
+        clients.add_closed_listener(lambda host, port: reported.append((host, port)))
+        return clients, reported
+
+    async def get(self, clients: UpstreamClients, backend: Backend) -> None:
+        response = await clients.agent_for(backend).request(b"GET", f"{backend.url}/".encode())
+        self.assertEqual(await readBody(response), b"hello")
+
+    async def settle(self) -> None:
+        """Let both ends of the loopback connections finish what they were doing."""
+        await deferLater(reactor, 0.05, lambda: None)
+
+    async def test_backend_close_reported_once(self) -> None:
+        """An idle connection the backend closes is reported once with its host and port, and not reused."""
+        site, backend = await self.serve()
+        clients, reported = self.clients()
+        told: Deferred[None] = Deferred()
+        clients.add_closed_listener(lambda host, port: told.callback(None))
+        await self.get(clients, backend)
+        self.assertEqual((len(site.channels), reported), (1, []))
+        site.channels[0].loseConnection()
+        await told
+        await self.settle()
+        self.assertEqual(reported, [("127.0.0.1", backend.port)])
+        await self.get(clients, backend)
+        self.assertEqual((len(site.channels), reported), (2, [("127.0.0.1", backend.port)]))
+
+    async def test_close_idle_not_reported(self) -> None:
+        """Idle connections closed by close_idle (after a failed probe) are not reported."""
+        site, backend = await self.serve()
+        clients, reported = self.clients()
+        await self.get(clients, backend)
+        clients.close_idle(backend)
+        await site.channels[0].lost
+        await self.settle()
+        self.assertEqual(reported, [])
+        await self.get(clients, backend)
+        self.assertEqual(len(site.channels), 2)
+
+    async def test_idle_timeout_not_reported(self) -> None:
+        """An idle connection the pool closes when its idle time is up is not reported."""
+        site, backend = await self.serve()
+        clients, reported = self.clients()
+        clients.agent_for(backend)
+        clients._by_backend[backend].pool.cachedConnectionTimeout = 0.05
+        await self.get(clients, backend)
+        await site.channels[0].lost
+        await self.settle()
+        self.assertEqual(reported, [])
+
+    async def test_busy_connection_closed_not_reported(self) -> None:
+        """A connection the backend drops in the middle of a request is that request's failure, not a report."""
+        site, backend = await self.serve()
+        clients, reported = self.clients()
+        holding = Resource()
+        held: list[IRequest] = []
+
+        class Hold(Resource):
+            isLeaf = True
+
+            def render(self, request: IRequest) -> int:
+                held.append(request)
+                request.channel.transport.abortConnection()  # type: ignore[attr-defined]
+                return NOT_DONE_YET
+
+        holding.putChild(b"hold", Hold())
+        site.resource = holding
+        with self.assertRaises(Exception):
+            await clients.agent_for(backend).request(b"GET", f"{backend.url}/hold".encode())
+        await site.channels[0].lost
+        await self.settle()
+        self.assertEqual((len(held), reported), (1, []))

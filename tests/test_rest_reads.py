@@ -25,12 +25,12 @@ from twisted.web.iweb import IResponse
 from twisted.web.resource import Resource
 from zope.interface import implementer
 
-from grafana_aggregator.apimachinery import rest
-from grafana_aggregator.web.discovery import ApisResource
+from grafana_aggregator.apimachinery import watch as watch_module
 from grafana_aggregator.controllers.local_apiservices import LocalAPIServiceRegistration
 from grafana_aggregator.apimachinery.strategy import CREATION_TIMESTAMP_DESCRIPTION, NAME_DESCRIPTION
 from grafana_aggregator.storage import Collection, IWatch, WatchEvent
 from grafana_aggregator.storage.memory import MemoryStore
+from .support import serve_apis
 from grafana_aggregator.tap import LOCAL_APISERVICES, local_groups
 
 #: 2025-06-15T15:06:40Z, when every test starts.
@@ -218,7 +218,7 @@ class Server:
         self.strategy, groups = local_groups(self.now)
         self.store = store if store is not None else MemoryStore()
         root = Resource()
-        root.putChild(b"apis", ApisResource(self.store, groups, self.clock, emulated_minor=33))
+        root.putChild(b"apis", serve_apis(self.store, self.clock, groups).apis)
         self.client = StubTreq(root)
 
     def now(self) -> datetime.datetime:
@@ -511,7 +511,7 @@ class ListTests(SynchronousTestCase):
                          (["/v1.c.example", "/v1.d.example", "/v1.e.example"], {"resourceVersion": "5"}))
 
     test_paging_snapshot.todo = (  # type: ignore[attr-defined]
-        "rest.py list() filters the current items by the token's start key but reports the token's resourceVersion")
+        "list_collection() filters the current items by the token's start key but reports the token's resourceVersion")
 
     def test_paging_with_selector(self) -> None:
         """A paged list with a label selector has continue but no remainingItemCount (kube cannot count it)."""
@@ -909,13 +909,13 @@ class WatchTests(SynchronousTestCase):
         watches = [server.watch(f"{APISERVICES}?watch=true&resourceVersion={version}") for _ in range(3)]
         selective = server.watch(f"{APISERVICES}?watch=true&resourceVersion={version}&labelSelector=tier%3Dweb")
         encodings: list[object] = []
-        real_dumps = rest.json.dumps
+        real_dumps = watch_module.json.dumps
 
         def counting_dumps(obj: Any, **kwargs: Any) -> str:
             encodings.append(obj)
             return real_dumps(obj, **kwargs)
 
-        self.patch(rest.json, "dumps", counting_dumps)
+        self.patch(watch_module.json, "dumps", counting_dumps)
         server.create(APISERVICES, new_apiservice("v1.a.example", "a.example", "v1"))
         server.client.flush()
         self.assertEqual(len([e for e in encodings if isinstance(e, dict) and e.get("type") == "ADDED"]), 1)
@@ -1111,8 +1111,9 @@ class WatchTests(SynchronousTestCase):
         store = RecordingStore()
         server = Server(self, store)
         server.create(APISERVICES, new_apiservice("v1.a.example", "a.example", "v1"))
+        informer_watches = len(store.watches)
         watch = server.watch(f"{APISERVICES}?watch=true&allowWatchBookmarks=true")
-        tracked = store.watches
+        tracked = store.watches[informer_watches:]
         self.assertEqual([w.cancelled for w in tracked], [False])
         watch.disconnect()
         server.client.flush()
@@ -1204,16 +1205,14 @@ class StartupTests(SynchronousTestCase):
     """Before every known path is installed, unknown group-versions are 503 with retryAfterSeconds, not 404."""
 
     def test_not_installed_yet(self) -> None:
-        """A group-version nobody serves gets kube's 503 while starting and 404 once started."""
-        started = [False]
-        root = Resource()
-        root.putChild(b"apis", ApisResource(MemoryStore(), [], Clock(), 33, installed=lambda: started[0]))
-        client = StubTreq(root)
-        response = self.successResultOf(client.get("https://a.test/apis/nothing.example/v1/things"))
+        """A group-version nobody serves gets kube's 503 while the informer is not synced, and 404 once it is."""
+        served = serve_apis(MemoryStore(), Clock(), start=False)
+        client = StubTreq(served.apis)
+        response = self.successResultOf(client.get("https://a.test/nothing.example/v1/things"))
         body = self.successResultOf(client.json_content(response))
         self.assertEqual((response.code, body["message"], body["details"]), (
             503, "the request has been made before all known HTTP paths have been installed, please try again",
             {"retryAfterSeconds": 5}))
-        started[0] = True
-        response = self.successResultOf(client.get("https://a.test/apis/nothing.example/v1/things"))
+        served.informer.startService()
+        response = self.successResultOf(client.get("https://a.test/nothing.example/v1/things"))
         self.assertEqual(response.code, 404)

@@ -1,5 +1,5 @@
 # -*- test-case-name: tests.test_rest_writes -*-
-"""Tests for the write verbs of L{grafana_aggregator.apimachinery.rest} (create, update, patch, apply, delete and
+"""Tests for the write verbs of L{grafana_aggregator.apimachinery.writes} (create, update, patch, apply, delete and
 deletecollection) on APIService and ExternalName, driven over HTTP as kubectl drives them (kubectl-wire.md §3, §7)."""
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
 
-from grafana_aggregator.web.discovery import ApisResource
 from grafana_aggregator.storage.memory import MemoryStore
+from .support import serve_apis
 from grafana_aggregator.tap import local_groups
 
 #: The clock starts here: 2023-11-14T22:13:20Z.
@@ -123,7 +123,7 @@ class _WritesTestCase(SynchronousTestCase):
         _, groups = local_groups(lambda: datetime.fromtimestamp(self.clock.seconds(), timezone.utc))
         self.store = MemoryStore()
         root = Resource()
-        root.putChild(b"apis", ApisResource(self.store, groups, self.clock, emulated_minor=33))
+        root.putChild(b"apis", serve_apis(self.store, self.clock, groups).apis)
         self.client: Any = StubTreq(root)
 
     def request(self, method: str, url: str, body: Any = None, content_type: str | None = JSON,

@@ -8,7 +8,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from grafana_aggregator import __version__
 from grafana_aggregator.identity.auth import Authenticator
 from grafana_aggregator.web.health import HealthChecks
-from grafana_aggregator.web.site import AuthenticatingRoot, build_site, build_tree
+from grafana_aggregator.web.site import build_site
+from grafana_aggregator.web.root import AuthenticatingRoot, build_tree
 
 from .support import empty_apis
 

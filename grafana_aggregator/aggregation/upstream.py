@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import ipaddress
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from attrs import frozen
@@ -27,6 +27,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from twisted.web._newclient import HTTP11ClientProtocol
 from twisted.web.client import Agent, HTTPConnectionPool, _HTTP11ClientFactory
 from twisted.web.iweb import IAgent, IPolicyForHTTPS
 from zope.interface import implementer
@@ -39,6 +40,22 @@ _log = Logger()
 MAX_CONNECTIONS_PER_BACKEND = 64
 #: How long establishing a TCP connection to a backend may take.
 CONNECT_TIMEOUT = 5.0
+#: How long a backend may take to answer a discovery request, `/apis/<group>/<version>` (kube's 5 s, k/k#82146):
+#: both proxied ones and the availability probe.
+DISCOVERY_TIMEOUT = 5.0
+#: Seconds an idle pooled connection to a backend is kept.
+IDLE_CONNECTION_TIMEOUT = 90
+
+#: Told the host and port of a backend that closed an idle pooled connection (its process may have died).
+ClosedListener = Callable[[str, int], None]
+
+
+def describe_failure(error: BaseException) -> str:
+    """What went wrong with a request to a backend, for logs and Status messages (Twisted's wrapped reasons unwrapped)."""
+    reasons = getattr(error, "reasons", None)
+    if reasons:
+        return "; ".join(str(r.value) or type(r.value).__name__ for r in reasons)
+    return str(error) or type(error).__name__
 
 
 class BackendCertificateError(Exception):
@@ -152,19 +169,70 @@ class _FixedPolicy:
         return self._creator
 
 
-class _QuietClientFactory(_HTTP11ClientFactory):
-    """Twisted's per-connection client factory without its "Starting/Stopping factory" log lines (two for
-    every connection: every availability probe opens one)."""
+class _WatchedClientProtocol(HTTP11ClientProtocol):
+    """A backend connection that tells its pool when it is lost while idle (the backend closed it)."""
+
+    def __init__(self, quiescent: Callable[[HTTP11ClientProtocol], None],
+                 lost_while_idle: Callable[[HTTP11ClientProtocol], None]):
+        super().__init__(quiescent)
+        self._lost_while_idle = lost_while_idle
+
+    def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
+        idle = self.state == "QUIESCENT"
+        super().connectionLost(reason)
+        if idle:
+            self._lost_while_idle(self)
+
+
+class _WatchingClientFactory(_HTTP11ClientFactory):
+    """Twisted's per-connection client factory with watched connections, and without its "Starting/Stopping
+    factory" log lines (two for every connection: every availability probe opens some)."""
 
     noisy = False
 
+    def __init__(self, quiescent: Callable[[HTTP11ClientProtocol], None], metadata: str,
+                 lost_while_idle: Callable[[HTTP11ClientProtocol], None]):
+        super().__init__(quiescent, metadata)
+        self._lost_while_idle = lost_while_idle
+
+    def buildProtocol(self, addr: Any) -> HTTP11ClientProtocol:
+        return _WatchedClientProtocol(self._quiescentCallback, self._lost_while_idle)
+
 
 class _RetirablePool(HTTPConnectionPool):
-    """A connection pool that, once retired, closes each connection as soon as its request is done."""
+    """A connection pool that tells when a backend closes an idle connection, and that can be retired.
+
+    A connection the pool itself closes (idle timeout, overflow, retiring, closing) has left its list
+    of idle connections before it is lost, so only the backend's closes are reported.  Once retired,
+    the pool closes each connection as soon as its request is done.
+    """
 
     retired = False
-    # Twisted's documented hook for the factory of each new connection.
-    _factory = _QuietClientFactory
+
+    def __init__(self, reactor: IReactorTime, on_closed: Callable[[str, int], None]):
+        super().__init__(reactor, persistent=True)
+        self._on_closed = on_closed
+
+    def _factory(  # type: ignore[override]
+            self, quiescent: Callable[[HTTP11ClientProtocol], None], metadata: str) -> _WatchingClientFactory:
+        """Twisted's hook for the factory of each new connection."""
+        return _WatchingClientFactory(quiescent, metadata, self._lost_while_idle)
+
+    def _lost_while_idle(self, protocol: HTTP11ClientProtocol) -> None:
+        for key, connections in self._connections.items():
+            if protocol in connections:
+                connections.remove(protocol)
+                timeout = self._timeouts.pop(protocol, None)
+                if timeout is not None and timeout.active():
+                    timeout.cancel()
+                host = key[1].decode("ascii", "replace").strip("[]") if isinstance(key[1], bytes) else str(key[1])
+                self._on_closed(host, int(key[2]))
+                return
+
+    def close_idle(self) -> Deferred[None]:
+        """Close the idle connections (a probe failed: none of them is to be trusted)."""
+        closed: Deferred[None] = self.closeCachedConnections()
+        return closed
 
     def retire(self) -> Deferred[None]:
         """Close the idle connections now, and the busy ones when their responses end (never mid-request)."""
@@ -208,6 +276,24 @@ class UpstreamClients:
         self._clients: dict[tuple[Any, ...], _Client] = {}
         #: The same clients by Backend, so that a proxied request finds its pool without parsing the caBundle.
         self._by_backend: dict[Backend, _Client] = {}
+        self._closed_listeners: list[ClosedListener] = []
+
+    def add_closed_listener(self, listener: ClosedListener) -> None:
+        """Call `listener(host, port)` whenever a backend closes an idle pooled connection."""
+        self._closed_listeners.append(listener)
+
+    def _closed(self, host: str, port: int) -> None:
+        for listener in list(self._closed_listeners):
+            try:
+                listener(host, port)
+            except Exception:
+                _log.failure("a listener of closed backend connections failed")
+
+    def close_idle(self, backend: Backend) -> None:
+        """Close the idle connections to a backend (kube's CloseIdleConnectionsFor after a failed probe)."""
+        entry = self._by_backend.get(backend)
+        if entry is not None:
+            entry.pool.close_idle().addErrback(_log_close_failure)
 
     @property
     def proxy_client(self) -> KeyPair | None:
@@ -257,9 +343,9 @@ class UpstreamClients:
                hashlib.sha256(b"".join(c.public_bytes(Encoding.DER) for c in trust or [])).hexdigest())
         entry = self._clients.get(key)
         if entry is None:
-            pool = _RetirablePool(self._reactor, persistent=True)
+            pool = _RetirablePool(self._reactor, self._closed)
             pool.maxPersistentPerHost = self._max
-            pool.cachedConnectionTimeout = 90
+            pool.cachedConnectionTimeout = IDLE_CONNECTION_TIMEOUT
             pool.retryAutomatically = False
             tls = BackendTLS(backend, trust, self._proxy_client)
             agent = Agent(self._reactor, _FixedPolicy(tls), connectTimeout=CONNECT_TIMEOUT, pool=pool)

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from twisted.web.iweb import IRequest
+from twisted.web.server import NOT_DONE_YET
 
 #: HTTP status code → the StatusReason Kubernetes uses for it when no more specific one applies.
 REASONS = {
@@ -68,9 +69,25 @@ def unauthorized() -> StatusError:
     return StatusError(401, "Unauthorized", "Unauthorized")
 
 
-def method_not_allowed(method: str, path: str) -> StatusError:
+def method_not_allowed() -> StatusError:
     """The error for a method the path does not support."""
     return StatusError(405, "the server does not allow this method on the requested resource", "MethodNotAllowed", {})
+
+
+def internal_error(what: str = "unexpected server error (see the server log)") -> StatusError:
+    """The 500 for a failure of the server itself, never of the request (the details go to the log only)."""
+    return StatusError(500, f"Internal error occurred: {what}")
+
+
+def timeout_status() -> StatusError:
+    """kube's 504 for a request that ran out of time."""
+    return StatusError(504, "request did not complete within the allotted timeout", "Timeout", {})
+
+
+def not_installed_yet() -> StatusError:
+    """kube's answer while starting, instead of a 404 that controllers would take for "gone"."""
+    return StatusError(503, "the request has been made before all known HTTP paths have been installed, please try "
+                            "again", "ServiceUnavailable", {"retryAfterSeconds": 5})
 
 
 def encode_json(obj: Any) -> bytes:
@@ -86,9 +103,19 @@ def write_json(request: IRequest, code: int, obj: Any) -> bytes:
     return encode_json(obj)
 
 
-def write_status(request: IRequest, error: StatusError) -> bytes:
-    """Answer the request with the error's `Status`."""
-    body = write_json(request, error.code, error.to_status())
-    if error.code == 429:
+def write_status(request: IRequest, error: StatusError) -> int:
+    """Answer the request with the error's `Status` and finish it: the one way every error response is written.
+
+    Sets the code, JSON content type, no-cache and Content-Length, and `Retry-After: 1` for 429 and 503;
+    HEAD gets the headers only.  Returns NOT_DONE_YET, so `render` can return what this returns.
+    """
+    body = encode_json(error.to_status())
+    request.setResponseCode(error.code)
+    request.setHeader(b"Content-Type", b"application/json")
+    request.setHeader(b"Cache-Control", b"no-cache, private")
+    request.setHeader(b"Content-Length", b"%d" % len(body))
+    if error.code in (429, 503):
         request.setHeader(b"Retry-After", b"1")
-    return body
+    request.write(body)
+    request.finish()
+    return NOT_DONE_YET

@@ -12,6 +12,7 @@ from typing import Any
 
 from attrs import field, frozen
 
+from ..storage import Collection
 from .fielderrors import FieldError
 
 Object = dict[str, Any]
@@ -97,6 +98,11 @@ class KindInfo:
         return f"{self.group}/{self.version}" if self.group else self.version
 
     @property
+    def collection(self) -> Collection:
+        """Where objects of the kind are stored."""
+        return Collection(self.group, self.plural)
+
+    @property
     def list_kind(self) -> str:
         return f"{self.kind}List"
 
@@ -165,6 +171,13 @@ class Strategy:
         return {"metadata.name": meta.get("name", ""), "metadata.namespace": meta.get("namespace", "")}
 
 
+def rfc3339(moment: datetime.datetime) -> str:
+    """metav1.Time's wire form: seconds precision, UTC, `Z` suffix (a naive moment is taken as UTC)."""
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(datetime.timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def parse_time(text: str | None) -> datetime.datetime | None:
     """An RFC 3339 timestamp as metav1.Time writes it, or None."""
     if not text:
@@ -215,3 +228,16 @@ def human_duration(delta: datetime.timedelta) -> str:
         rest = hours // 24 % 365
         return f"{years}y{rest}d" if rest else f"{years}y"
     return f"{hours // 24 // 365}y"
+
+
+@frozen
+class LocalGroupVersion:
+    """A group-version served in this process, with its kinds."""
+
+    group: str
+    version: str
+    kinds: tuple[Strategy, ...]
+
+    @property
+    def infos(self) -> list[KindInfo]:
+        return [k.info for k in self.kinds]

@@ -20,6 +20,10 @@ from attrs import field, frozen
 DEFAULT_EMULATED_VERSION = "1.33"
 SUPPORTED_MINORS = range(27, 34)
 STORAGE_TYPES = ("file",)
+#: Seconds a request that is not long-running may take before it is answered 504 (kube's --request-timeout).
+REQUEST_TIMEOUT = 60.0
+#: Seconds in-flight requests get to finish at shutdown once the listener is closed.
+SHUTDOWN_DRAIN_TIMEOUT = 60.0
 
 
 class ConfigError(Exception):
@@ -98,11 +102,11 @@ KEYS: tuple[Key, ...] = (
        "Concurrent read-only requests before new ones get 429 (watches and health probes are not limited; system:masters is)."),
     _k(_API, "max_mutating_requests_inflight", "max-mutating-requests-inflight", "count", "200",
        "Concurrent mutating requests before new ones get 429."),
-    _k(_API, "request_timeout", "request-timeout", "duration", "60s",
+    _k(_API, "request_timeout", "request-timeout", "duration", f"{REQUEST_TIMEOUT:g}s",
        "How long a non-watch request may take before it is answered 504 (a number of seconds, or 90s, 2m)."),
     _k(_API, "shutdown_delay_duration", "shutdown-delay-duration", "duration", "0s",
        "After SIGTERM, keep serving this long with /readyz failing, so load balancers stop sending traffic."),
-    _k(_API, "shutdown_drain_timeout", "shutdown-drain-timeout", "duration", "60s",
+    _k(_API, "shutdown_drain_timeout", "shutdown-drain-timeout", "duration", f"{SHUTDOWN_DRAIN_TIMEOUT:g}s",
        "After the listener closes, how long in-flight requests may take to finish before the daemon exits."),
     _k(_API, "max_request_body_bytes", "max-request-body-bytes", "count", "67108864",
        "Request bodies larger than this are refused with 413 before being read (local kinds allow 3 MiB)."),
@@ -155,9 +159,9 @@ class Settings:
     unknown_keys: tuple[str, ...] = field(default=())
     max_requests_inflight: int = 400
     max_mutating_requests_inflight: int = 200
-    request_timeout: float = 60.0
+    request_timeout: float = REQUEST_TIMEOUT
     shutdown_delay_duration: float = 0.0
-    shutdown_drain_timeout: float = 60.0
+    shutdown_drain_timeout: float = SHUTDOWN_DRAIN_TIMEOUT
     max_request_body_bytes: int = 64 * 1024 * 1024
 
     @property

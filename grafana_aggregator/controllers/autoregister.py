@@ -33,17 +33,15 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
-from ..registry.apiservice import is_local, rfc3339
 from ..apimachinery.strategy import Strategy
 from ..config.remote_services import RemoteService
-from ..storage import AlreadyExistsError, Collection, ConflictError, IStore, NotFoundError
+from ..apimachinery.strategy import rfc3339
+from ..registry.apiservice import APISERVICES, AUTOMANAGED_LABEL, is_local
+from ..registry.externalname import EXTERNALNAMES
+from ..storage import AlreadyExistsError, ConflictError, IStore, NotFoundError
 from ..storage.interface import Object
 
 _log = Logger()
-
-APISERVICES = Collection("apiregistration.k8s.io", "apiservices")
-EXTERNALNAMES = Collection("service.grafana.app", "externalnames")
-AUTOMANAGED_LABEL = "kube-aggregator.kubernetes.io/automanaged"
 #: SyncOnce: registered at start, removed once at a later start when no longer wanted.
 ONSTART = "onstart"
 #: The label values that mark an object as managed by an autoregister controller (kube's isAutomanaged).

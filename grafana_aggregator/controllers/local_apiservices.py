@@ -18,12 +18,11 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from ..apimachinery.strategy import Strategy
-from ..storage import AlreadyExistsError, Collection, ConflictError, IStore, NotFoundError
+from ..apimachinery.strategy import rfc3339
+from ..registry.apiservice import APISERVICES, AUTOMANAGED_LABEL
+from ..storage import AlreadyExistsError, ConflictError, IStore, NotFoundError
 
 _log = Logger()
-
-APISERVICES = Collection("apiregistration.k8s.io", "apiservices")
-AUTOMANAGED_LABEL = "kube-aggregator.kubernetes.io/automanaged"
 
 
 @frozen
@@ -58,6 +57,10 @@ class LocalAPIServiceRegistration(Service):
         self.registered: Deferred[None] | None = None
         self.done = False
 
+    def check(self) -> str | None:
+        """The `poststarthook/local-apiservice-registration` health check."""
+        return None if self.done else "the Local APIServices are not registered yet"
+
     def startService(self) -> None:
         super().startService()
         self.registered = Deferred.fromCoroutine(self._register_all())
@@ -86,7 +89,7 @@ class LocalAPIServiceRegistration(Service):
                 "apiVersion": "apiregistration.k8s.io/v1", "kind": "APIService",
                 "metadata": {"name": local.name, "labels": {AUTOMANAGED_LABEL: "onstart"},
                              "uid": str(uuid.uuid4()), "generation": 1,
-                             "creationTimestamp": self._now().strftime("%Y-%m-%dT%H:%M:%SZ")},
+                             "creationTimestamp": rfc3339(self._now())},
                 "spec": spec,
             }
             self._strategy.default(obj)

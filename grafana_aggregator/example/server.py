@@ -28,26 +28,21 @@ from zope.interface import implementer
 
 from .. import __version__
 from ..apimachinery.negotiation import Output, encode, negotiate_output
-from ..apimachinery.rest import content_type, rfc3339, table_of
+from ..apimachinery.resourcerequest import content_type
+from ..apimachinery.strategy import rfc3339
+from ..apimachinery.tables import table_of
 from ..apimachinery.status import StatusError, method_not_allowed, not_found_path, unauthorized, write_json, write_status
-from ..web.discovery import CoreResource, LocalGroupVersion
+from ..web.discovery import CoreResource
+from ..apimachinery.strategy import LocalGroupVersion
 from ..identity.auth import PUBLIC_PATHS, Authenticator, Credentials, UserInfo
 from ..apimachinery.discovery import aggregated_list, aggregated_resources, api_resource_list, legacy_group_list, negotiate_discovery
 from ..web.health import ENDPOINTS, HealthChecks, HealthResource
 from ..web.openapi import OpenAPIResource
 from ..apimachinery.strategy import type_meta_properties
 from ..apimachinery.strategy import KindInfo, Object, Strategy
-from ..web.site import (
-    IRequestUser,
-    PeerChain,
-    RequestUser,
-    Router,
-    StatusResource,
-    VersionResource,
-    request_user,
-    transport_chain,
-    version_info,
-)
+from ..web.site import api_call, request_user
+from ..web.root import PeerChain, Router, VersionResource, transport_chain, version_info
+from ..apimachinery.resource import StatusResource
 
 _log = Logger()
 
@@ -284,7 +279,7 @@ class ExampleApisResource(Resource):
         """The current time, from the injected clock."""
         return datetime.datetime.fromtimestamp(self._clock.seconds(), datetime.timezone.utc)
 
-    def render(self, request: IRequest) -> bytes:
+    def render(self, request: IRequest) -> bytes | int:
         method = request.method.decode("ascii", "replace").upper()
         segments = [s.decode("utf-8", "replace") for s in (request.postpath or [])]
         try:
@@ -394,7 +389,7 @@ def _header(request: IRequest, name: bytes) -> str | None:
 def _require_get(request: IRequest, method: str) -> None:
     """Everything here is read-only: other methods are the MethodNotAllowed Status."""
     if method not in ("GET", "HEAD"):
-        raise method_not_allowed(method, _path(request))
+        raise method_not_allowed()
 
 
 def _refuse_watch(request: IRequest, info: KindInfo) -> None:
@@ -447,7 +442,7 @@ class ExampleRoot:
     def putChild(self, path: bytes, child: IResource) -> None:
         raise NotImplementedError("children belong to the wrapped tree")
 
-    def render(self, request: IRequest) -> bytes:
+    def render(self, request: IRequest) -> bytes | int:
         refusal = self._admit(b"", request)
         if refusal is not None:
             return write_status(request, refusal)
@@ -466,7 +461,7 @@ class ExampleRoot:
         if user.is_anonymous and not (method in ("GET", "HEAD") and first_segment in PUBLIC_SEGMENTS):
             _log.info("refused {method} {path}: anonymous", method=method, path=path)
             return unauthorized()
-        request.setComponent(IRequestUser, RequestUser(user))  # type: ignore[attr-defined]
+        api_call(request).user = user
         _log.info("{method} {path} user={user} groups={groups}", method=method, path=path, user=user.name,
                   groups=",".join(user.groups))
         return None

@@ -32,6 +32,7 @@ from ..apimachinery.strategy import (
     Strategy,
     TableColumn,
     human_age,
+    rfc3339,
 )
 from ..apimachinery.fielderrors import FieldError, invalid, not_supported, required
 
@@ -42,6 +43,8 @@ CONDITION_STATUSES = ("True", "False", "Unknown")
 DEFAULT_SERVICE_PORT = 443
 LOCAL_REASON = "Local"
 LOCAL_MESSAGE = "Local APIServices are always available"
+#: Marks an APIService (and its ExternalName) as made by an autoregister controller, not by a user.
+AUTOMANAGED_LABEL = "kube-aggregator.kubernetes.io/automanaged"
 INT32_MIN, INT32_MAX = -(2 ** 31), 2 ** 31 - 1
 
 DESCRIPTION = 'APIService represents a server for a particular GroupVersion. Name must be "version.group".'
@@ -176,13 +179,8 @@ INFO = KindInfo(
     group=GROUP, version=VERSION, kind="APIService", plural="apiservices", singular="apiservice", namespaced=False,
     categories=("api-extensions",), has_status=True, schema=SCHEMA, description=DESCRIPTION,
 )
-
-
-def rfc3339(moment: datetime.datetime) -> str:
-    """metav1.Time's wire form: seconds precision, UTC, `Z` suffix."""
-    if moment.tzinfo is not None:
-        moment = moment.astimezone(datetime.timezone.utc)
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+#: Where APIServices are stored.
+APISERVICES = INFO.collection
 
 
 def _utcnow() -> datetime.datetime:
@@ -197,6 +195,14 @@ def _spec(obj: Object) -> dict[str, Any]:
 def is_local(obj: Object) -> bool:
     """Whether the APIService is served locally (kube: `spec.service == nil`)."""
     return _spec(obj).get("service") is None
+
+
+def service_reference(obj: Object) -> tuple[str, str]:
+    """The (namespace, name) of the ExternalName a remote APIService's `spec.service` names."""
+    service = _spec(obj).get("service")
+    if not isinstance(service, dict):
+        return "", ""
+    return str(service.get("namespace") or ""), str(service.get("name") or "")
 
 
 def conditions(obj: Object) -> list[dict[str, Any]]:

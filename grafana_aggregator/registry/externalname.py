@@ -53,6 +53,8 @@ INFO = KindInfo(
     group=GROUP, version=VERSION, kind="ExternalName", plural="externalnames", singular="externalname",
     namespaced=True, has_status=False, schema=SCHEMA, description=DESCRIPTION,
 )
+#: Where ExternalNames are stored.
+EXTERNALNAMES = INFO.collection
 
 
 def host(obj: Object) -> str:

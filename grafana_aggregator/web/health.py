@@ -63,7 +63,7 @@ class HealthResource(Resource):
         self._name = name
         self._checks = checks
 
-    def render(self, request: IRequest) -> bytes:
+    def render(self, request: IRequest) -> bytes | int:
         """Answer any method, as kube-apiserver's health handlers do."""
         postpath = request.postpath or []
         checks = self._checks.checks(self._name)

@@ -22,10 +22,9 @@ from prometheus_client.registry import Collector
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
-from twisted.web.resource import Resource
 
 from ..apimachinery.requestinfo import RequestInfo, request_info
-from ..apimachinery.status import method_not_allowed, write_status
+from ..apimachinery.resource import ApiResource
 
 #: k8s.io/apiserver's `apiserver_request_duration_seconds` buckets (dense around 1 s for the latency SLOs).
 REQUEST_DURATION_BUCKETS = (
@@ -196,13 +195,9 @@ class Metrics:
         """Drop a deleted APIService's gauge series (its counter keeps counting, as a counter must)."""
         self._availability.unavailable.pop(name, None)
 
-    def observe_upstream(self, apiservice: str, seconds: float) -> None:
-        """Record how long one proxied request to an APIService's backend took."""
-        self.upstream_duration.labels(apiservice=apiservice).observe(seconds)
-
-    def count_upstream_error(self, apiservice: str, reason: str) -> None:
-        """Count one proxied request that failed upstream (for example `timeout`, `connection`, `tls`)."""
-        self.upstream_errors.labels(apiservice=apiservice, reason=reason).inc()
+    def upstream_meter(self, apiservice: str) -> UpstreamMeter:
+        """The metrics of one APIService's backend, for its proxy (the labelled children resolved once)."""
+        return UpstreamMeter(self, apiservice)
 
     def observe_storage(self, operation: str, resource: str, seconds: float) -> None:
         """Record how long one storage operation (get, list, create, update, delete, watch) took."""
@@ -215,6 +210,28 @@ class Metrics:
     def render(self) -> tuple[bytes, str]:
         """The Prometheus text exposition (format 0.0.4) of every metric, and its content type."""
         return generate_latest(_WithoutCreated(self.registry)), CONTENT_TYPE_PLAIN_0_0_4
+
+
+class UpstreamMeter:
+    """The proxy metrics of one APIService's backend, their labelled children resolved once (or on first use)."""
+
+    def __init__(self, metrics: Metrics, apiservice: str):
+        self._metrics = metrics
+        self._apiservice = apiservice
+        self._duration = metrics.upstream_duration.labels(apiservice=apiservice)
+        self._errors: dict[str, Any] = {}
+
+    def observe(self, seconds: float) -> None:
+        """Record how long one proxied request to the backend took to get its response headers."""
+        self._duration.observe(seconds)
+
+    def count_error(self, reason: str) -> None:
+        """Count one proxied request that failed upstream (`timeout`, `unreachable`, `redirect`)."""
+        child = self._errors.get(reason)
+        if child is None:
+            child = self._errors[reason] = self._metrics.upstream_errors.labels(apiservice=self._apiservice,
+                                                                                reason=reason)
+        child.inc()
 
 
 @define
@@ -334,7 +351,7 @@ def _is_health_probe(path: str) -> bool:
     return any(path == probe or path.startswith(probe + "/") for probe in HEALTH_PROBE_PATHS)
 
 
-class MetricsResource(Resource):
+class MetricsResource(ApiResource):
     """`/metrics`: the Prometheus exposition of a `Metrics`, for GET and HEAD."""
 
     isLeaf = True
@@ -343,14 +360,12 @@ class MetricsResource(Resource):
         super().__init__()
         self._metrics = metrics
 
-    def render(self, request: IRequest) -> bytes:
-        """Answer GET and HEAD with the exposition text, anything else with a 405 Status."""
-        method = request.method.decode("ascii", "replace")
-        if method not in ("GET", "HEAD"):
-            path = request.path.decode("utf-8", "replace")
-            return write_status(request, method_not_allowed(method, path))
+    async def handle(self, request: IRequest) -> None:
+        """Answer with the exposition text."""
         body, content_type = self._metrics.render()
         request.setResponseCode(200)
         request.setHeader(b"Content-Type", content_type.encode("ascii"))
         request.setHeader(b"Cache-Control", b"no-cache, private")
-        return body
+        request.setHeader(b"Content-Length", b"%d" % len(body))
+        request.write(body)
+        request.finish()

@@ -12,10 +12,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+from twisted.internet.defer import Deferred, TimeoutError
+from twisted.internet.interfaces import IReactorTime
 from twisted.web.iweb import IRequest
-from twisted.web.resource import Resource
 
-from ..apimachinery.status import method_not_allowed, not_found_path, write_status
+from ..apimachinery.resource import ApiResource
+from ..apimachinery.status import StatusError, not_found_path
 from ..apimachinery.discovery import parse_accept
 from ..apimachinery.openapi import (
     V2_PROTOBUF_ACCEPT,
@@ -31,12 +33,14 @@ from ..apimachinery.strategy import KindInfo
 
 JSON = dict[str, Any]
 
+#: Seconds a request waits for remote documents that are loading.
+LOADING_WAIT = 1.0
 #: The Swagger 2.0 sections merged from remote parts.
 _V2_SECTIONS = ("paths", "definitions", "parameters", "responses")
 
 
 class RemoteDocuments(Protocol):
-    """The remote side of the OpenAPI documents, as `controllers.remote_openapi.RemoteOpenAPI` keeps it."""
+    """The remote side of the OpenAPI documents, as `aggregation.remote_openapi.RemoteOpenAPI` keeps it."""
 
     @property
     def generation(self) -> int:
@@ -47,6 +51,12 @@ class RemoteDocuments(Protocol):
 
     def v2_parts(self) -> list[JSON]:
         """Remote Swagger 2.0 parts (`paths`, `definitions`, optionally `parameters`, `responses`), in merge order."""
+
+    def still_loading(self) -> list[str]:
+        """The group-version keys whose documents are on their way (their APIServices just turned Available)."""
+
+    def settled(self) -> Deferred[None]:
+        """Fires when nothing is loading."""
 
 
 class _Document:
@@ -77,14 +87,20 @@ def merge_swagger(local: JSON, parts: Sequence[JSON]) -> JSON:
     return merged
 
 
-class OpenAPIResource(Resource):
-    """`/openapi/v2`, `/openapi/v3` and `/openapi/v3/<apis/g/v>`."""
+class OpenAPIResource(ApiResource):
+    """`/openapi/v2`, `/openapi/v3` and `/openapi/v3/<apis/g/v>`.
+
+    While remote documents are loading (an APIService just turned Available), a request waits for them
+    up to LOADING_WAIT seconds; past that it is answered with what is there and a Warning naming what
+    is still loading, and a document still loading is a 503.
+    """
 
     isLeaf = True
 
     def __init__(self, groups: Sequence[object], emulated_version: tuple[int, int],
-                 remote: RemoteDocuments | None = None):
+                 remote: RemoteDocuments | None = None, clock: IReactorTime | None = None):
         super().__init__()
+        self._clock = clock
         kinds: list[KindInfo] = [k.info for g in groups for k in getattr(g, "kinds")]
         title_version = f"v{emulated_version[0]}.{emulated_version[1]}.0"
         self._swagger = swagger_v2(kinds_by_group_version(kinds), title="Kubernetes", version=title_version)
@@ -134,10 +150,20 @@ class OpenAPIResource(Resource):
         self._v3_index = _json_document(index)
         self._v3_generation = generation
 
-    def render(self, request: IRequest) -> bytes:
-        method = request.method.decode("ascii", "replace")
-        if method not in ("GET", "HEAD"):
-            return write_status(request, method_not_allowed(method, request.path.decode("utf-8", "replace")))
+    async def _settled(self) -> list[str]:
+        """Wait (a little) for remote documents that are loading; what is still loading after that."""
+        remote = self._remote
+        if remote is None or not remote.still_loading():
+            return []
+        if self._clock is not None:
+            try:
+                await remote.settled().addTimeout(LOADING_WAIT, self._clock)
+            except TimeoutError:
+                pass
+        return remote.still_loading()
+
+    async def handle(self, request: IRequest) -> None:
+        loading = await self._settled()
         path = [p.decode("utf-8", "replace") for p in (request.postpath or [])]
         while path and path[-1] == "":
             path.pop()
@@ -155,7 +181,14 @@ class OpenAPIResource(Resource):
             self._current_v3()
             document = self._v3.get("/".join(path[1:]))
         if document is None:
-            return write_status(request, not_found_path())
+            key = "/".join(path[1:])
+            if key in loading:
+                raise StatusError(503, f"the OpenAPI document of {key} is still loading, please try again",
+                                  "ServiceUnavailable", {"retryAfterSeconds": 1})
+            raise not_found_path()
+        if loading:
+            request.responseHeaders.addRawHeader(
+                b"Warning", f'299 - "the OpenAPI documents of {", ".join(loading)} are still loading"'.encode())
         request.setHeader(b"ETag", document.etag)
         request.setHeader(b"Vary", b"Accept")
         request.setHeader(b"Content-Type", document.content_type)
@@ -166,6 +199,9 @@ class OpenAPIResource(Resource):
             request.setHeader(b"Cache-Control", b"no-cache, private")
         if request.getHeader(b"if-none-match") == document.etag:
             request.setResponseCode(304)
-            return b""
+            request.finish()
+            return
         request.setResponseCode(200)
-        return document.data
+        request.setHeader(b"Content-Length", b"%d" % len(document.data))
+        request.write(document.data)
+        request.finish()

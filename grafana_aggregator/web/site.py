@@ -1,185 +1,34 @@
-"""The HTTP face of the daemon: the Site, the authenticating root, and the tree of served paths.
+"""The Site: connections with deadlines and kube's header limits, and requests with one timer and one Status path.
 
-`build_site` assembles everything from already-built collaborators, so tests serve the real tree
-through StubTreq or a real socket without starting twistd.
+Every request carries one `ApiCall` component: what it asks for (its RequestInfo, worked out once),
+who asks (set by the root), the accounting ticket, and the APIService whose backend serves it.  The
+parts of the HTTP surface share per-request state through it, never through ad-hoc attributes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any
-
 import io
+import re
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import parse_qs
 
-from attrs import frozen
-from cryptography import x509
-from twisted.internet.defer import Deferred
+from attrs import define, frozen
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import server
 from twisted.web.http import HTTPChannel
 from twisted.web.iweb import IRequest
-from twisted.web.resource import IResource, Resource
+from twisted.web.resource import IResource
 from zope.interface import Attribute, Interface, implementer
 
-from .. import __version__
 from ..apimachinery.requestinfo import RequestInfo, request_info
-from ..apimachinery.status import (
-    StatusError,
-    encode_json,
-    method_not_allowed,
-    not_found_path,
-    unauthorized,
-    write_json,
-    write_status,
-)
-from ..identity.auth import Authenticator, Credentials, UserInfo, authorize, forbidden_details
-from .discovery import CoreResource
-from .health import ENDPOINTS, HealthChecks, HealthResource
-from ..tls.certificates import peer_chain
+from ..config.settings import REQUEST_TIMEOUT
+from ..apimachinery.status import StatusError, internal_error, timeout_status, write_status
+from ..identity.auth import UserInfo
 
 _log = Logger()
-
-
-class IRequestUser(Interface):
-    """The authenticated caller of a request, kept on the request as a component."""
-
-    user = Attribute("The UserInfo of the caller.")
-
-
-@implementer(IRequestUser)
-class RequestUser:
-    """Holder of the caller, stored with `request.setComponent(IRequestUser, …)`."""
-
-    def __init__(self, user: UserInfo):
-        self.user = user
-
-
-def request_user(request: IRequest) -> UserInfo | None:
-    """The authenticated caller of a request that went through the root, if any."""
-    holder = request.getComponent(IRequestUser)  # type: ignore[attr-defined]
-    return holder.user if holder is not None else None
-
-
-def version_info(emulated: tuple[int, int]) -> dict[str, str]:
-    """`/version` in kube's shape; major/minor are the emulated Kubernetes version (it picks kubectl's binary)."""
-    major, minor = emulated
-    return {
-        "major": str(major),
-        "minor": str(minor),
-        "gitVersion": f"v{major}.{minor}.0+grafana.aggregator.{__version__}",
-        "gitCommit": "",
-        "gitTreeState": "",
-        "buildDate": "",
-        "goVersion": "",
-        "compiler": "cpython",
-        "platform": "linux/amd64",
-    }
-
-
-class VersionResource(Resource):
-    """`/version`."""
-
-    isLeaf = True
-
-    def __init__(self, info: dict[str, str]):
-        super().__init__()
-        self._info = info
-
-    def render(self, request: IRequest) -> bytes:
-        method = request.method.decode("ascii", "replace")
-        if [p for p in (request.postpath or []) if p]:
-            return write_status(request, not_found_path())
-        if method not in ("GET", "HEAD"):
-            return write_status(request, method_not_allowed(method, request.path.decode("utf-8", "replace")))
-        return write_json(request, 200, self._info)
-
-
-class StatusResource(Resource):
-    """Answers every request below it with one Status error."""
-
-    isLeaf = True
-
-    def __init__(self, error: StatusError):
-        super().__init__()
-        self._error = error
-
-    def render(self, request: IRequest) -> bytes:
-        return write_status(request, self._error)
-
-
-class Router(Resource):
-    """The served paths; anything unknown is a 404 Status."""
-
-    def getChild(self, path: bytes, request: IRequest) -> Resource:
-        return StatusResource(not_found_path())
-
-    def render(self, request: IRequest) -> bytes:
-        return write_status(request, not_found_path())
-
-
-PeerChain = Callable[[IRequest], Sequence[x509.Certificate]]
-
-
-def transport_chain(request: IRequest) -> Sequence[x509.Certificate]:
-    """The client certificate chain of the request's TLS connection (empty without one)."""
-    channel = getattr(request, "channel", None)
-    return peer_chain(getattr(channel, "transport", None))
-
-
-@implementer(IResource)
-class AuthenticatingRoot:
-    """Authenticates and authorizes each request before the tree below sees it (401 / 403 Status otherwise)."""
-
-    isLeaf = False
-
-    def __init__(self, tree: Resource, authenticator: Authenticator, peer_certificates: PeerChain = transport_chain,
-                 in_flight: InFlight | None = None):
-        self._tree = tree
-        self._authenticator = authenticator
-        self._peer_certificates = peer_certificates
-        self._in_flight = in_flight
-
-    def getChildWithDefault(self, name: bytes, request: IRequest) -> IResource:
-        refusal = self._admit(request)
-        if refusal is not None:
-            return StatusResource(refusal)
-        return self._tree.getChildWithDefault(name, request)  # type: ignore[no-any-return]
-
-    def putChild(self, path: bytes, child: IResource) -> None:
-        raise NotImplementedError("children belong to the wrapped tree")
-
-    def render(self, request: IRequest) -> bytes:
-        refusal = self._admit(request)
-        if refusal is not None:
-            return write_status(request, refusal)
-        return self._tree.render(request)  # type: ignore[no-any-return]
-
-    def _admit(self, request: IRequest) -> StatusError | None:
-        channel = getattr(request, "channel", None)
-        credentials = Credentials(
-            headers=request.requestHeaders,
-            peer_chain=self._peer_certificates(request),
-            connection=getattr(channel, "transport", None),
-        )
-        user = self._authenticator.authenticate(credentials)
-        if user is None:
-            return unauthorized()
-        request.setComponent(IRequestUser, RequestUser(user))  # type: ignore[attr-defined]
-        info = info_of(request)
-        decision = authorize(user, info)
-        if not decision.allowed:
-            if user.is_anonymous:
-                return unauthorized()
-            return StatusError(403, decision.reason, "Forbidden", forbidden_details(info) or {})
-        if self._in_flight is not None and not is_long_running(request) and not _is_probe(info.path):
-            if not self._in_flight.admit(request.method):
-                return StatusError(429, "Too many requests, please try again later.", "TooManyRequests",
-                                   {"retryAfterSeconds": 1})
-            in_flight, method = self._in_flight, request.method
-            request.notifyFinish().addBoth(lambda _: in_flight.release(method))  # type: ignore[attr-defined]
-        return None
 
 
 @frozen
@@ -190,7 +39,7 @@ class Limits:
     max_read_only_in_flight: int = 400
     max_mutating_in_flight: int = 200
     #: A non-long-running request must be answered within this many seconds (kube: --request-timeout).
-    request_timeout: float = 60.0
+    request_timeout: float = REQUEST_TIMEOUT
     #: The request line and headers must arrive within this many seconds (Go's ReadHeaderTimeout in kube).
     header_timeout: float = 32.0
     #: The whole request (headers and body) must arrive within this many seconds.
@@ -203,90 +52,133 @@ class Limits:
     max_body_bytes: int = 64 * 1024 * 1024
 
 
-_READ_ONLY = (b"GET", b"HEAD", b"OPTIONS")
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
-class InFlight:
-    """Counts requests being served, to refuse overload (429) and to wait for them at shutdown."""
-
-    def __init__(self, limits: Limits):
-        self._limits = limits
-        self.read_only = 0
-        self.mutating = 0
-        self._idle: list[Deferred[None]] = []
-
-    def admit(self, method: bytes) -> bool:
-        """Count a request in, unless its class is full.
-
-        Unlike kube-apiserver, system:masters are not exempt: here they do nearly all the real work,
-        so exempting them would leave nothing protected.  Health probes and watches are exempt.
-        """
-        read_only = method in _READ_ONLY
-        if read_only and self.read_only >= self._limits.max_read_only_in_flight:
-            return False
-        if not read_only and self.mutating >= self._limits.max_mutating_in_flight:
-            return False
-        if read_only:
-            self.read_only += 1
-        else:
-            self.mutating += 1
-        return True
-
-    def release(self, method: bytes) -> None:
-        """Count a request out."""
-        if method in _READ_ONLY:
-            self.read_only -= 1
-        else:
-            self.mutating -= 1
-        if self.read_only + self.mutating == 0:
-            waiting, self._idle = self._idle, []
-            for waiter in waiting:
-                waiter.callback(None)
-
-    def idle(self) -> Deferred[None]:
-        """Fires when no counted request is in flight."""
-        waiter: Deferred[None] = Deferred()
-        if self.read_only + self.mutating == 0:
-            waiter.callback(None)
-        else:
-            self._idle.append(waiter)
-        return waiter
+def time_allowed(info: RequestInfo, query: str, default: float) -> float | None:
+    """How long a request may take: None when it is long-running, else `?timeout=` (a Go duration) capped at default."""
+    if is_long_running(info):
+        return None
+    for text in parse_qs(query, keep_blank_values=True).get("timeout", []):
+        match = _DURATION.match(text.strip())
+        if match:
+            return min(default, float(match.group(1)) * _UNITS[match.group(2)])
+    return default
 
 
-def _is_probe(path: str) -> bool:
-    return path.split("/")[1] in ("healthz", "livez", "readyz") if path.startswith("/") else False
-
-
-def info_of(request: IRequest) -> RequestInfo:
-    """The RequestInfo of a request, worked out once and kept on the request."""
-    info: RequestInfo | None = getattr(request, "api_request_info", None)
-    if info is None:
-        path, _, query = request.uri.partition(b"?")
-        info = request_info(request.method.decode("ascii", "replace"), path.decode("utf-8", "replace"),
-                            query.decode("utf-8", "replace"))
-        request.api_request_info = info  # type: ignore[attr-defined]
-    return info
-
-
-def is_long_running(request: IRequest) -> bool:
+def is_long_running(info: RequestInfo) -> bool:
     """Watches (and proxy/exec-style subresources) are long-running: no timeout, not counted in flight."""
-    info = info_of(request)
     return info.verb in ("watch", "proxy") or info.subresource in ("exec", "attach", "portforward", "log", "proxy")
 
 
+class RequestTimer:
+    """The one deadline of a request: the Site's 504 by default, or what the resource serving it asks for.
+
+    The deadline counts from the request's arrival.  A resource calls `limit` while it serves the
+    request (before or after `start`), and only one delayed call ever exists for it: a request never
+    runs two timers.
+    """
+
+    def __init__(self, clock: IReactorTime, seconds: float | None, on_expiry: Callable[[], None]):
+        self._clock = clock
+        self._deadline = None if seconds is None else clock.seconds() + seconds
+        self._on_expiry = on_expiry
+        self._call: IDelayedCall | None = None
+        self._done = False
+
+    def limit(self, seconds: float | None, on_expiry: Callable[[], None]) -> None:
+        """From now on, end the request by calling `on_expiry`, and within `seconds` from now if that is sooner
+        than its own deadline (None keeps the deadline)."""
+        self._on_expiry = on_expiry
+        if seconds is None or self._deadline is None:
+            return
+        deadline = self._clock.seconds() + seconds
+        if deadline < self._deadline:
+            self._deadline = deadline
+            if self._call is not None:
+                # Sooner: a new call rather than reset(), which would make the reactor search its whole heap.
+                self._call.cancel()
+                self._call = None
+                self.start()
+
+    def start(self) -> None:
+        """Start counting, unless the request has no limit or is already over."""
+        if self._call is None and self._deadline is not None and not self._done:
+            self._call = self._clock.callLater(max(0.0, self._deadline - self._clock.seconds()), self._expire)
+
+    def stop(self) -> None:
+        """The request is over: never expire."""
+        self._done = True
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        self._call = None
+
+    def _expire(self) -> None:
+        self._call = None
+        self._done = True
+        self._on_expiry()
+
+
+class IApiCall(Interface):
+    """What the HTTP surface knows of one request; kept on the request as a component."""
+
+    info = Attribute("The RequestInfo of the request.")
+
+
+@implementer(IApiCall)
+@define(eq=False)
+class ApiCall:
+    """One request as the HTTP surface sees it."""
+
+    info: RequestInfo
+    #: The raw query string.
+    query: str
+    #: The authenticated caller, once the root has admitted the request.
+    user: UserInfo | None = None
+    #: The APIService whose backend serves the request, once it is routed to one (for metrics and the access log).
+    upstream: str | None = None
+    #: The Site's request accounting and this request's ticket, when the Site keeps metrics.
+    accounting: Any = None
+    ticket: Any = None
+    #: The deadline, when the Site enforces one (not for long-running requests).
+    timer: RequestTimer | None = None
+
+
+    def proxied_to(self, apiservice: str) -> None:
+        """The request goes to this APIService's backend (component `aggregator` in metrics and the access log)."""
+        self.upstream = apiservice
+        if self.accounting is not None and self.ticket is not None:
+            self.accounting.mark_proxied(self.ticket, apiservice)
+
+
+def api_call(request: IRequest) -> ApiCall:
+    """The ApiCall of a request, made from its method and URI the first time it is asked for."""
+    call: ApiCall | None = request.getComponent(IApiCall)  # type: ignore[attr-defined]
+    if call is None:
+        path, _, query = request.uri.partition(b"?")
+        decoded_query = query.decode("utf-8", "replace")
+        info = request_info(request.method.decode("ascii", "replace"), path.decode("utf-8", "replace"),
+                            decoded_query)
+        call = ApiCall(info, decoded_query)
+        request.setComponent(IApiCall, call)  # type: ignore[attr-defined]
+    return call
+
+
+def request_user(request: IRequest) -> UserInfo | None:
+    """The authenticated caller of a request that went through the root, if any."""
+    return api_call(request).user
+
+
 class ApiRequest(server.Request):
-    """A request with kube-apiserver's limits: body size, request timeout, and JSON Status for every failure."""
+    """A request with kube-apiserver's limits: body size, one request timer, and JSON Status for every failure."""
 
     _too_large = False
     _timed_out = False
-    _timer: IDelayedCall | None = None
-    #: The metrics ticket of this request, when the site keeps metrics (the proxy marks it as proxied).
-    accounting_ticket: Any = None
-    #: What `info_of` worked out about this request.
-    api_request_info: RequestInfo | None = None
 
     def _limits(self) -> Limits:
-        return getattr(self.channel, "limits", None) or Limits()
+        channel = self.channel
+        return channel.limits if isinstance(channel, ApiChannel) else Limits()
 
     def gotLength(self, length: int | None) -> None:
         if length is not None and length > self._limits().max_body_bytes:
@@ -307,41 +199,35 @@ class ApiRequest(server.Request):
 
     def process(self) -> None:
         channel = self.channel
-        if channel is not None and hasattr(channel, "request_complete"):
+        if isinstance(channel, ApiChannel):
             channel.request_complete()
         if self._too_large:
             limit = self._limits().max_body_bytes
             self.setHeader(b"Connection", b"close")
-            body = write_status(self, StatusError(413, f"Request entity too large: limit is {limit}",
-                                                  "RequestEntityTooLarge"))
-            self.setHeader(b"Content-Length", str(len(body)).encode())
-            self.write(body)
-            self.finish()
+            write_status(self, StatusError(413, f"Request entity too large: limit is {limit}", "RequestEntityTooLarge"))
             return
-        site = getattr(channel, "site", None)
-        accounting = getattr(site, "accounting", None)
-        long_running = is_long_running(self)
+        call = api_call(self)
+        site = channel.site if isinstance(channel, ApiChannel) else None
+        accounting = site.accounting if isinstance(site, ApiSite) else None
+        long_running = is_long_running(call.info)
         if accounting is not None:
-            path, _, query = self.uri.partition(b"?")
-            ticket = accounting.begin(self.method.decode("ascii", "replace"), path.decode("utf-8", "replace"),
-                                      query.decode("utf-8", "replace"), long_running, info_of(self))
-            self.accounting_ticket = ticket
-
-            def account(result: object) -> None:
-                user = request_user(self)
-                accounting.end(ticket, self.code, self.sentLength, user.name if user is not None else "",
-                               getattr(self, "upstream", None))
-
-            self.notifyFinish().addBoth(account)
-        clock = getattr(channel, "clock", None)
+            path, _, _ = self.uri.partition(b"?")
+            call.accounting = accounting
+            call.ticket = accounting.begin(self.method.decode("ascii", "replace"), path.decode("utf-8", "replace"),
+                                           call.query, long_running, call.info)
+            self.notifyFinish().addBoth(self._account, accounting, call)
+        clock = channel.clock if isinstance(channel, ApiChannel) else None
         if clock is not None and not long_running:
-            self._timer = clock.callLater(self._limits().request_timeout, self._time_out)
-            self.notifyFinish().addBoth(self._cancel_timer)
+            timer = call.timer = RequestTimer(clock, time_allowed(call.info, call.query,
+                                                                  self._limits().request_timeout), self._time_out)
+            self.notifyFinish().addBoth(lambda _: timer.stop())
         super().process()
+        if call.timer is not None and not self.finished:
+            call.timer.start()
 
-    def _cancel_timer(self, result: object) -> None:
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
+    def _account(self, result: object, accounting: Any, call: ApiCall) -> None:
+        user = call.user
+        accounting.end(call.ticket, self.code, self.sentLength, user.name if user is not None else "", call.upstream)
 
     def _time_out(self) -> None:
         if self.finished or self._disconnected:
@@ -349,14 +235,8 @@ class ApiRequest(server.Request):
         if self.startedWriting:
             self.loseConnection()
             return
+        write_status(self, timeout_status())
         self._timed_out = True
-        body = encode_json(StatusError(504, "request did not complete within the allotted timeout", "Timeout",
-                                       {}).to_status())
-        self.setResponseCode(504)
-        self.setHeader(b"Content-Type", b"application/json")
-        self.setHeader(b"Content-Length", str(len(body)).encode())
-        server.Request.write(self, body)
-        server.Request.finish(self)
 
     def write(self, data: bytes) -> None:
         if self._timed_out:
@@ -373,27 +253,8 @@ class ApiRequest(server.Request):
         if self.finished or self.startedWriting:
             self.loseConnection()
             return None
-        body = write_status(self, StatusError(500, "Internal error occurred: unexpected server error (see the server log)"))
-        self.setHeader(b"Content-Length", str(len(body)).encode())
-        self.write(body)
-        self.finish()
+        write_status(self, internal_error())
         return reason
-
-
-def build_tree(*, health: HealthChecks, emulated_version: tuple[int, int], apis: Resource,
-               openapi: Resource | None = None, metrics: Resource | None = None) -> Router:
-    """The served paths, before authentication."""
-    tree = Router()
-    tree.putChild(b"version", VersionResource(version_info(emulated_version)))
-    for endpoint in ENDPOINTS:
-        tree.putChild(endpoint.encode(), HealthResource(endpoint, health))
-    tree.putChild(b"api", CoreResource(emulated_minor=emulated_version[1]))
-    tree.putChild(b"apis", apis)
-    if openapi is not None:
-        tree.putChild(b"openapi", openapi)
-    if metrics is not None:
-        tree.putChild(b"metrics", metrics)
-    return tree
 
 
 class ApiChannel(HTTPChannel):
@@ -401,6 +262,7 @@ class ApiChannel(HTTPChannel):
 
     limits: Limits = Limits()
     clock: IReactorTime | None = None
+    site: Any = None
     _deadline: IDelayedCall | None = None
 
     def connectionMade(self) -> None:

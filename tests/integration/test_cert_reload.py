@@ -20,7 +20,8 @@ from zope.interface import implementer
 
 from grafana_aggregator.identity.auth import Authenticator, X509Authenticator, load_ca_bundle
 from grafana_aggregator.tls.reload import CertificateReloader, ReloadableVerifier
-from grafana_aggregator.web.site import AuthenticatingRoot, build_site, request_user
+from grafana_aggregator.web.site import build_site, request_user
+from grafana_aggregator.web.root import AuthenticatingRoot
 from grafana_aggregator.tls.certificates import ServingTLS, TLSServerEndpoint, load_key_pair
 
 from ..support import CertificateAuthority, Issued

@@ -1,0 +1,184 @@
+"""The watch verb: a chunked stream of JSON watch events for a collection or one object, fed by the store,
+with bookmarks, selector transitions, and an end by timeout, disconnect or server shutdown.
+
+Each event is encoded once however many watchers receive it (`_encoded_event`).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import random
+from collections.abc import Mapping
+from typing import Any
+
+from twisted.internet.interfaces import IDelayedCall
+
+from ..storage import ExpiredError, IWatch, WatchEvent
+from .negotiation import JSON, Output
+from .query import flag, parse_resource_version, selectors, single
+from .resourcerequest import ResourceRequest, content_type
+from .status import StatusError
+from .strategy import Object
+
+#: A watch without timeoutSeconds ends after a random time in [MIN_REQUEST_TIMEOUT, 2×), as in kube.
+MIN_REQUEST_TIMEOUT = 1800.0
+BOOKMARK_INTERVAL = 60.0
+
+
+async def watch(call: ResourceRequest, watches: set[WatchStream]) -> None:
+    """GET with `?watch=true` or under `/watch/`: stream the changes, registered in `watches` while open."""
+    labels, fields = selectors(call.query)
+    if call.target.name:
+        # /watch/.../<name> watches one object.
+        name = call.target.name
+        base_fields = fields
+
+        class _Named:
+            def matches(self, values: Mapping[str, str]) -> bool:
+                return values.get("metadata.name") == name and bool(base_fields.matches(values))
+
+        fields = _Named()
+    version = single(call.query, "resourceVersion")
+    timeout_text = single(call.query, "timeoutSeconds")
+    try:
+        timeout = float(timeout_text) if timeout_text else MIN_REQUEST_TIMEOUT * (1 + random.random())
+    except ValueError:
+        raise StatusError(400, f'timeoutSeconds: Invalid value: "{timeout_text}"', "BadRequest") from None
+    stream = WatchStream(call, watches, labels, fields, flag(call.query, "allowWatchBookmarks"), timeout)
+    await stream.start(version)
+
+
+# The last event encoded, as (object, type, line): one change reaches every watcher of a resource in a row,
+# so each is encoded once however many watch it.  Stored objects are never mutated once stored.
+_last_encoded: list[Any] = [None, "", b""]
+
+
+def _encoded_event(kind: str, obj: Object) -> bytes:
+    """One watch event as a JSON line, encoded once for all the watchers that receive it."""
+    if _last_encoded[0] is obj and _last_encoded[1] == kind:
+        return _last_encoded[2]  # type: ignore[no-any-return]
+    line = json.dumps({"type": kind, "object": obj}, separators=(",", ":"), ensure_ascii=False).encode("utf-8") + b"\n"
+    _last_encoded[:] = [obj, kind, line]
+    return line
+
+
+class WatchStream:
+    """A chunked stream of watch events for one request, fed by the store and ended by timeout or disconnect."""
+
+    def __init__(self, call: ResourceRequest, watches: set[WatchStream], labels: Any, fields: Any, bookmarks: bool,
+                 timeout: float):
+        self._call = call
+        self._request = call.request
+        self._watches = watches
+        self._labels = labels
+        self._fields = fields
+        self._bookmarks = bookmarks
+        self._timeout = timeout
+        self._watch: IWatch | None = None
+        self._timers: list[IDelayedCall] = []
+        self._done = False
+        self._last_rv = 0
+        # Most watches select everything; they need not work out each object's labels and fields.
+        self._everything = (bool(getattr(labels, "is_empty", lambda: False)())
+                            and bool(getattr(fields, "is_empty", lambda: False)()))
+
+    def end(self) -> None:
+        """End the stream cleanly (the client sees the end of the response, not a reset)."""
+        self._end()
+
+    async def start(self, version: str) -> None:
+        call = self._call
+        store = call.store
+        initial: list[Object] = []
+        if not version or version == "0":
+            result = await store.list(call.target.collection, call.target.namespace)
+            initial = [i for i in result.items if call.matches(i, self._labels, self._fields)]
+            since = result.resource_version
+        else:
+            since = parse_resource_version(version)
+        self._last_rv = since
+        request = self._request
+        request.setResponseCode(200)
+        request.setHeader(b"Content-Type", content_type(Output(call.output.form, JSON)))
+        request.setHeader(b"Cache-Control", b"no-cache, private")
+        request.setHeader(b"Transfer-Encoding", b"chunked")
+        request.notifyFinish().addBoth(self._finished)  # type: ignore[attr-defined]
+        request.write(b"")
+        for obj in initial:
+            self._send("ADDED", obj)
+        try:
+            self._watch = store.watch(call.target.collection, call.target.namespace, since, self._event)
+        except ExpiredError as error:
+            self._send_error(StatusError(410, str(error), "Expired"))
+            self._end()
+            return
+        self._watches.add(self)
+        self._timers.append(call.clock.callLater(self._timeout, self._end))
+        if self._bookmarks:
+            self._timers.append(call.clock.callLater(BOOKMARK_INTERVAL, self._bookmark))
+
+    def _event(self, event: WatchEvent) -> None:
+        if self._done:
+            return
+        self._last_rv = event.resource_version
+        if self._everything:
+            self._send(event.type, event.object)
+            return
+        matches = self._call.matches(event.object, self._labels, self._fields)
+        if event.type != "MODIFIED" or event.previous is None:
+            if matches:
+                self._send(event.type, event.object)
+            return
+        matched = self._call.matches(event.previous, self._labels, self._fields)
+        if matches:
+            self._send("MODIFIED" if matched else "ADDED", event.object)
+        elif matched:
+            # Out of the selector now: the watcher sees it go, as kube's watch cache reports it.
+            gone = copy.deepcopy(event.previous)
+            gone.setdefault("metadata", {})["resourceVersion"] = str(event.resource_version)
+            self._send("DELETED", gone)
+
+    def _bookmark(self) -> None:
+        if self._done:
+            return
+        info = self._call.info
+        self._write({"type": "BOOKMARK", "object": {"kind": info.kind, "apiVersion": info.api_version,
+                                                     "metadata": {"resourceVersion": str(self._last_rv)}}})
+        self._timers.append(self._call.clock.callLater(BOOKMARK_INTERVAL, self._bookmark))
+
+    def _send(self, kind: str, obj: Object) -> None:
+        if self._call.output.form == "table":
+            obj = self._call.table([obj], {"resourceVersion": obj.get("metadata", {}).get("resourceVersion", "")})
+            self._write({"type": kind, "object": obj})
+            return
+        if not self._done:
+            self._request.write(_encoded_event(kind, obj))
+
+    def _send_error(self, error: StatusError) -> None:
+        self._write({"type": "ERROR", "object": error.to_status()})
+
+    def _write(self, event: dict[str, Any]) -> None:
+        if self._done:
+            return
+        self._request.write(json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode("utf-8") + b"\n")
+
+    def _end(self) -> None:
+        if self._done:
+            return
+        self._stop()
+        self._request.finish()
+
+    def _finished(self, result: object) -> None:
+        self._stop()
+
+    def _stop(self) -> None:
+        self._done = True
+        self._watches.discard(self)
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
+        for timer in self._timers:
+            if timer.active():
+                timer.cancel()
+        self._timers = []

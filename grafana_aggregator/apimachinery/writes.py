@@ -1,0 +1,348 @@
+"""The write verbs: create, update, patch (JSON patch, merge patch and server-side apply), delete and
+deletecollection, for a kind's main resource and its status subresource.
+
+Each write runs the kind's Strategy (defaults, preparation, validation), keeps server-owned metadata and
+managedFields, honours dryRun and preconditions, and maps storage errors to kube's Status errors.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import random
+import uuid
+from typing import Any
+
+from ..storage import AlreadyExistsError, ConflictError, InvalidKeyError, NotFoundError
+from . import apply as ssa
+from . import patch as patching
+from .fielderrors import FieldError, invalid
+from .negotiation import APPLY_PATCH, JSON_PATCH, PATCH_TYPES, Decoded, Output, decode_yaml, media_type
+from .query import delete_options, dry_run, field_manager, patch_options, selectors
+from .resourcerequest import ResourceRequest, respond
+from .status import StatusError, method_not_allowed
+from .strategy import Object, rfc3339
+from .validation import validate_object_meta, validate_object_meta_update
+
+GENERATE_NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
+PATCH_RETRIES = 5
+#: Metadata fields a client cannot set; the server owns them.
+SYSTEM_METADATA = ("uid", "creationTimestamp", "resourceVersion", "generation", "selfLink", "deletionTimestamp",
+                   "deletionGracePeriodSeconds")
+#: Lists that are maps keyed by some of their fields, for server-side apply.
+LIST_MAP_KEYS: dict[str, tuple[str, ...]] = {"status.conditions": ("type",)}
+_MODIFIED = "the object has been modified; please apply your changes to the latest version and try again"
+
+
+# -- create ----------------------------------------------------------------------------------------
+
+
+async def create(call: ResourceRequest) -> None:
+    """POST to a collection: a new object, its name generated from generateName when it has none."""
+    if call.target.subresource:
+        raise method_not_allowed()
+    decoded = call.decode_body()
+    obj = call.check_object(decoded, decoded.value, None)
+    meta = obj["metadata"]
+    dry = dry_run(call.query)
+    manager = field_manager(call.query, call.header(b"user-agent"))
+    generate = meta.get("generateName")
+    for attempt in range(5):
+        candidate = copy.deepcopy(obj)
+        cmeta = candidate["metadata"]
+        if not cmeta.get("name") and generate:
+            cmeta["name"] = generate + "".join(random.choice(GENERATE_NAME_ALPHABET) for _ in range(5))
+        prepare_new(call, candidate)
+        candidate = ssa.update_managed_fields(None, candidate, manager, "Update", rfc3339(call.now()),
+                                              call.info.api_version, reset_fields=reset_fields(call),
+                                              list_map_keys=LIST_MAP_KEYS)
+        name = cmeta.get("name", "")
+        if dry:
+            try:
+                await call.store.get(call.target.collection, call.target.key_namespace, name)
+            except NotFoundError:
+                candidate["metadata"].pop("resourceVersion", None)
+                call.respond(201, candidate)
+                return
+            raise call.already_exists(name)
+        try:
+            stored = await call.store.create(call.target.collection, call.target.key_namespace, name, candidate)
+        except AlreadyExistsError:
+            if generate and not meta.get("name") and attempt < 4:
+                continue
+            raise call.already_exists(name) from None
+        except (InvalidKeyError, ConflictError) as error:
+            raise call.storage_error(error, name) from None
+        call.respond(201, stored)
+        return
+
+
+def prepare_new(call: ResourceRequest, obj: Object) -> None:
+    """Server-owned metadata, defaults, strategy preparation and validation of a new object."""
+    meta = obj["metadata"]
+    for key in SYSTEM_METADATA:
+        meta.pop(key, None)
+    meta["uid"] = str(uuid.uuid4())
+    meta["creationTimestamp"] = rfc3339(call.now())
+    meta["generation"] = 1
+    call.kind.default(obj)
+    call.kind.prepare_for_create(obj)
+    errors = _unique(_validate_meta(call, obj) + call.kind.validate(obj))
+    if errors:
+        raise call.invalid(meta.get("name") or meta.get("generateName", ""), errors)
+
+
+# -- update ----------------------------------------------------------------------------------------
+
+
+async def update(call: ResourceRequest) -> None:
+    """PUT an object: a whole new version, which must name the resourceVersion it replaces."""
+    target = call.target
+    decoded = call.decode_body()
+    obj = call.check_object(decoded, decoded.value, target.name)
+    version = obj["metadata"].get("resourceVersion")
+    if not version:
+        raise call.invalid(target.name, [invalid("metadata.resourceVersion", 0, "must be specified for an update")])
+    try:
+        expected = int(version)
+    except (TypeError, ValueError):
+        raise StatusError(400, f'invalid resource version: "{version}"', "BadRequest") from None
+    try:
+        old = await call.store.get(target.collection, target.key_namespace, target.name)
+    except Exception as error:
+        raise call.storage_error(error, target.name) from None
+    if int(old["metadata"]["resourceVersion"]) != expected:
+        raise call.conflict(target.name, _MODIFIED)
+    new = prepare_update(call, obj, old, field_manager(call.query, call.header(b"user-agent")), "Update")
+    await _write_update(call, new, expected)
+
+
+def prepare_update(call: ResourceRequest, new: Object, old: Object, manager: str, operation: str) -> Object:
+    """Keep server-owned metadata, run the strategy (main resource or status), validate, track field owners."""
+    kind, subresource = call.kind, call.target.subresource
+    meta, old_meta = new.setdefault("metadata", {}), old["metadata"]
+    if not meta.get("uid"):
+        meta["uid"] = old_meta.get("uid", "")
+    for key in ("creationTimestamp", "generation", "deletionTimestamp", "deletionGracePeriodSeconds"):
+        if key in old_meta:
+            meta[key] = old_meta[key]
+        else:
+            meta.pop(key, None)
+    meta.pop("selfLink", None)
+    kind.default(new)
+    if subresource == "status":
+        kind.prepare_for_status_update(new, old)
+        errors = kind.validate_status_update(new, old)
+    else:
+        kind.prepare_for_update(new, old)
+        errors = _unique(validate_object_meta_update(meta, old_meta) + _validate_meta(call, new) +
+                         kind.validate_update(new, old))
+        if kind.spec_changed(new, old):
+            meta["generation"] = int(old_meta.get("generation", 1)) + 1
+    if errors:
+        raise call.invalid(call.target.name, errors)
+    if operation != "Apply":
+        new = ssa.update_managed_fields(old, new, manager, operation, rfc3339(call.now()),
+                                        call.info.api_version, subresource=subresource,
+                                        reset_fields=reset_fields(call), list_map_keys=LIST_MAP_KEYS)
+    return new
+
+
+async def _write_update(call: ResourceRequest, new: Object, expected: int) -> None:
+    if dry_run(call.query):
+        call.respond(200, new)
+        return
+    target = call.target
+    try:
+        stored = await call.store.update(target.collection, target.key_namespace, target.name, new,
+                                         expected_resource_version=expected)
+    except Exception as error:
+        raise call.storage_error(error, target.name) from None
+    call.respond(200, stored)
+
+
+def reset_fields(call: ResourceRequest) -> tuple[str, ...]:
+    """Fields a write to this endpoint cannot set, so nobody owns them through it (kube's ResetFieldsStrategy)."""
+    if call.target.subresource == "status":
+        return ("metadata", "spec")
+    return ("status",) if call.info.has_status else ()
+
+
+def _validate_meta(call: ResourceRequest, obj: Object) -> list[FieldError]:
+    return validate_object_meta(obj["metadata"], call.info.namespaced)
+
+
+def _unique(errors: list[FieldError]) -> list[FieldError]:
+    """Drop repeats (the handler and a strategy may both check the same metadata rule)."""
+    seen: set[FieldError] = set()
+    return [e for e in errors if not (e in seen or seen.add(e))]  # type: ignore[func-returns-value]
+
+
+# -- patch and apply -------------------------------------------------------------------------------
+
+
+async def patch(call: ResourceRequest) -> None:
+    """PATCH an object with a JSON patch, a merge patch or an apply (which may create it), retrying on conflicts."""
+    target = call.target
+    patch_type = media_type(call.header(b"content-type"))
+    if patch_type not in PATCH_TYPES:
+        raise StatusError(415, f"the body of the request was in an unknown format - accepted media types include: "
+                               f"{', '.join(PATCH_TYPES)}", "UnsupportedMediaType")
+    body = call.read_body()
+    options = patch_options(call.query, patch_type, call.header(b"user-agent"))
+    for attempt in range(PATCH_RETRIES):
+        try:
+            old: Object | None = await call.store.get(target.collection, target.key_namespace, target.name)
+        except NotFoundError:
+            old = None
+        except Exception as error:
+            raise call.storage_error(error, target.name) from None
+        if old is None and (patch_type != APPLY_PATCH or target.subresource):
+            raise call.not_found(target.name)
+        try:
+            await _patch_once(call, patch_type, body, old, options.manager, options.force)
+            return
+        except ConflictError:
+            if attempt == PATCH_RETRIES - 1:
+                raise call.conflict(target.name, _MODIFIED) from None
+
+
+async def _patch_once(call: ResourceRequest, patch_type: str, body: bytes, old: Object | None, manager: str,
+                      force: bool) -> None:
+    """One attempt at a patch; a ConflictError means the object changed underneath and the patch is retried."""
+    target, info = call.target, call.info
+    now = rfc3339(call.now())
+    if patch_type == APPLY_PATCH:
+        decoded = decode_yaml(body)
+        applied = call.check_object(decoded, decoded.value, target.name, from_body=False)
+        new = ssa.server_side_apply(old, applied, manager, force, now, info.api_version,
+                                    reset_fields=reset_fields(call), list_map_keys=LIST_MAP_KEYS,
+                                    kind=info.kind, subresource=target.subresource)
+        if old is None:
+            await _create_applied(call, new)
+            return
+        new = prepare_update(call, new, old, manager, "Apply")
+        await _store_patched(call, new, old)
+        return
+    assert old is not None
+    source = json.dumps(old).encode()
+    if patch_type == JSON_PATCH:
+        patched = patching.apply_json_patch(json.loads(source), body)
+    else:
+        patched = patching.apply_merge_patch(json.loads(source), body)
+    obj = call.check_object(Decoded(patched), patched, target.name, from_body=False)
+    requested = obj["metadata"].get("resourceVersion")
+    if requested and requested != old["metadata"]["resourceVersion"]:
+        raise call.conflict(target.name, _MODIFIED)
+    new = prepare_update(call, obj, old, manager, "Update")
+    await _store_patched(call, new, old)
+
+
+async def _create_applied(call: ResourceRequest, new: Object) -> None:
+    """An apply of an object that does not exist yet creates it, keeping the managedFields the apply worked out."""
+    target = call.target
+    new["metadata"]["name"] = target.name
+    if call.info.namespaced:
+        new["metadata"]["namespace"] = target.namespace
+    managed = new["metadata"].get("managedFields")
+    prepare_new(call, new)
+    if managed is not None:
+        new["metadata"]["managedFields"] = managed
+    if dry_run(call.query):
+        new["metadata"].pop("resourceVersion", None)
+        call.respond(201, new)
+        return
+    try:
+        stored = await call.store.create(target.collection, target.key_namespace, target.name, new)
+    except AlreadyExistsError:
+        raise ConflictError("created concurrently") from None
+    except Exception as error:
+        raise call.storage_error(error, target.name) from None
+    call.respond(201, stored)
+
+
+async def _store_patched(call: ResourceRequest, new: Object, old: Object) -> None:
+    target = call.target
+    expected = int(old["metadata"]["resourceVersion"])
+    new["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"]
+    if new == old:
+        call.respond(200, old)
+        return
+    if dry_run(call.query):
+        call.respond(200, new)
+        return
+    try:
+        stored = await call.store.update(target.collection, target.key_namespace, target.name, new,
+                                         expected_resource_version=expected)
+    except ConflictError:
+        raise
+    except Exception as error:
+        raise call.storage_error(error, target.name) from None
+    call.respond(200, stored)
+
+
+# -- delete ----------------------------------------------------------------------------------------
+
+
+async def delete(call: ResourceRequest) -> None:
+    """DELETE one object, honouring the uid and resourceVersion preconditions of its DeleteOptions."""
+    target = call.target
+    if target.subresource:
+        raise method_not_allowed()
+    options = delete_options(call.query, call.read_body(), call.header(b"content-type"))
+    preconditions = options.get("preconditions") or {}
+    expected_rv = preconditions.get("resourceVersion")
+    expected_uid = preconditions.get("uid")
+    dry = dry_run(call.query) or bool(options.get("dryRun"))
+    try:
+        current = await call.store.get(target.collection, target.key_namespace, target.name)
+        if dry:
+            actual_rv = current["metadata"].get("resourceVersion")
+            if expected_uid and current["metadata"].get("uid") != expected_uid:
+                raise ConflictError(f"Precondition failed: UID in precondition: {expected_uid}, UID in object "
+                                    f"meta: {current['metadata'].get('uid')}")
+            if expected_rv and str(expected_rv) != actual_rv:
+                raise ConflictError(f"Precondition failed: ResourceVersion in precondition: {expected_rv}, "
+                                    f"ResourceVersion in object meta: {actual_rv}")
+            deleted = current
+        else:
+            deleted = await call.store.delete(
+                target.collection, target.key_namespace, target.name,
+                expected_resource_version=int(expected_rv) if expected_rv else None,
+                expected_uid=expected_uid)
+    except Exception as error:
+        raise call.storage_error(error, target.name) from None
+    if call.output.form == "table":
+        call.respond(200, deleted)
+        return
+    respond(call.request, 200, _deleted_status(call, deleted["metadata"].get("uid", "")), call.output, call.warnings)
+
+
+def _deleted_status(call: ResourceRequest, uid: str) -> dict[str, Any]:
+    """The Success Status a delete answers with."""
+    info = call.info
+    return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+            "details": {"name": call.target.name, "group": info.group, "kind": info.plural, "uid": uid}}
+
+
+async def delete_collection(call: ResourceRequest) -> None:
+    """DELETE a collection: every selected object, answered with the list of those deleted."""
+    delete_options(call.query, call.read_body(), call.header(b"content-type"))
+    labels, fields = selectors(call.query)
+    dry = dry_run(call.query)
+    result = await call.store.list(call.target.collection, call.target.namespace)
+    deleted = []
+    for item in result.items:
+        if not call.matches(item, labels, fields):
+            continue
+        meta = item["metadata"]
+        if not dry:
+            try:
+                item = await call.store.delete(call.target.collection, meta.get("namespace", ""), meta["name"])
+            except NotFoundError:
+                continue
+        deleted.append(item)
+    respond(call.request, 200, {"kind": call.info.list_kind, "apiVersion": call.info.api_version,
+                                "metadata": {"resourceVersion": str(call.store.current_resource_version())},
+                                "items": deleted}, call.output if call.output.form != "table" else Output("json"),
+            call.warnings)

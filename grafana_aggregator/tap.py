@@ -246,8 +246,8 @@ def make_service(settings: Settings, runtime: Runtime, reactor: IReactorCore) ->
     informer = Informer(store, (APISERVICES, EXTERNALNAMES), clock)
     follow_apiservice_availability(informer, metrics)
     apiservice_strategy, groups = local_groups(now)
-    registration = LocalAPIServiceRegistration(store, apiservice_strategy, LOCAL_APISERVICES, now)
-    autoregistration = AutoRegistration(store, apiservice_strategy, runtime.remote_services,
+    registration = LocalAPIServiceRegistration(store, informer, apiservice_strategy, LOCAL_APISERVICES, now)
+    autoregistration = AutoRegistration(store, informer, apiservice_strategy, runtime.remote_services,
                                         runtime.apiservice_ca_bundle_pem, now, clock)
 
     # Backends: clients, what they answered, and the controllers that keep asking.

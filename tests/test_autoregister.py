@@ -23,6 +23,7 @@ from grafana_aggregator.controllers.autoregister import (
 from grafana_aggregator.registry.apiservice import APIServiceStrategy
 from grafana_aggregator.config.remote_services import RemoteService
 from grafana_aggregator.storage import Collection, ListResult, StorageError
+from grafana_aggregator.storage.informer import Informer
 from grafana_aggregator.storage.memory import MemoryStore
 
 from .support import RacingStore
@@ -103,8 +104,11 @@ class AutoRegistrationTestCase(SynchronousTestCase):
         return self.successResultOf(Deferred.fromCoroutine(coroutine))
 
     def registration(self, services: Sequence[RemoteService], ca_bundle: bytes | None = BUNDLE) -> AutoRegistration:
-        """An AutoRegistration of services on the test's store and clock, not started."""
-        return AutoRegistration(self.store, APIServiceStrategy(clock=lambda: T0), list(services), ca_bundle,
+        """An AutoRegistration of services on the test's store and clock, not started (its informer is)."""
+        informer = Informer(self.store, (APISERVICES, EXTERNALNAMES), self.clock)
+        informer.startService()
+        self.addCleanup(informer.stopService)
+        return AutoRegistration(self.store, informer, APIServiceStrategy(clock=lambda: T0), list(services), ca_bundle,
                                 lambda: T0, self.clock)
 
     def start(self, services: Sequence[RemoteService], ca_bundle: bytes | None = BUNDLE) -> AutoRegistration:
@@ -294,7 +298,7 @@ class LeaveAloneTests(AutoRegistrationTestCase):
     def test_onstart_object_created_after_start(self) -> None:
         """An APIService labelled onstart that a user created after the start is left alone."""
         store = self.store = FlakyStore()
-        store.failing = ("get",)
+        store.failing = ("create",)
         store.failures = 1
         registration = self.start([EXAMPLE])
         self.assertEqual(len(self.flushLoggedErrors(StorageError)), 1)
@@ -502,7 +506,7 @@ class RetryTests(AutoRegistrationTestCase):
     def test_backoff_then_give_up(self) -> None:
         """Passes run at 0, 1, 3, 7, 15 and 31 seconds; then an error is logged and nothing more is tried."""
         store = self.store = FlakyStore()
-        store.failing = ("get",)
+        store.failing = ("create",)
         store.failures = 1000
         registration = self.start([EXAMPLE])
         attempts = [store.calls]
@@ -521,7 +525,7 @@ class RetryTests(AutoRegistrationTestCase):
     def test_retry_logged(self) -> None:
         """Each retry is announced with its delay and the missing names."""
         store = self.store = FlakyStore()
-        store.failing = ("get",)
+        store.failing = ("create",)
         store.failures = 1
         self.start([EXAMPLE])
         self.flushLoggedErrors(StorageError)
@@ -531,7 +535,7 @@ class RetryTests(AutoRegistrationTestCase):
     def test_stop_cancels_retry(self) -> None:
         """Stopping the service during the backoff cancels the retry."""
         store = self.store = FlakyStore()
-        store.failing = ("get",)
+        store.failing = ("create",)
         store.failures = 1
         registration = self.registration([EXAMPLE])
         registration.startService()

@@ -218,7 +218,8 @@ class Server:
         self.strategy, groups = local_groups(self.now)
         self.store = store if store is not None else MemoryStore()
         root = Resource()
-        root.putChild(b"apis", serve_apis(self.store, self.clock, groups).apis)
+        self.served = serve_apis(self.store, self.clock, groups)
+        root.putChild(b"apis", self.served.apis)
         self.client = StubTreq(root)
 
     def now(self) -> datetime.datetime:
@@ -765,7 +766,8 @@ class DiscoveryTests(SynchronousTestCase):
     def registered(self) -> Server:
         """A server whose Local APIServices were registered as at daemon start."""
         server = Server(self)
-        registration = LocalAPIServiceRegistration(server.store, server.strategy, LOCAL_APISERVICES, server.now)
+        registration = LocalAPIServiceRegistration(server.store, server.served.informer, server.strategy,
+                                                   LOCAL_APISERVICES, server.now)
         registration.startService()
         self.successResultOf(registration.registered)  # type: ignore[arg-type]
         return server
@@ -1129,7 +1131,8 @@ class LocalAPIServiceRegistrationTests(SynchronousTestCase):
 
     def start(self, server: Server) -> None:
         """Start a registration service over the server's store, as the daemon does, and wait for it."""
-        registration = LocalAPIServiceRegistration(server.store, server.strategy, LOCAL_APISERVICES, server.now)
+        registration = LocalAPIServiceRegistration(server.store, server.served.informer, server.strategy,
+                                                   LOCAL_APISERVICES, server.now)
         registration.startService()
         self.successResultOf(registration.registered)  # type: ignore[arg-type]
         self.assertTrue(registration.done)

@@ -39,6 +39,7 @@ from ..apimachinery.strategy import rfc3339
 from ..registry.apiservice import APISERVICES, AUTOMANAGED_LABEL, is_local
 from ..registry.externalname import EXTERNALNAMES
 from ..storage import AlreadyExistsError, ConflictError, IStore, NotFoundError
+from ..storage.informer import Informer
 from ..storage.interface import Object
 
 _log = Logger()
@@ -113,7 +114,8 @@ class RegistrationRaceError(Exception):
 class AutoRegistration(Service):
     """Creates, brings back and removes the APIServices and ExternalNames of the remote services file at start.
 
-    :param store: where APIServices and ExternalNames live.
+    :param store: where APIServices and ExternalNames are written.
+    :param informer: the shared view of the stored APIServices and ExternalNames (what is read).
     :param strategy: the APIService strategy, for defaulting and preparing new objects.
     :param services: the file's entries, in file order.
     :param ca_bundle: the PEM bundle that becomes each APIService's caBundle; None leaves it unset
@@ -125,6 +127,7 @@ class AutoRegistration(Service):
     """
 
     _store: IStore
+    _informer: Informer
     _strategy: Strategy
     _services: Sequence[RemoteService]
     _ca_bundle: bytes | None
@@ -208,17 +211,12 @@ class AutoRegistration(Service):
     async def _pass(self) -> None:
         """Try every piece of work left once; what fails stays for the next pass."""
         if self._at_start is None:
-            try:
-                listed = await self._store.list(APISERVICES, "")
-            except CancelledError:
-                raise
-            except Exception:
-                _log.failure("auto-registration could not list the APIServices")
-                return
+            await self._informer.ready
+            listed = self._informer.list(APISERVICES)
             wanted = {service.name for service in self._services}
-            self._at_start = {_meta(item).get("name", "") for item in listed.items}
+            self._at_start = {_meta(item).get("name", "") for item in listed}
             self._stale = {
-                _meta(item).get("name", ""): item for item in listed.items
+                _meta(item).get("name", ""): item for item in listed
                 if _label(item) == ONSTART and not is_local(item) and _meta(item).get("name") not in wanted
             }
         for name, (number, service) in list(self._pending.items()):
@@ -258,9 +256,8 @@ class AutoRegistration(Service):
         """Create the APIService or bring its spec back; False when it belongs to someone else."""
         assert self._at_start is not None
         for _ in range(MAX_RACES):
-            try:
-                current = await self._store.get(APISERVICES, "", name)
-            except NotFoundError:
+            current = self._informer.get(APISERVICES, "", name)
+            if current is None:
                 obj: Object = {"apiVersion": "apiregistration.k8s.io/v1", "kind": "APIService",
                                "metadata": self._new_metadata(name), "spec": copy.deepcopy(spec)}
                 self._strategy.default(obj)
@@ -304,9 +301,8 @@ class AutoRegistration(Service):
         """Create the ExternalName or bring its host back, unless it belongs to someone else."""
         spec = {"host": host}
         for _ in range(MAX_RACES):
-            try:
-                current = await self._store.get(EXTERNALNAMES, self._namespace, name)
-            except NotFoundError:
+            current = self._informer.get(EXTERNALNAMES, self._namespace, name)
+            if current is None:
                 obj: Object = {"apiVersion": "service.grafana.app/v0alpha1", "kind": "ExternalName",
                                "metadata": self._new_metadata(name, self._namespace), "spec": spec}
                 try:
@@ -353,11 +349,8 @@ class AutoRegistration(Service):
         reference = service.get("name")
         if not isinstance(reference, str) or not reference or reference in {s.name for s in self._services}:
             return
-        try:
-            externalname = await self._store.get(EXTERNALNAMES, self._namespace, reference)
-        except NotFoundError:
-            return
-        if _label(externalname) != ONSTART:
+        externalname = self._informer.get(EXTERNALNAMES, self._namespace, reference)
+        if externalname is None or _label(externalname) != ONSTART:
             return
         uid = _meta(externalname).get("uid")
         try:

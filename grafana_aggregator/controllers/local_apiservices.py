@@ -20,7 +20,8 @@ from twisted.logger import Logger
 from ..apimachinery.strategy import Strategy
 from ..apimachinery.strategy import rfc3339
 from ..registry.apiservice import APISERVICES, AUTOMANAGED_LABEL
-from ..storage import AlreadyExistsError, ConflictError, IStore, NotFoundError
+from ..storage import AlreadyExistsError, ConflictError, IStore
+from ..storage.informer import Informer
 
 _log = Logger()
 
@@ -48,9 +49,10 @@ def expected_spec(local: LocalAPIService) -> dict[str, Any]:
 class LocalAPIServiceRegistration(Service):
     """Creates or repairs the Local APIServices at start; `registered` fires when that is done."""
 
-    def __init__(self, store: IStore, strategy: Strategy, locals_: Sequence[LocalAPIService],
+    def __init__(self, store: IStore, informer: Informer, strategy: Strategy, locals_: Sequence[LocalAPIService],
                  now: Callable[[], datetime.datetime]):
         self._store = store
+        self._informer = informer
         self._strategy = strategy
         self._locals = list(locals_)
         self._now = now
@@ -80,10 +82,8 @@ class LocalAPIServiceRegistration(Service):
 
     async def _register(self, local: LocalAPIService) -> None:
         spec = expected_spec(local)
-        try:
-            current = await self._store.get(APISERVICES, "", local.name)
-        except NotFoundError:
-            current = None
+        await self._informer.ready
+        current = self._informer.get(APISERVICES, "", local.name)
         if current is None:
             obj: dict[str, Any] = {
                 "apiVersion": "apiregistration.k8s.io/v1", "kind": "APIService",

@@ -31,7 +31,7 @@ from ..apimachinery.negotiation import Output, encode, negotiate_output
 from ..apimachinery.resourcerequest import content_type
 from ..apimachinery.strategy import rfc3339
 from ..apimachinery.tables import table_of
-from ..apimachinery.status import StatusError, method_not_allowed, not_found_path, unauthorized, write_json, write_status
+from ..apimachinery.status import StatusError, not_found_path, unauthorized, write_json, write_status
 from ..web.discovery import CoreResource
 from ..apimachinery.strategy import LocalGroupVersion
 from ..identity.auth import PUBLIC_PATHS, Authenticator, Credentials, UserInfo
@@ -42,7 +42,7 @@ from ..apimachinery.strategy import type_meta_properties
 from ..apimachinery.strategy import KindInfo, Object, Strategy
 from ..web.site import api_call, request_user
 from ..web.root import PeerChain, Router, VersionResource, transport_chain, version_info
-from ..apimachinery.resource import StatusResource
+from ..apimachinery.resource import ApiResource, StatusResource
 
 _log = Logger()
 
@@ -264,7 +264,7 @@ def _encoded(request: IRequest, body: Any, output: Output) -> bytes:
     return encode(body, output.encoding)
 
 
-class ExampleApisResource(Resource):
+class ExampleApisResource(ApiResource):
     """`/apis` and everything below it: discovery, the dummy and runtime resources, and the custom routes."""
 
     isLeaf = True
@@ -279,28 +279,26 @@ class ExampleApisResource(Resource):
         """The current time, from the injected clock."""
         return datetime.datetime.fromtimestamp(self._clock.seconds(), datetime.timezone.utc)
 
-    def render(self, request: IRequest) -> bytes | int:
-        method = request.method.decode("ascii", "replace").upper()
+    async def handle(self, request: IRequest) -> None:
+        """Everything here is read-only: other methods already got the MethodNotAllowed Status."""
         segments = [s.decode("utf-8", "replace") for s in (request.postpath or [])]
-        try:
-            return self._route(request, method, segments)
-        except StatusError as error:
-            return write_status(request, error)
+        data = self._route(request, segments)
+        request.setHeader(b"Content-Length", b"%d" % len(data))
+        request.write(data)
+        request.finish()
 
-    def _route(self, request: IRequest, method: str, segments: list[str]) -> bytes:
+    def _route(self, request: IRequest, segments: list[str]) -> bytes:
         if segments in ([], [""]):
-            _require_get(request, method)
             return self._discovery(request)
         group, *rest = segments
         if group != GROUP:
             raise not_found_path()
         if rest in ([], [""]):
-            _require_get(request, method)
             return write_json(request, 200, api_group())
         version, *rest = rest
         if version != VERSION:
             raise not_found_path()
-        return self._group_version(request, method, rest)
+        return self._group_version(request, rest)
 
     def _discovery(self, request: IRequest) -> bytes:
         accept = request.getHeader(b"accept")
@@ -318,12 +316,10 @@ class ExampleApisResource(Resource):
         request.setHeader(b"Vary", b"Accept")
         return data
 
-    def _group_version(self, request: IRequest, method: str, rest: list[str]) -> bytes:
+    def _group_version(self, request: IRequest, rest: list[str]) -> bytes:
         if rest in ([], [""]):
-            _require_get(request, method)
             return write_json(request, 200, resource_list())
         if rest in (["aaa"], ["bbb"]):
-            _require_get(request, method)
             return _text(request, f"Root level handler ({rest[0]})")
         namespace: str | None = None
         if rest[0] == "namespaces":
@@ -331,13 +327,11 @@ class ExampleApisResource(Resource):
                 raise not_found_path()
             namespace, rest = rest[1], rest[2:]
             if rest == ["ccc"]:
-                _require_get(request, method)
                 return _text(request, f"Custom namespace route ccc: {namespace}")
         resource, *tail = rest
         if resource == DUMMY_INFO.plural:
-            return self._dummy(request, method, namespace, tail)
+            return self._dummy(request, namespace, tail)
         if resource == RUNTIME_INFO.plural and namespace is None and not tail:
-            _require_get(request, method)
             _refuse_watch(request, RUNTIME_INFO)
             output = negotiate_output(_header(request, b"accept"))
             if output is None:
@@ -347,12 +341,11 @@ class ExampleApisResource(Resource):
             return _encoded(request, runtime_info(self._started, self._build), output)
         raise not_found_path()
 
-    def _dummy(self, request: IRequest, method: str, namespace: str | None, tail: list[str]) -> bytes:
+    def _dummy(self, request: IRequest, namespace: str | None, tail: list[str]) -> bytes:
         if len(tail) > 2 or (tail and not tail[0]) or (tail and namespace is None):
             raise not_found_path()
         if len(tail) == 2 and tail[1] != SUBRESOURCE:
             raise not_found_path()
-        _require_get(request, method)
         if len(tail) == 2:
             name = tail[0]
             if name not in DUMMY_NAMES:
@@ -384,12 +377,6 @@ class ExampleApisResource(Resource):
 def _header(request: IRequest, name: bytes) -> str | None:
     value = request.getHeader(name)
     return value.decode("latin-1") if value is not None else None
-
-
-def _require_get(request: IRequest, method: str) -> None:
-    """Everything here is read-only: other methods are the MethodNotAllowed Status."""
-    if method not in ("GET", "HEAD"):
-        raise method_not_allowed()
 
 
 def _refuse_watch(request: IRequest, info: KindInfo) -> None:

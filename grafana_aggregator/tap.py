@@ -257,7 +257,8 @@ def make_service(settings: Settings, runtime: Runtime, reactor: IReactorCore) ->
                                           observe_probe=metrics.observe_probe, close_idle=clients.close_idle)
     clients.add_closed_listener(availability.backend_closed)
     remote_openapi = RemoteOpenAPI()
-    openapi_controller = RemoteOpenAPIController(informer, remote_openapi, clients.client_for, clock)
+    openapi_controller = RemoteOpenAPIController(informer, remote_openapi, clients.client_for, clock,
+                                                 on_unreachable=availability.recheck)
 
     # The routing table and the served tree.
     watches: set[Any] = set()

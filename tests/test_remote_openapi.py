@@ -9,7 +9,8 @@ from collections.abc import Callable
 from typing import Any
 
 from treq.testing import StubTreq
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail
+from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.task import Clock
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import globalLogPublisher
@@ -199,7 +200,9 @@ class RemoteOpenAPITests(SynchronousTestCase):
             return StubTreq(self.backends[backend.host])
 
         self.remote = RemoteOpenAPI()
-        self.controller = RemoteOpenAPIController(self.informer, self.remote, client_for, self.clock)
+        self.unreachable: list[str] = []
+        self.controller = RemoteOpenAPIController(self.informer, self.remote, client_for, self.clock,
+                                                  on_unreachable=self.unreachable.append)
         self.events = EventLoggingObserver()
         globalLogPublisher.addObserver(self.events)
         self.addCleanup(globalLogPublisher.removeObserver, self.events)
@@ -320,6 +323,32 @@ class RemoteOpenAPITests(SynchronousTestCase):
         self.backend.code = 500
         self.clock.advance(REFRESH_INTERVAL)
         self.assertEqual(self.failures(), [EXAMPLE_NAME, EXAMPLE_NAME])
+
+    def test_bad_answer_is_not_unreachable(self) -> None:
+        """A backend answering OpenAPI requests with an error is not reported unreachable: it answered."""
+        self.backend.code = 500
+        self.create(EXTERNALNAMES, "grafana", externalname("example", "backend.test"))
+        self.create(APISERVICES, "", EXAMPLE)
+        self.start()
+        self.assertEqual(self.failures(), [EXAMPLE_NAME])
+        self.assertEqual(self.unreachable, [])
+
+    def test_no_answer_is_reported_unreachable(self) -> None:
+        """A backend that cannot be reached for its documents is reported, so its availability is probed again."""
+        self.create(EXTERNALNAMES, "grafana", externalname("example", "backend.test"))
+        self.create(APISERVICES, "", EXAMPLE)
+
+        def refused(backend: Backend) -> Any:
+            class Refusing:
+                def get(self, url: str, **kwargs: Any) -> Deferred[Any]:
+                    return fail(ConnectionRefusedError("backend.test", 7443))
+            return Refusing()
+
+        self.controller = RemoteOpenAPIController(self.informer, self.remote, refused, self.clock,
+                                                  on_unreachable=self.unreachable.append)
+        self.start()
+        self.assertEqual(self.unreachable, [EXAMPLE_NAME])
+        self.assertEqual(self.remote.v3_documents(), {})
 
     def test_failure_retried_with_backoff(self) -> None:
         """A failed fetch is retried after 1 s, 2 s, 4 s … (not only at the next refresh), until it succeeds."""

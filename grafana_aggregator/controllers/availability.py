@@ -237,6 +237,7 @@ class AvailabilityController(Service):
         """A backend closed an idle pooled connection: probe the APIServices it serves at once."""
         if self._queue is None or not self.running:
             return
+        names = []
         for apiservice in self._informer.list(APISERVICES):
             if is_local(apiservice):
                 continue
@@ -246,7 +247,12 @@ class AvailabilityController(Service):
             except BackendUnresolvable:
                 continue
             if (backend.host, backend.port) == (host, port):
-                self._queue.add(apiservice["metadata"]["name"])
+                names.append(apiservice["metadata"]["name"])
+        if names:
+            self._log.info("backend {host}:{port} closed an idle connection; probing {apiservices}", host=host,
+                           port=port, apiservices=names)
+        for name in names:
+            self._queue.add(name)
 
     def check(self) -> str | None:
         """The readiness check: None once every APIService stored at start has been checked."""

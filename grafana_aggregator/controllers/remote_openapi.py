@@ -3,7 +3,8 @@
 
 Each APIService is one key of a work queue, synced when it turns Available, when its spec or its
 ExternalName changes, and every 60 s; a failed fetch is retried after a backoff from 1 s up to 60 s,
-and keeps the last good documents, as kube does.  An unavailable APIService is not asked at all
+and keeps the last good documents, as kube does.  A backend that does not answer at all is reported
+(`on_unreachable`, the availability controller's recheck), as a failed proxied request is.  An unavailable APIService is not asked at all
 (kube's download would be a 503 from its own proxy).  Its documents go when it is deleted or turns local.
 
 The moment an APIService turns Available its documents are marked *loading* (in the informer's
@@ -21,8 +22,8 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from ..aggregation.remote_openapi import FETCH_TIMEOUT, OpenAPIFetcher, RemoteOpenAPI
-from ..aggregation.upstream import Backend, describe_failure, resolve_backend
+from ..aggregation.remote_openapi import FETCH_TIMEOUT, OpenAPIFetcher, OpenAPIFetchError, RemoteOpenAPI
+from ..aggregation.upstream import Backend, BackendUnresolvable, describe_failure, resolve_backend
 from ..registry.apiservice import APISERVICES, is_available, is_local, service_reference
 from ..registry.externalname import EXTERNALNAMES
 from ..storage import WatchEvent
@@ -41,8 +42,10 @@ class RemoteOpenAPIController(Service):
     """Fetches the documents of every available remote APIService into a RemoteOpenAPI."""
 
     def __init__(self, informer: Informer, documents: RemoteOpenAPI, client_for: Callable[[Backend], Any],
-                 clock: IReactorTime, interval: float = REFRESH_INTERVAL, timeout: float = FETCH_TIMEOUT):
+                 clock: IReactorTime, interval: float = REFRESH_INTERVAL, timeout: float = FETCH_TIMEOUT,
+                 on_unreachable: Callable[[str], None] = lambda name: None):
         self._informer = informer
+        self._on_unreachable = on_unreachable
         self._documents = documents
         self._client_for = client_for
         self._clock = clock
@@ -137,6 +140,9 @@ class RemoteOpenAPIController(Service):
         except Exception as error:
             if self._queue is None:
                 raise
+            if not isinstance(error, (OpenAPIFetchError, BackendUnresolvable)):
+                # Not a bad answer but no answer: the backend may be gone, which its availability must reflect.
+                self._on_unreachable(name)
             if not documents.failing:
                 _log.info("loading the OpenAPI documents of {apiservice} failed, keeping the last ones: {error}",
                           apiservice=name, error=describe_failure(error))

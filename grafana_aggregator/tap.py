@@ -27,7 +27,7 @@ from .aggregation.remote_openapi import RemoteOpenAPI
 from .aggregation.routing import ProxyMaker, RoutingTable
 from .aggregation.upstream import UpstreamClients
 from .apimachinery.rest import serve_locally
-from .apimachinery.strategy import LocalGroupVersion
+from .apimachinery.strategy import LocalGroupVersion, wall_clock
 from .config.remote_services import RemoteService, RemoteServicesError, load_remote_services
 from .config.settings import KEYS, ConfigError, Settings, load_settings
 from .controllers.apiservice_metrics import follow_apiservice_availability
@@ -239,9 +239,7 @@ def make_service(settings: Settings, runtime: Runtime, reactor: IReactorCore) ->
     readiness = ReadinessService()
     readiness.setServiceParent(top)
 
-    def now() -> datetime.datetime:
-        return datetime.datetime.fromtimestamp(clock.seconds(), datetime.timezone.utc)
-
+    now = wall_clock(clock)
     # Storage and the one shared view of the APIServices and ExternalNames.
     informer = Informer(store, (APISERVICES, EXTERNALNAMES), clock)
     follow_apiservice_availability(informer, metrics)

@@ -169,24 +169,25 @@ class Proxy:
 
     def forward(self, request: IRequest, user: UserInfo, long_running: bool, deadline: Deadline | None) -> None:
         """Answer the request with the backend's response (or a Status); returns at once, the request goes on."""
-        defer.Deferred.fromCoroutine(self._proxy(request, user, long_running, deadline)).addErrback(
-            self._failed, request)
+        gone: list[bool] = []
+        request.notifyFinish().addBoth(lambda _: gone.append(True))  # type: ignore[attr-defined]
+        defer.Deferred.fromCoroutine(self._proxy(request, user, long_running, deadline, gone)).addErrback(
+            self._failed, request, gone)
 
     def _count_error(self, reason: str) -> None:
         if self._meter is not None:
             self._meter.count_error(reason)
 
-    def _failed(self, failure: Failure, request: IRequest) -> None:
+    def _failed(self, failure: Failure, request: IRequest, gone: list[bool]) -> None:
         _log.failure("proxying to {apiservice} failed", failure, apiservice=self.name)
-        if not request.finished and not getattr(request, "_disconnected", False):  # type: ignore[attr-defined]
+        if not gone:
             if request.startedWriting:  # type: ignore[attr-defined]
                 request.loseConnection()  # type: ignore[attr-defined]
             else:
                 write_status(request, internal_error("the proxy failed (see the server log)"))
 
-    async def _proxy(self, request: IRequest, user: UserInfo, long_running: bool, deadline: Deadline | None) -> None:
-        gone: list[bool] = []
-        request.notifyFinish().addBoth(lambda _: gone.append(True))  # type: ignore[attr-defined]
+    async def _proxy(self, request: IRequest, user: UserInfo, long_running: bool, deadline: Deadline | None,
+                     gone: list[bool]) -> None:
         if any("upgrade" in v.lower() for v in request.requestHeaders.getRawHeaders("connection", [])):
             write_status(request, StatusError(400, "connection upgrades (exec, attach, port-forward, websockets) are "
                                                    "not supported through this aggregator", "BadRequest"))

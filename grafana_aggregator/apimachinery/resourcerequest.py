@@ -6,7 +6,6 @@ The verb families (reads, writes, watch) share this context instead of each othe
 
 from __future__ import annotations
 
-import datetime
 import json
 from collections.abc import Sequence
 from typing import Any
@@ -29,7 +28,7 @@ from .negotiation import MAX_BODY_BYTES, Decoded, Output, decode_object, encode
 from .pruning import prune_unknown_fields
 from .query import Query, field_validation, single
 from .status import StatusError
-from .strategy import Object, Strategy
+from .strategy import Object, Strategy, wall_clock
 from .tables import table_of
 
 
@@ -95,11 +94,10 @@ class ResourceRequest:
         self.output = output
         self.store = store
         self.clock = clock
+        #: The current time by the injected clock (creation timestamps, managedFields times, Table ages).
+        self.now = wall_clock(clock)
         #: Sent as `Warning: 299` headers with the response.
         self.warnings: list[str] = []
-
-    def now(self) -> datetime.datetime:
-        return datetime.datetime.fromtimestamp(self.clock.seconds(), datetime.timezone.utc)
 
     def header(self, name: bytes) -> str | None:
         return request_header(self.request, name)

@@ -9,7 +9,6 @@ kind's differences live in its `Strategy`.
 
 from __future__ import annotations
 
-import datetime
 from collections.abc import Awaitable, Callable, Sequence
 from urllib.parse import parse_qs
 
@@ -68,9 +67,6 @@ class GroupVersionResource(ApiResource):
         self._resource_list = api_resource_list(group, version, [k.info for k in kinds])
         #: The open watch streams of this server, so a shutdown can end them cleanly.
         self.watches: set[WatchStream] = watches if watches is not None else set()
-
-    def now(self) -> datetime.datetime:
-        return datetime.datetime.fromtimestamp(self._clock.seconds(), datetime.timezone.utc)
 
     async def handle(self, request: IRequest) -> None:
         method = request.method.decode("ascii", "replace").upper()

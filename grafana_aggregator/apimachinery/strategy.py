@@ -8,9 +8,11 @@ bumps, and the server-side printing of `kubectl get`.
 from __future__ import annotations
 
 import datetime
+from collections.abc import Callable
 from typing import Any
 
 from attrs import field, frozen
+from twisted.internet.interfaces import IReactorTime
 
 from ..storage import Collection
 from .fielderrors import FieldError
@@ -176,6 +178,15 @@ def rfc3339(moment: datetime.datetime) -> str:
     if moment.tzinfo is not None:
         moment = moment.astimezone(datetime.timezone.utc)
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def wall_clock(clock: IReactorTime) -> Callable[[], datetime.datetime]:
+    """The current UTC time by an injected clock (timestamps written into objects follow a test's Clock)."""
+
+    def now() -> datetime.datetime:
+        return datetime.datetime.fromtimestamp(clock.seconds(), datetime.timezone.utc)
+
+    return now
 
 
 def parse_time(text: str | None) -> datetime.datetime | None:

@@ -22,6 +22,7 @@ from ..storage import (
     InvalidKeyError,
     IStore,
     NotFoundError,
+    StorageFullError,
 )
 from .fielderrors import FieldError
 from .negotiation import MAX_BODY_BYTES, Decoded, Output, decode_object, encode
@@ -140,6 +141,8 @@ class ResourceRequest:
             return StatusError(400, str(error), "BadRequest")
         if isinstance(error, ExpiredError):
             return StatusError(410, str(error), "Expired")
+        if isinstance(error, StorageFullError):
+            return StatusError(507, f"the object could not be stored: {error}", "InsufficientStorage")
         raise error
 
     # -- the body --------------------------------------------------------------------------------

@@ -42,6 +42,10 @@ class InvalidKeyError(StorageError):
     """A name or namespace cannot be used as a storage key (400 BadRequest)."""
 
 
+class StorageFullError(StorageError):
+    """The store cannot write: its disk is full or its quota is used up (507 InsufficientStorage)."""
+
+
 class StoreLockedError(StorageError):
     """Another process holds the store (file storage has one writer at a time)."""
 

@@ -307,8 +307,12 @@ class RequestAccounting:
             self._metrics.longrunning.labels(*ticket.longrunning_labels).dec()
             self._start_longrunning(ticket, COMPONENT_PROXIED)
 
-    def end(self, ticket: Ticket, code: int, sent_bytes: int, user: str, upstream: str | None) -> None:
-        """Count the finished request, release its gauges and log it; later calls for the same ticket do nothing."""
+    def end(self, ticket: Ticket, code: int, sent_bytes: int, user: str, upstream: str | None,
+            impersonator: str = "") -> None:
+        """Count the finished request, release its gauges and log it; later calls for the same ticket do nothing.
+
+        `user` is who the request acted as; `impersonator` who authenticated, when that was someone else.
+        """
         if ticket.ended:
             return
         ticket.ended = True
@@ -335,6 +339,7 @@ class RequestAccounting:
             bytes=sent_bytes,
             latency_ms=round(elapsed * 1000, 3),
             user=user,
+            impersonator=impersonator,
             verb=info.verb,
             upstream=upstream,
             log_access=True,

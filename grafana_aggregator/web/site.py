@@ -134,8 +134,10 @@ class ApiCall:
     info: RequestInfo
     #: The raw query string.
     query: str
-    #: The authenticated caller, once the root has admitted the request.
+    #: The caller the request acts as, once the root has admitted it (the impersonated user, if any).
     user: UserInfo | None = None
+    #: Who authenticated, when the request impersonates someone else (`user` is then the impersonated one).
+    impersonator: UserInfo | None = None
     #: The APIService whose backend serves the request, once it is routed to one (for metrics and the access log).
     upstream: str | None = None
     #: The Site's request accounting and this request's ticket, when the Site keeps metrics.
@@ -226,8 +228,9 @@ class ApiRequest(server.Request):
             call.timer.start()
 
     def _account(self, result: object, accounting: Any, call: ApiCall) -> None:
-        user = call.user
-        accounting.end(call.ticket, self.code, self.sentLength, user.name if user is not None else "", call.upstream)
+        user, impersonator = call.user, call.impersonator
+        accounting.end(call.ticket, self.code, self.sentLength, user.name if user is not None else "", call.upstream,
+                       impersonator.name if impersonator is not None else "")
 
     def _time_out(self) -> None:
         if self.finished or self._disconnected:

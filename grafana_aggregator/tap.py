@@ -48,6 +48,7 @@ from .identity.auth import (
     parse_token_file,
 )
 from .identity.kubeconfig import ensure_admin_token, listening_url, write_kubeconfig
+from .identity.reviews import review_group_versions
 from .registry.apiservice import APISERVICES, APIServiceStrategy
 from .registry.externalname import EXTERNALNAMES, ExternalNameStrategy
 from .storage import IStore, StoreLockedError
@@ -66,9 +67,10 @@ from .tls.certificates import (
 )
 from .tls.reload import CertificateReloader, ReloadableVerifier
 from .web.discovery import ApisResource
-from .web.health import HealthChecks, ReadinessService
+from .web.health import HealthChecks, ReadinessService, StorageCheck
 from .web.metrics import Metrics, MetricsResource, RequestAccounting
 from .web.openapi import OpenAPIResource
+from .web.reviews import serve_reviews
 from .web.root import AuthenticatingRoot, InFlight, build_tree
 from .web.shutdown import ClosingService, GracefulServer
 from .web.site import Limits, build_site
@@ -180,7 +182,7 @@ def load_runtime(settings: Settings) -> Runtime:
             remote_services = load_remote_services(settings.remote_services_file)
         except (RemoteServicesError, OSError) as error:
             raise ConfigError(str(error)) from None
-        local_names = {local.name for local in LOCAL_APISERVICES}
+        local_names = {local.name for local in (*LOCAL_APISERVICES, *REVIEW_APISERVICES)}
         for remote_service in remote_services:
             if remote_service.name in local_names:
                 raise ConfigError(f"remote_services_file {settings.remote_services_file}: {remote_service.group}/"
@@ -219,6 +221,12 @@ LOCAL_APISERVICES = (
     LocalAPIService("apiregistration.k8s.io", "v1", 18000, 15),
     LocalAPIService("service.grafana.app", "v0alpha1", 15000, 1),
 )
+#: The self-review group-versions served in this process (kubectl auth can-i / whoami), with kube's priorities.
+REVIEW_APISERVICES = (
+    LocalAPIService("authentication.k8s.io", "v1", 17700, 15),
+    LocalAPIService("authentication.k8s.io", "v1beta1", 17700, 9),
+    LocalAPIService("authorization.k8s.io", "v1", 17600, 15),
+)
 
 
 def local_groups(now: Callable[[], datetime.datetime]) -> tuple[APIServiceStrategy, list[LocalGroupVersion]]:
@@ -244,7 +252,8 @@ def make_service(settings: Settings, runtime: Runtime, reactor: IReactorCore) ->
     informer = Informer(store, (APISERVICES, EXTERNALNAMES), clock)
     follow_apiservice_availability(informer, metrics)
     apiservice_strategy, groups = local_groups(now)
-    registration = LocalAPIServiceRegistration(store, informer, apiservice_strategy, LOCAL_APISERVICES, now)
+    registration = LocalAPIServiceRegistration(store, informer, apiservice_strategy,
+                                               (*LOCAL_APISERVICES, *REVIEW_APISERVICES), now, clock)
     autoregistration = AutoRegistration(store, informer, apiservice_strategy, runtime.remote_services,
                                         runtime.apiservice_ca_bundle_pem, now, clock)
 
@@ -260,18 +269,23 @@ def make_service(settings: Settings, runtime: Runtime, reactor: IReactorCore) ->
 
     # The routing table and the served tree.
     watches: set[Any] = set()
-    local = serve_locally(groups, store, clock, watches)
+    reviews = review_group_versions()
+    local = [*serve_locally(groups, store, clock, watches), *serve_reviews(reviews, clock)]
     stripped = frozenset(h.lower() for h in (*settings.requestheader.username_headers,
                                              *settings.requestheader.uid_headers,
-                                             *settings.requestheader.group_headers))
+                                             *settings.requestheader.group_headers,
+                                             *settings.requestheader.extra_headers_prefixes))
     proxies = ProxyMaker(clock, clients.agent_for, meter_for=metrics.upstream_meter,
                          on_unreachable=availability.recheck, extra_stripped=stripped)
     routing = RoutingTable(informer, local, discovery, proxies if settings.kubernetes_aggregator else None)
     apis = ApisResource(routing, settings.emulated_version[1])
-    openapi = OpenAPIResource(groups, settings.emulated_version,
+    openapi = OpenAPIResource([*groups, *reviews], settings.emulated_version,
                               remote=remote_openapi if settings.kubernetes_aggregator else None, clock=clock)
     health = HealthChecks()
     health.add("ping", lambda: None)
+    storage_check = StorageCheck(store, clock)
+    storage_check.setServiceParent(top)
+    health.add("storage", storage_check.check, endpoints=("readyz",))
     health.add("shutdown", readiness.check, endpoints=("readyz",))
     health.add("poststarthook/local-apiservice-registration", registration.check)
     health.add("autoregister-completion", autoregistration.check, endpoints=("healthz", "readyz"))
@@ -292,6 +306,8 @@ def make_service(settings: Settings, runtime: Runtime, reactor: IReactorCore) ->
         max_mutating_in_flight=settings.max_mutating_requests_inflight,
         request_timeout=settings.request_timeout,
         max_body_bytes=settings.max_request_body_bytes,
+        max_connections=settings.max_connections,
+        max_connections_per_client=settings.max_connections_per_client,
     )
     in_flight = InFlight(limits)
     client_verifier = ReloadableVerifier(runtime.client_ca)

@@ -93,9 +93,10 @@ class NegotiateDiscoveryTests(SynchronousTestCase):
     """negotiate_discovery picks legacy, aggregated v2 or v2beta1, or nothing (406)."""
 
     def test_emulating_1_33(self) -> None:
-        """At 1.33 kubectl 1.30+ gets v2, and 1.27-1.29 get legacy because v2beta1 is no longer recognised."""
+        """At 1.33 kubectl 1.30+ gets v2, and 1.27-1.29, which do not ask for v2, still get v2beta1
+        (docs/compatibility.md: kube 1.33 would give them legacy discovery)."""
         self.assertEqual(negotiate_discovery(KUBECTL_1_30, 33), AGGREGATED_V2)
-        self.assertEqual(negotiate_discovery(KUBECTL_1_27, 33), LEGACY)
+        self.assertEqual(negotiate_discovery(KUBECTL_1_27, 33), AGGREGATED_V2BETA1)
         self.assertEqual(negotiate_discovery(KUBECTL_RAW, 33), LEGACY)
 
     def test_emulating_1_30(self) -> None:
@@ -105,10 +106,13 @@ class NegotiateDiscoveryTests(SynchronousTestCase):
         self.assertEqual(negotiate_discovery(KUBECTL_RAW, 30), LEGACY)
 
     def test_v2beta1_recognised_up_to_1_32(self) -> None:
-        """v2beta1 is recognised while emulating 1.27 to 1.32, and not from 1.33."""
+        """v2beta1 is recognised whatever the emulated version when v2 is not asked for; beside v2, only up to 1.32."""
         self.assertEqual({minor: negotiate_discovery(KUBECTL_1_27, minor) for minor in range(27, 34)},
                          {27: AGGREGATED_V2BETA1, 28: AGGREGATED_V2BETA1, 29: AGGREGATED_V2BETA1,
-                          30: AGGREGATED_V2BETA1, 31: AGGREGATED_V2BETA1, 32: AGGREGATED_V2BETA1, 33: LEGACY})
+                          30: AGGREGATED_V2BETA1, 31: AGGREGATED_V2BETA1, 32: AGGREGATED_V2BETA1,
+                          33: AGGREGATED_V2BETA1})
+        self.assertEqual({minor: negotiate_discovery(f"{V2BETA1},{V2}", minor) for minor in (32, 33)},
+                         {32: AGGREGATED_V2BETA1, 33: AGGREGATED_V2})
 
     def test_missing_or_empty_accept_is_legacy(self) -> None:
         """No Accept header, or a blank one, gets the legacy document."""
@@ -119,9 +123,9 @@ class NegotiateDiscoveryTests(SynchronousTestCase):
         """An Accept of only application/yaml cannot be served."""
         self.assertIsNone(negotiate_discovery("application/yaml", 33))
 
-    def test_v2beta1_only_at_1_33_is_not_acceptable(self) -> None:
-        """Only a v2beta1 clause, when v2beta1 is not recognised, cannot be served."""
-        self.assertIsNone(negotiate_discovery(V2BETA1, 33))
+    def test_v2beta1_only_at_1_33_is_v2beta1(self) -> None:
+        """Only a v2beta1 clause gets v2beta1 at 1.33 too (kube 1.33 would answer 406)."""
+        self.assertEqual(negotiate_discovery(V2BETA1, 33), AGGREGATED_V2BETA1)
 
     def test_v2beta1_only_at_1_32_is_v2beta1(self) -> None:
         """Only a v2beta1 clause, when v2beta1 is recognised, gets v2beta1."""
@@ -201,10 +205,11 @@ class DiscoveryResourceTests(SynchronousTestCase):
         self.assertEqual(body, b'{"kind":"APIGroupList","apiVersion":"v1","groups":[]}\n')
 
     def test_api_legacy(self) -> None:
-        """/api for kubectl 1.27 at 1.33 is APIVersions with no versions."""
-        code, headers, body = self.get("/api", KUBECTL_1_27)
+        """/api in legacy form (kubectl get --raw) is APIVersions listing the core v1 (kubectl maps `kind: List`)."""
+        code, headers, body = self.get("/api", KUBECTL_RAW)
         self.assertEqual((code, headers[b"Content-Type"], headers[b"Vary"]), (200, [b"application/json"], [b"Accept"]))
-        self.assertEqual(body, b'{"kind":"APIVersions","versions":[]}\n')
+        self.assertEqual(body, b'{"kind":"APIVersions","versions":["v1"],"serverAddressByClientCIDRs":'
+                               b'[{"clientCIDR":"0.0.0.0/0","serverAddress":"127.0.0.1:443"}]}\n')
 
     def test_apis_aggregated_v2(self) -> None:
         """/apis for kubectl 1.30+ is an empty aggregated v2 list with the v2 content type."""
@@ -214,11 +219,12 @@ class DiscoveryResourceTests(SynchronousTestCase):
             body, b'{"kind":"APIGroupDiscoveryList","apiVersion":"apidiscovery.k8s.io/v2","metadata":{},"items":[]}\n')
 
     def test_api_aggregated_v2(self) -> None:
-        """/api for kubectl 1.30+ is the same empty aggregated v2 list, so client-go keeps /apis resources."""
+        """/api for kubectl 1.30+ is an aggregated v2 list (so client-go keeps /apis resources) of the core v1."""
         code, headers, body = self.get("/api", KUBECTL_1_30)
         self.assertEqual((code, headers[b"Content-Type"], headers[b"Vary"]), (200, V2_CONTENT_TYPE, [b"Accept"]))
         self.assertEqual(
-            body, b'{"kind":"APIGroupDiscoveryList","apiVersion":"apidiscovery.k8s.io/v2","metadata":{},"items":[]}\n')
+            body, b'{"kind":"APIGroupDiscoveryList","apiVersion":"apidiscovery.k8s.io/v2","metadata":{},"items":'
+                  b'[{"metadata":{},"versions":[{"version":"v1","freshness":"Current"}]}]}\n')
 
     def test_apis_aggregated_v2beta1_when_emulating_1_30(self) -> None:
         """At 1.30 kubectl 1.27 gets aggregated v2beta1, with apiVersion and content type to match."""
@@ -246,9 +252,14 @@ class DiscoveryResourceTests(SynchronousTestCase):
         code, headers, body = self.get("/apis", "application/yaml")
         self.assertEqual((code, headers[b"Content-Type"], body), (406, [b"application/json"], NOT_ACCEPTABLE))
 
-    def test_v2beta1_only_not_acceptable_at_1_33(self) -> None:
-        """Only a v2beta1 clause at 1.33 is answered 406."""
-        code, _, body = self.get("/api", V2BETA1)
+    def test_v2beta1_only_at_1_33(self) -> None:
+        """Only a v2beta1 clause at 1.33 is answered with v2beta1 (kube 1.33 would answer 406)."""
+        code, headers, _ = self.get("/api", V2BETA1)
+        self.assertEqual((code, headers[b"Content-Type"]), (200, V2BETA1_CONTENT_TYPE))
+
+    def test_api_not_acceptable(self) -> None:
+        """An Accept on /api naming no form this server produces is answered 406."""
+        code, _, body = self.get("/api", "text/html")
         self.assertEqual((code, body), (406, NOT_ACCEPTABLE))
 
     def test_post_not_allowed(self) -> None:

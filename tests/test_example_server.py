@@ -17,6 +17,7 @@ from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.server import Site
 
+from grafana_aggregator import __version__
 from grafana_aggregator.apimachinery.status import method_not_allowed
 from grafana_aggregator.config.settings import RequestHeaderSettings
 from grafana_aggregator.example.server import (
@@ -147,7 +148,7 @@ class ExampleServerTests(SynchronousTestCase):
             ]}))
 
     def test_dummy_list(self) -> None:
-        """The list holds test1..test3 in the asked namespace, with stable uids and the start time."""
+        """The list holds test1..test3 in the asked namespace, with stable uids, the start time and their labels."""
         code, body = self.get_json(GV + "/namespaces/team-a/dummy")
         self.assertEqual((code, body["kind"], body["apiVersion"], body["metadata"]),
                          (200, "DummyResourceList", "example.grafana.app/v0alpha1", {"resourceVersion": "1"}))
@@ -155,7 +156,7 @@ class ExampleServerTests(SynchronousTestCase):
         self.assertEqual(body["items"][1], {
             "kind": "DummyResource", "apiVersion": "example.grafana.app/v0alpha1",
             "metadata": {"name": "test2", "namespace": "team-a", "uid": dummy_uid("test2"), "resourceVersion": "1",
-                         "creationTimestamp": STARTED_TEXT},
+                         "creationTimestamp": STARTED_TEXT, "labels": {"app": "dummy", "name": "test2"}},
             "spec": "dummy: test2"})
         self.assertEqual(len({item["metadata"]["uid"] for item in body["items"]}), 3)
         self.assertEqual(self.get_json(GV + "/namespaces/other/dummy")[1]["items"][1]["metadata"]["uid"],
@@ -197,12 +198,13 @@ class ExampleServerTests(SynchronousTestCase):
         self.assertEqual((code, body["identity"]["user"]), (200, "bob"))
 
     def test_runtime(self) -> None:
-        """`runtime` is one RuntimeInfo object describing this process."""
+        """`runtime` is one RuntimeInfo object describing this process, named after the server, created at its start."""
         code, body = self.get_json(GV + "/runtime")
         self.assertEqual((code, body["kind"], body["apiVersion"], body["startupTime"]),
                          (200, "RuntimeInfo", "example.grafana.app/v0alpha1", int(STARTED * 1000)))
-        self.assertEqual(set(body), {"kind", "apiVersion", "startupTime", "buildVersion", "buildCommit",
+        self.assertEqual(set(body), {"kind", "apiVersion", "metadata", "startupTime", "buildVersion", "buildCommit",
                                      "enterpriseBuildCommit", "buildBranch", "buildStamp", "enterprise", "packaging"})
+        self.assertEqual(body["metadata"], {"name": "example-apiserver", "creationTimestamp": STARTED_TEXT})
         self.assertEqual(self.get_json(GV + "/runtime/x")[0], 404)
         self.assertEqual(self.get_json(GV + "/namespaces/ns1/runtime")[0], 404)
 
@@ -247,6 +249,25 @@ class ExampleServerTests(SynchronousTestCase):
         code, body = self.get_json(GV + "/namespaces/ns/dummy/test2?includeObject=Object", {"Accept": TABLE})
         self.assertEqual((code, body["rows"][0]["cells"], body["rows"][0]["object"]["spec"]),
                          (200, ["test2", "5m"], "dummy: test2"))
+
+    def test_runtime_table(self) -> None:
+        """`kubectl get runtime` gets a one-row Table: the server's name, its version and its age (uptime)."""
+        self.clock.advance(3 * 3600 + 300)
+        code, body = self.get_json(GV + "/runtime?limit=500", {"Accept": TABLE + ",application/json"})
+        self.assertEqual((code, body["kind"], body["apiVersion"], body["metadata"]), (200, "Table", "meta.k8s.io/v1", {}))
+        self.assertEqual([(c["name"], c["priority"]) for c in body["columnDefinitions"]],
+                         [("Name", 0), ("Version", 0), ("Age", 0), ("Commit", 1), ("Packaging", 1)])
+        self.assertEqual([row["cells"] for row in body["rows"]],
+                         [["example-apiserver", __version__, "3h5m", "", "python"]])
+        self.assertEqual(body["rows"][0]["object"], {
+            "kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
+            "metadata": {"name": "example-apiserver", "creationTimestamp": STARTED_TEXT}})
+        code, body = self.get_json(GV + "/runtime?includeObject=Object", {"Accept": TABLE})
+        self.assertEqual((code, body["rows"][0]["object"]["kind"], body["rows"][0]["object"]["startupTime"]),
+                         (200, "RuntimeInfo", int(STARTED * 1000)))
+        code, body = self.get_json(GV + "/runtime?includeObject=Everything", {"Accept": TABLE})
+        self.assertEqual((code, body["reason"], body["message"]),
+                         (400, "BadRequest", 'includeObject: Unsupported value: "Everything"'))
 
     def test_yaml(self) -> None:
         """A YAML Accept gets YAML."""

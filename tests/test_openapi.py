@@ -461,9 +461,11 @@ class SwaggerV2Tests(SynchronousTestCase):
         self.assertIn(META + "ObjectMeta", swagger["definitions"])
 
     def test_patch_consumes(self) -> None:
-        """PATCH consumes exactly the three supported patch types (kubectl 1.27 reads this for apply)."""
+        """A built-in kind's PATCH consumes the four patch types it takes, strategic merge patch included, in kube's
+        order (kubectl 1.27 reads this for apply)."""
         patch = _swagger()["paths"]["/apis/apiregistration.k8s.io/v1/apiservices/{name}"]["patch"]
-        self.assertEqual(patch["consumes"], PATCH_TYPES)
+        self.assertEqual(patch["consumes"], ["application/json-patch+json", "application/merge-patch+json",
+                                             "application/strategic-merge-patch+json", "application/apply-patch+yaml"])
         self.assertEqual(patch["x-kubernetes-group-version-kind"],
                          {"group": "apiregistration.k8s.io", "kind": "APIService", "version": "v1"})
 

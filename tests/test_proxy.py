@@ -344,8 +344,7 @@ class ProxyTests(SynchronousTestCase):
         code, _, body = self.call(self.front(agent_for=lambda backend: Refusing()), "GET",
                                   "/apis/example.grafana.app/v0alpha1/dummy")
         self.assertEqual((code, json.loads(body)["message"]),
-                         (503, "error trying to reach service: Connection was refused by other side: "
-                               "Connection refused."))
+                         (503, "error trying to reach service: connect: connection refused"))
         self.assertEqual(self.unreachable, [NAME])
 
     def test_discovery_timeout(self) -> None:

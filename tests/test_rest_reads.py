@@ -767,7 +767,7 @@ class DiscoveryTests(SynchronousTestCase):
         """A server whose Local APIServices were registered as at daemon start."""
         server = Server(self)
         registration = LocalAPIServiceRegistration(server.store, server.served.informer, server.strategy,
-                                                   LOCAL_APISERVICES, server.now)
+                                                   LOCAL_APISERVICES, server.now, server.clock)
         registration.startService()
         self.successResultOf(registration.registered)  # type: ignore[arg-type]
         return server
@@ -1132,7 +1132,7 @@ class LocalAPIServiceRegistrationTests(SynchronousTestCase):
     def start(self, server: Server) -> None:
         """Start a registration service over the server's store, as the daemon does, and wait for it."""
         registration = LocalAPIServiceRegistration(server.store, server.served.informer, server.strategy,
-                                                   LOCAL_APISERVICES, server.now)
+                                                   LOCAL_APISERVICES, server.now, server.clock)
         registration.startService()
         self.successResultOf(registration.registered)  # type: ignore[arg-type]
         self.assertTrue(registration.done)
@@ -1152,7 +1152,15 @@ class LocalAPIServiceRegistrationTests(SynchronousTestCase):
             return {"apiVersion": "apiregistration.k8s.io/v1", "kind": "APIService",
                     "metadata": {"name": name, "labels": {"kube-aggregator.kubernetes.io/automanaged": "onstart"},
                                  "uid": uid, "generation": 1, "creationTimestamp": CREATED,
-                                 "resourceVersion": resource_version},
+                                 "resourceVersion": resource_version,
+                                 "managedFields": [{
+                                     "manager": "kube-apiserver", "operation": "Update",
+                                     "apiVersion": "apiregistration.k8s.io/v1", "time": CREATED,
+                                     "fieldsType": "FieldsV1",
+                                     "fieldsV1": {"f:metadata": {"f:labels": {
+                                                      ".": {}, "f:kube-aggregator.kubernetes.io/automanaged": {}}},
+                                                  "f:spec": {".": {}, "f:group": {}, "f:groupPriorityMinimum": {},
+                                                             "f:version": {}, "f:versionPriority": {}}}}]},
                     "spec": {"group": group, "version": version, "groupPriorityMinimum": group_priority,
                              "versionPriority": version_priority},
                     "status": {"conditions": [LOCAL_CONDITION]}}

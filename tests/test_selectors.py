@@ -11,9 +11,23 @@ from typing import Any
 from twisted.trial.unittest import SynchronousTestCase
 
 from grafana_aggregator.apimachinery.selectors import (
-    DOES_NOT_EXIST, EQUALS, EXISTS, GREATER_THAN, IN, LESS_THAN, NOT_EQUALS, NOT_IN, FieldRequirement, FieldSelector,
-    LabelSelector, Requirement, go_quote, label_selector_from_json, parse_field_selector, parse_label_selector,
+    DOES_NOT_EXIST,
+    EQUALS,
+    EXISTS,
+    GREATER_THAN,
+    IN,
+    LESS_THAN,
+    NOT_EQUALS,
+    NOT_IN,
+    FieldRequirement,
+    FieldSelector,
+    LabelSelector,
+    Requirement,
+    label_selector_from_json,
+    parse_field_selector,
+    parse_label_selector,
 )
+from grafana_aggregator.apimachinery.gotypes import go_quote
 from grafana_aggregator.apimachinery.status import StatusError
 
 VALUE_RULE = ("a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must "

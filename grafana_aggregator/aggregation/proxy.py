@@ -5,6 +5,14 @@ stripped and replaced by `X-Remote-*` headers for the authenticated user, over m
 proxy client certificate; redirects are refused (502); connection upgrades are refused; discovery
 requests (`/apis/<g>/<v>`) time out after 5 s; bodies stream both ways with back-pressure, and a
 client that goes away cancels the upstream request.
+
+Stricter than kube-aggregator, whose 503 quotes Go's dial error (`dial tcp 10.0.0.7:443: connect:
+connection refused`): a client is told only a fixed phrase (`error trying to reach service: connect:
+connection refused`), never a backend's address, bytes it sent or an exception's text; the details go
+to the log.  A backend reply that is not HTTP (a bad status line, header or chunk framing, found before
+anything was relayed) is a 502 with a fixed message.  A reply without `Content-Type` is relayed without
+one (Twisted would label it `text/html`).  Identity headers are matched the way a CGI-style backend
+reads them, any case and with `_` for `-`: `X_Remote_User` is dropped like `X-Remote-User`.
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ from zope.interface import implementer
 
 from ..apimachinery.status import StatusError, internal_error, timeout_status, write_status
 from ..identity.auth import UserInfo
-from .upstream import DISCOVERY_TIMEOUT, Backend, describe_failure
+from .upstream import DISCOVERY_TIMEOUT, Backend, describe_failure, is_malformed_response, public_reason
 
 _log = Logger()
 
@@ -40,6 +48,10 @@ HOP_BY_HOP = frozenset({
 #: Request headers that carry credentials or identity and must never reach a backend from the client.
 _STRIPPED_PREFIXES = ("x-remote-", "impersonate-")
 _STRIPPED = frozenset({"authorization", "host", "content-length"})
+#: Headers the proxy sets itself: a client's copy in another spelling (`X_Forwarded_Host`) is dropped.
+_SET_HERE = frozenset({"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-forwarded-uri"})
+#: The message of a 502 for a backend reply that is not HTTP.
+MALFORMED_RESPONSE = "the backend sent a malformed HTTP response"
 #: Characters kept as they are in an extra key (RFC 7230 token characters, minus '%').
 _TOKEN_SAFE = "!#$&'*+-.^_`|~"
 
@@ -49,23 +61,36 @@ def escape_extra_key(key: str) -> str:
     return quote(key, safe=_TOKEN_SAFE)
 
 
+def header_spelling(name: str) -> str:
+    """A header name as a CGI-style backend reads it: case and `_` versus `-` do not matter."""
+    return name.lower().replace("_", "-")
+
+
 def forward_headers(incoming: Headers, user: UserInfo, client_ip: str, backend_host: str, path: str,
                     extra_stripped: frozenset[str] = frozenset()) -> Headers:
-    """The headers sent to a backend: the client's, minus credentials, identity and hop-by-hop ones, plus the caller's identity."""
+    """The headers sent to a backend: the client's, minus credentials, identity and hop-by-hop ones, plus the caller's identity.
+
+    Names are compared as a CGI-style backend reads them (`header_spelling`).  `extra_stripped` holds
+    configured identity header names; one ending in `-` is a prefix (`X-Grafana-Extra-`).
+    """
     connection_named = {
-        token.strip().lower()
+        header_spelling(token.strip())
         for value in incoming.getRawHeaders("connection", [])
         for token in value.split(",")
     }
+    spelt = {header_spelling(name) for name in extra_stripped}
+    stripped_names = spelt | connection_named
+    stripped_prefixes = _STRIPPED_PREFIXES + tuple(name for name in spelt if name.endswith("-"))
     outgoing = Headers()
     forwarded_for: list[str] = []
     for raw_name, values in incoming.getAllRawHeaders():
-        name = raw_name.decode("latin-1").lower()
-        if (name in HOP_BY_HOP or name in _STRIPPED or name in connection_named or name in extra_stripped
-                or name.startswith(_STRIPPED_PREFIXES)):
+        lowered = raw_name.decode("latin-1").lower()
+        name = header_spelling(lowered)
+        if (name in HOP_BY_HOP or name in _STRIPPED or name in stripped_names or name.startswith(stripped_prefixes)):
             continue
-        if name == "x-forwarded-for":
-            forwarded_for.extend(v.decode("latin-1") for v in values)
+        if name in _SET_HERE:
+            if lowered == "x-forwarded-for":
+                forwarded_for.extend(v.decode("latin-1") for v in values)
             continue
         outgoing.setRawHeaders(raw_name, list(values))
     outgoing.setRawHeaders("X-Remote-User", [user.name])
@@ -91,6 +116,11 @@ def is_discovery_path(path: str) -> bool:
 def service_unavailable(message: str = "service unavailable") -> StatusError:
     """503 as the aggregator answers for a backend it cannot use."""
     return StatusError(503, message, "ServiceUnavailable")
+
+
+def bad_gateway(message: str) -> StatusError:
+    """502 for a backend answer that cannot be relayed (a redirect, a reply that is not HTTP)."""
+    return StatusError(502, message, "BadGateway")
 
 
 class Deadline(Protocol):
@@ -246,12 +276,19 @@ class Proxy:
         except Exception as error:
             if gone:
                 return
+            if not expired and is_malformed_response(error):
+                self._count_error("malformed")
+                _log.info("backend of {apiservice} sent a malformed response: {reason}", apiservice=self.name,
+                          reason=describe_failure(error))
+                write_status(request, bad_gateway(MALFORMED_RESPONSE))
+                return
             self._count_error("timeout" if expired else "unreachable")
             if expired and not discovery:
                 write_status(request, timeout_status())
                 return
-            reason = "context deadline exceeded" if expired else describe_failure(error)
-            _log.info("backend of {apiservice} unreachable: {reason}", apiservice=self.name, reason=reason)
+            reason = "context deadline exceeded" if expired else public_reason(error)
+            _log.info("backend of {apiservice} unreachable: {reason}", apiservice=self.name,
+                      reason="context deadline exceeded" if expired else describe_failure(error))
             self._on_unreachable(self.name)
             write_status(request, service_unavailable(f"error trying to reach service: {reason}"))
             return
@@ -260,12 +297,23 @@ class Proxy:
         if gone:
             response.deliverBody(_Discard())
             return
+        if response.version[0] != b"HTTP" or not 100 <= response.code <= 999:
+            # Twisted's client takes any protocol name and any number; Go's refuses them.
+            self._count_error("malformed")
+            _log.info("backend of {apiservice} sent a malformed status line: {version!r} {code}",
+                      apiservice=self.name, version=response.version, code=response.code)
+            response.deliverBody(_Discard())
+            write_status(request, bad_gateway(MALFORMED_RESPONSE))
+            return
         if 300 <= response.code < 400 and response.headers.getRawHeaders("location"):
             self._count_error("redirect")
             response.deliverBody(_Discard())
-            write_status(request, StatusError(502, "the backend attempted to redirect this request, which is not "
-                                                   "permitted", "BadGateway"))
+            write_status(request, bad_gateway("the backend attempted to redirect this request, which is not "
+                                              "permitted"))
             return
+        before = request.responseHeaders.copy()
+        # A reply without Content-Type is relayed without one, not labelled text/html by Twisted.
+        request.defaultContentType = None  # type: ignore[attr-defined]
         request.setResponseCode(response.code, response.phrase)
         for raw_name, values in response.headers.getAllRawHeaders():
             name = raw_name.decode("latin-1").lower()
@@ -284,10 +332,19 @@ class Proxy:
         try:
             await done
         except Exception as error:
-            if not gone:
-                _log.info("backend of {apiservice} broke off its response: {error}", apiservice=self.name,
-                          error="timed out" if expired else describe_failure(error))
-                request.loseConnection()  # type: ignore[attr-defined]
+            if gone:
+                return
+            if not expired and not request.startedWriting and is_malformed_response(error):  # type: ignore[attr-defined]
+                # The body's framing was broken before any of it was relayed: the answer can still be a 502.
+                self._count_error("malformed")
+                _log.info("backend of {apiservice} sent a malformed response body: {reason}",
+                          apiservice=self.name, reason=describe_failure(error))
+                request.responseHeaders = before
+                write_status(request, bad_gateway(MALFORMED_RESPONSE))
+                return
+            _log.info("backend of {apiservice} broke off its response: {error}", apiservice=self.name,
+                      error="timed out" if expired else describe_failure(error))
+            request.loseConnection()  # type: ignore[attr-defined]
             return
         if not gone and not request.finished:  # type: ignore[attr-defined]
             request.finish()

@@ -5,6 +5,10 @@ path a proxied request does.  The backend is verified with the APIService's caBu
 configured default bundle, else the system roots, and its certificate must be valid for the
 ExternalName host or for `<service>.<namespace>.svc`; verification is skipped only when the
 APIService says `insecureSkipTLSVerify`.  Redirects are never followed (CVE-2022-3172).
+
+What went wrong reaching a backend is told two ways: `describe_failure` gives the whole story (addresses,
+exception texts) for the log, `public_reason` a fixed phrase in Go's words for the client, which never
+shows a backend's address, bytes it sent or Python's text.
 """
 
 from __future__ import annotations
@@ -23,11 +27,13 @@ from service_identity import VerificationError
 from service_identity.pyopenssl import verify_hostname, verify_ip_address
 from treq.client import HTTPClient
 from twisted.internet import ssl
+from twisted.internet import error as net_error
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web._newclient import HTTP11ClientProtocol
+from twisted.web._newclient import HTTP11ClientProtocol, ParseError
+from twisted.web.http import _MalformedChunkedDataError
 from twisted.web.client import Agent, HTTPConnectionPool, _HTTP11ClientFactory
 from twisted.web.iweb import IAgent, IPolicyForHTTPS
 from zope.interface import implementer
@@ -56,6 +62,51 @@ def describe_failure(error: BaseException) -> str:
     if reasons:
         return "; ".join(str(r.value) or type(r.value).__name__ for r in reasons)
     return str(error) or type(error).__name__
+
+
+def _reasons(error: BaseException) -> list[BaseException]:
+    """The exceptions behind one failure: Twisted wraps a request's failures in ResponseFailed and the like."""
+    reasons = getattr(error, "reasons", None)
+    if reasons:
+        found: list[BaseException] = []
+        for reason in reasons:
+            value = reason.value if isinstance(reason, Failure) else reason
+            if isinstance(value, BaseException):
+                found.append(value)
+        return found or [error]
+    return [error]
+
+
+def is_malformed_response(error: BaseException) -> bool:
+    """Whether a backend answered something that is not HTTP: a bad status line, header or chunk."""
+    return any(isinstance(reason, (ParseError, _MalformedChunkedDataError, ValueError))
+               for reason in _reasons(error))
+
+
+#: The fixed phrases (Go's words for the same failures) a client may be told, by the exception behind them.
+_PUBLIC_REASONS: tuple[tuple[tuple[type[BaseException], ...], str], ...] = (
+    ((net_error.ConnectionRefusedError,), "connect: connection refused"),
+    ((net_error.DNSLookupError,), "no such host"),
+    ((net_error.TimeoutError, net_error.TCPTimedOutError), "i/o timeout"),
+    ((net_error.NoRouteError,), "connect: no route to host"),
+    ((net_error.ConnectionDone, net_error.ConnectionLost, net_error.ConnectionClosed), "EOF"),
+)
+
+
+def public_reason(error: BaseException) -> str:
+    """Why a backend could not be reached, in a fixed phrase safe to show a client (details go to the log)."""
+    reasons = _reasons(error)
+    for reason in reasons:
+        if isinstance(reason, BackendCertificateError) or (
+                isinstance(reason, SSL.Error) and "certificate verify failed" in str(reason)):
+            return "tls: failed to verify certificate"
+    for reason in reasons:
+        if isinstance(reason, SSL.Error):
+            return "tls: handshake failure"
+    for kinds, phrase in _PUBLIC_REASONS:
+        if any(isinstance(reason, kinds) for reason in reasons):
+            return phrase
+    return "connection failed"
 
 
 class BackendCertificateError(Exception):

@@ -4,11 +4,14 @@ Objects are schema-less JSON: every map key is a field, lists are atomic except 
 (`list_map_keys`, a dotted field path such as `status.conditions` to its key fields), and ownership is recorded in
 `metadata.managedFields` in the FieldsV1 format. Single-version: managers recorded at another apiVersion are compared
 against the same object.
+
+The walks here recurse; they only ever see objects within negotiation's limits (at most MAX_DEPTH levels), and
+JSON held in strings (FieldsV1 keys, kubectl's last-applied annotation) is decoded within the same limits.  An
+apply that would make an object larger than negotiation.check_object_size allows is a 413.
 """
 
 from __future__ import annotations
 
-import copy
 import json
 from collections.abc import Collection, Iterable, Mapping
 from datetime import datetime
@@ -17,8 +20,15 @@ from typing import Any
 
 from attrs import evolve, frozen
 
+from grafana_aggregator.apimachinery.negotiation import (
+    MAX_DOCUMENT_VALUES,
+    BodyError,
+    check_object_size,
+    copy_json,
+    load_json,
+)
 from grafana_aggregator.apimachinery.patch import json_equal
-from grafana_aggregator.apimachinery.selectors import go_quote
+from grafana_aggregator.apimachinery.gotypes import go_quote
 from grafana_aggregator.apimachinery.status import StatusError
 
 #: A path element: (0, field name), (1, list-map key fields), (2, set value) or (3, list index).
@@ -145,6 +155,14 @@ def _element_key(element: PathElement) -> str:
     return f"i:{payload}"
 
 
+def _json_value(text: str) -> Any:
+    """JSON held in a client's string (a FieldsV1 key), decoded within the body limits; ValueError if it is not."""
+    try:
+        return load_json(text.encode("utf-8", "surrogatepass")).value
+    except BodyError as error:
+        raise ValueError(f"invalid JSON: {error.detail}") from None
+
+
 def _parse_element(text: str) -> PathElement | None:
     """A FieldsV1 key as a path element; None for an unknown kind, which is skipped; ValueError if malformed."""
     if len(text) < 2:
@@ -155,12 +173,12 @@ def _parse_element(text: str) -> PathElement | None:
     if kind == "f":
         return _field(rest)
     if kind == "k":
-        fields = json.loads(rest)
+        fields = _json_value(rest)
         if not isinstance(fields, dict):
             raise ValueError(f"invalid key element: {text}")
         return (_KEY, tuple(sorted((name, _freeze(v)) for name, v in fields.items())))
     if kind == "v":
-        return (_VALUE, _freeze(json.loads(rest)))
+        return (_VALUE, _freeze(_json_value(rest)))
     if kind == "i":
         return (_INDEX, int(rest))
     return None
@@ -248,7 +266,10 @@ def _ensure_named(paths: Iterable[Path]) -> frozenset[Path]:
 
 def _without_prefixes(paths: Iterable[Path], prefixes: Collection[Path]) -> frozenset[Path]:
     """The paths that neither are nor lie under any of the prefixes."""
-    return frozenset(p for p in paths if not any(p[:n] in prefixes for n in range(1, len(p) + 1)))
+    if not prefixes:
+        return frozenset(paths)
+    lengths = sorted({len(p) for p in prefixes})
+    return frozenset(p for p in paths if not any(p[:n] in prefixes for n in lengths if n <= len(p)))
 
 
 # --- the schema: which lists are list-maps ---
@@ -434,20 +455,20 @@ def _compare(left: Any, right: Any, schema: _Schema) -> _Comparison:
 def _merge(live: Any, config: Any, schema: _Schema, field_path: tuple[str, ...] = ()) -> Any:
     """The applied configuration merged into the live object (TypedValue.Merge): maps and list-maps merge."""
     if live is _ABSENT:
-        return copy.deepcopy(config)
+        return copy_json(config)
     keys = schema.keys(field_path)
     if config is None:
         if (isinstance(live, dict) or (isinstance(live, list) and keys is not None)) and live:
-            return copy.deepcopy(live)
+            return copy_json(live)
         return None
     if isinstance(config, dict) and isinstance(live, dict):
-        merged = {k: (_merge(v, config[k], schema, field_path + (k,)) if k in config else copy.deepcopy(v))
+        merged = {k: (_merge(v, config[k], schema, field_path + (k,)) if k in config else copy_json(v))
                   for k, v in live.items()}
-        merged.update((k, copy.deepcopy(v)) for k, v in config.items() if k not in live)
+        merged.update((k, copy_json(v)) for k, v in config.items() if k not in live)
         return merged
     if isinstance(config, list) and isinstance(live, list) and keys is not None and (config or live):
         return _merge_items(live, config, keys, schema, field_path)
-    return copy.deepcopy(config)
+    return copy_json(config)
 
 
 def _merge_items(live: list[Any], config: list[Any], keys: tuple[str, ...], schema: _Schema,
@@ -479,7 +500,7 @@ def _merge_items(live: list[Any], config: list[Any], keys: tuple[str, ...], sche
         if li < len(live_elements):
             element = live_elements[li]
             if element not in config_items:
-                out.append(copy.deepcopy(live[li]))
+                out.append(copy_json(live[li]))
                 li += 1
                 continue
             if element in merged_config:
@@ -643,7 +664,7 @@ def _encode_managers(obj: dict[str, Any], managers: _Managers) -> dict[str, Any]
 
 def _without_managed_fields(obj: Any) -> Any:
     """A copy of the object without metadata.managedFields."""
-    result = copy.deepcopy(obj)
+    result = copy_json(obj)
     if isinstance(result, dict) and isinstance(result.get("metadata"), dict):
         result["metadata"].pop("managedFields", None)
     return result
@@ -753,7 +774,7 @@ def _reset_paths(reset_fields: Collection[str]) -> frozenset[Path]:
 
 def _remove_paths(obj: dict[str, Any], paths: Collection[Path]) -> dict[str, Any]:
     """A copy of the object without the fields at the given (field-only) paths."""
-    result = copy.deepcopy(obj)
+    result: dict[str, Any] = copy_json(obj)
     for path in paths:
         node: Any = result
         for _, name in path[:-1]:
@@ -800,7 +821,7 @@ def update_managed_fields(old: dict[str, Any] | None, new: dict[str, Any], manag
     schema = _schema(list_map_keys)
     reset = _reset_paths(reset_fields)
     live = old if old is not None else {}
-    result = copy.deepcopy(new)
+    result: dict[str, Any] = copy_json(new)
     live_entries = _metadata(live).get("managedFields")
     try:
         live_managers = _decode_managers(live_entries)
@@ -823,7 +844,7 @@ def update_managed_fields(old: dict[str, Any] | None, new: dict[str, Any], manag
         if live_entries is not None:
             metadata = result.setdefault("metadata", {})
             if isinstance(metadata, dict):
-                metadata["managedFields"] = copy.deepcopy(live_entries)
+                metadata["managedFields"] = copy_json(live_entries)
         return result
     managers = _record_update(live, result, managers, manager, operation, now, api_version, subresource, reset,
                               schema)
@@ -841,12 +862,13 @@ def server_side_apply(live: dict[str, Any] | None, applied: dict[str, Any], mana
     manager owns is a 409 conflict unless `force` moves it. Fields under `reset_fields` are neither applied nor
     owned. `kind` (default: the live object's) and `api_version` must match the applied object's.
     """
+    check_object_size(applied, "the applied configuration")
     schema = _schema(list_map_keys)
     reset = _reset_paths(reset_fields)
     expected_kind = kind if kind is not None else (live or applied).get("kind")
     if applied.get("apiVersion") != api_version or applied.get("kind") != expected_kind:
         raise StatusError(400, f"invalid object type: {_gvk_string(applied)}", "BadRequest")
-    live_object = copy.deepcopy(live) if live is not None else {"apiVersion": api_version, "kind": expected_kind}
+    live_object = copy_json(live) if live is not None else {"apiVersion": api_version, "kind": expected_kind}
     try:
         managers = _decode_managers(_metadata(live_object).get("managedFields"))
     except ValueError as e:
@@ -868,6 +890,7 @@ def server_side_apply(live: dict[str, Any] | None, applied: dict[str, Any], mana
     annotations = _metadata(result).get("annotations")
     if manager == "kubectl" and isinstance(annotations, dict) and annotations.get(LAST_APPLIED_ANNOTATION):
         annotations[LAST_APPLIED_ANNOTATION] = _last_applied(applied)
+    check_object_size(result, "the applied object")
     return result
 
 
@@ -921,8 +944,8 @@ def _allowed_by_last_applied(live: dict[str, Any], api_version: str, schema: _Sc
     if not isinstance(text, str) or not text:
         return None
     try:
-        last_applied = json.loads(text)
-    except ValueError:
+        last_applied = load_json(text.encode("utf-8", "surrogatepass"), MAX_DOCUMENT_VALUES).value
+    except BodyError:
         return None
     if not isinstance(last_applied, dict) or not last_applied.get("kind"):
         return None
@@ -934,7 +957,7 @@ def _allowed_by_last_applied(live: dict[str, Any], api_version: str, schema: _Sc
 
 def _last_applied(applied: dict[str, Any]) -> str:
     """The last-applied annotation value kube writes for an apply by kubectl: the applied object as JSON."""
-    value = copy.deepcopy(applied)
+    value = copy_json(applied)
     annotations = _metadata(value).get("annotations")
     if isinstance(annotations, dict):
         annotations.pop(LAST_APPLIED_ANNOTATION, None)

@@ -1,9 +1,14 @@
 """Discovery documents (`/api`, `/apis`) and the Accept negotiation that picks legacy or aggregated form.
 
 Pure functions build the documents; the resources only serialise them.  Negotiation follows
-k8s.io/apiserver: the first Accept clause that names a form the server can produce wins; aggregated
-`apidiscovery.k8s.io/v2beta1` is only recognised when emulating a Kubernetes older than 1.33 (the
-`AggregatedDiscoveryRemoveBetaType` gate), so 1.27–1.29 clients then get the legacy form.
+k8s.io/apiserver: the first Accept clause that names a form the server can produce wins.  Aggregated
+`apidiscovery.k8s.io/v2beta1` is recognised when emulating a Kubernetes older than 1.33, and, unlike
+kube 1.33 (its `AggregatedDiscoveryRemoveBetaType` gate), also later whenever the client does not ask
+for v2 at all: kubectl 1.27–1.29 ask only for v2beta1, and on legacy discovery they fetch every
+group-version and print errors for each unavailable one (docs/compatibility.md).
+
+The core group: `/api` lists version `v1`, which serves no resources here; kubectl maps the kind `List`
+of `kubectl get -o yaml` files only for a discovered `v1`.
 """
 
 from __future__ import annotations
@@ -64,8 +69,9 @@ def negotiate_discovery(accept: str | None, emulated_minor: int) -> Negotiated |
     """Pick the discovery form for an Accept header; None when nothing acceptable can be produced (406)."""
     if not accept or not accept.strip():
         return Negotiated("legacy")
-    versions = ("v2", "v2beta1") if emulated_minor < 33 else ("v2",)
-    for media in parse_accept(accept):
+    ranges = parse_accept(accept)
+    versions = ("v2", "v2beta1") if emulated_minor < 33 or not any(_aggregated(m, "v2") for m in ranges) else ("v2",)
+    for media in ranges:
         if media.params.get("g") == DISCOVERY_GROUP or media.params.get("as") == AGGREGATED_KIND:
             if (media.type, media.subtype) == ("application", "json") and media.params.get("g") == DISCOVERY_GROUP \
                     and media.params.get("as") == AGGREGATED_KIND and media.params.get("v") in versions:
@@ -76,14 +82,40 @@ def negotiate_discovery(accept: str | None, emulated_minor: int) -> Negotiated |
     return None
 
 
+def _aggregated(media: MediaRange, version: str) -> bool:
+    """Whether an Accept clause asks for the aggregated discovery list in the given version."""
+    return ((media.type, media.subtype) == ("application", "json") and media.params.get("g") == DISCOVERY_GROUP
+            and media.params.get("as") == AGGREGATED_KIND and media.params.get("v") == version)
+
+
 def aggregated_list(version: str, items: list[dict[str, Any]]) -> dict[str, Any]:
     """An `APIGroupDiscoveryList` holding the given groups."""
     return {"kind": AGGREGATED_KIND, "apiVersion": f"{DISCOVERY_GROUP}/{version}", "metadata": {}, "items": items}
 
 
-def legacy_core_versions() -> dict[str, Any]:
-    """`/api` in legacy form: this server has no core group, so no versions."""
-    return {"kind": "APIVersions", "versions": []}
+#: The versions of the core group `/api` lists.
+CORE_VERSIONS = ("v1",)
+
+
+def legacy_core_versions(versions: Sequence[str], server_address: str) -> dict[str, Any]:
+    """`/api` in legacy form, as kube writes it (no apiVersion; the address clients reach the server at)."""
+    body: dict[str, Any] = {"kind": "APIVersions", "versions": list(versions)}
+    if versions:
+        body["serverAddressByClientCIDRs"] = [{"clientCIDR": "0.0.0.0/0", "serverAddress": server_address}]
+    return body
+
+
+def aggregated_core_groups(versions: Sequence[str]) -> list[dict[str, Any]]:
+    """The items of the aggregated `/api` list: the core group (no name) with its versions, none of which has
+    resources here."""
+    if not versions:
+        return []
+    return [{"metadata": {}, "versions": [{"version": v, "freshness": "Current"} for v in versions]}]
+
+
+def core_resource_list(version: str) -> dict[str, Any]:
+    """`/api/<version>`: the core group-version's APIResourceList; kube writes it without apiVersion."""
+    return {"kind": "APIResourceList", "groupVersion": version, "resources": []}
 
 
 def legacy_group_list(groups: list[dict[str, Any]]) -> dict[str, Any]:

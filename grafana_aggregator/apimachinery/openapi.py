@@ -28,9 +28,17 @@ V2_PROTOBUF_CONTENT_TYPE: Final = "application/com.github.proto-openapi.spec.v2.
 #: The Accept values that ask for the v2 protobuf: what kubectl sends, and kube-openapi's own spelling.
 V2_PROTOBUF_ACCEPT: Final = ("application/com.github.proto-openapi.spec.v2@v1.0+protobuf", V2_PROTOBUF_CONTENT_TYPE)
 
-#: The only patch types advertised: strategic-merge-patch would make kubectl apply send it (§7.3).
+#: The patch types a custom resource's PATCH consumes (no strategic merge patch, as for kube's CRDs).
 PATCH_CONTENT_TYPES: Final = ("application/json-patch+json", "application/merge-patch+json",
                               "application/apply-patch+yaml")
+#: A built-in kind's: strategic merge patch too, in kube's order (kubectl apply then sends one, §7.3).
+BUILT_IN_PATCH_CONTENT_TYPES: Final = ("application/json-patch+json", "application/merge-patch+json",
+                                       "application/strategic-merge-patch+json", "application/apply-patch+yaml")
+
+
+def patch_content_types(info: KindInfo) -> tuple[str, ...]:
+    """What a kind's PATCH operations consume: strategic merge patch only where the server applies it."""
+    return BUILT_IN_PATCH_CONTENT_TYPES if info.go_type is not None else PATCH_CONTENT_TYPES
 
 META: Final = "io.k8s.apimachinery.pkg.apis.meta.v1."
 RUNTIME: Final = "io.k8s.apimachinery.pkg.runtime."
@@ -760,7 +768,7 @@ def kind_paths(info: KindInfo) -> dict[str, JSON]:
             operations["patch"] = _operation(
                 info, "patch", operation_id("patch", info, f"{scope}{info.kind}{suffix}"),
                 f"partially update {what}the specified {info.kind}", PATCH_PARAMETERS,
-                _responses(kind_ref, ["200", "201"]), _body(META + "Patch", PATCH_CONTENT_TYPES))
+                _responses(kind_ref, ["200", "201"]), _body(META + "Patch", patch_content_types(info)))
         if "update" in verbs:
             operations["put"] = _operation(
                 info, "put", operation_id("replace", info, f"{scope}{info.kind}{suffix}"),

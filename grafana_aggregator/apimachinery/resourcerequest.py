@@ -25,6 +25,7 @@ from ..storage import (
     StorageFullError,
 )
 from .fielderrors import FieldError
+from .gotypes import decode_error
 from .negotiation import MAX_BODY_BYTES, Decoded, Output, decode_object, encode
 from .pruning import prune_unknown_fields
 from .query import Query, field_validation, single
@@ -165,10 +166,22 @@ class ResourceRequest:
             raise StatusError(400, "the request body is empty; an object is required", "BadRequest")
         return decode_object(data, self.header(b"content-type"))
 
-    def check_object(self, decoded: Decoded, obj: Any, url_name: str | None, from_body: bool = True) -> Object:
-        """Check kind, apiVersion, namespace and name of a body against the URL and prune unknown fields."""
+    def check_object(self, decoded: Decoded, obj: Any, url_name: str | None, from_body: bool = True, *,
+                     apply: bool = False, validate_fields: bool = True) -> Object:
+        """Check kind, apiVersion, namespace and name of a body against the URL and prune unknown fields.
+
+        A built-in kind's object (one with a Go type) gets apiVersion and kind from the endpoint when it
+        has none, as kube's decoder defaults them; a server-side apply must name them.  A request body
+        (from_body) that does not decode into the Go type is 400, as kube's decode fails.
+        """
         if not isinstance(obj, dict):
             raise StatusError(400, "the request body must be a JSON or YAML object", "BadRequest")
+        go_type = self.info.go_type
+        given = {key: obj.get(key) for key in ("apiVersion", "kind")}
+        if go_type is not None and not apply and any(value in (None, "") for value in given.values()):
+            defaults = {"apiVersion": self.info.api_version, "kind": self.info.kind}
+            obj = {**{key: defaults[key] if value in (None, "") else value for key, value in given.items()},
+                   **{key: value for key, value in obj.items() if key not in given}}
         api_version, kind = obj.get("apiVersion"), obj.get("kind")
         if not kind:
             raise StatusError(400, f"Object 'Kind' is missing in '{_short(obj)}'", "BadRequest")
@@ -179,6 +192,11 @@ class ResourceRequest:
                                    f"version ({self.info.api_version})" if api_version != self.info.api_version else
                               f"the kind in the data ({kind}) does not match the expected kind ({self.info.kind})",
                               "BadRequest")
+        if go_type is not None and from_body and not apply:
+            problem = decode_error(obj, go_type)
+            if problem:
+                raise StatusError(400, f'{self.info.kind} in version "{self.info.version}" cannot be handled as a '
+                                       f'{self.info.kind}: {problem}', "BadRequest")
         meta = obj.get("metadata")
         if meta is None:
             meta = obj["metadata"] = {}
@@ -196,8 +214,10 @@ class ResourceRequest:
         if url_name is not None and meta.get("name") != url_name:
             raise StatusError(400, f"the name of the object ({meta.get('name')}) does not match the name on the URL "
                                    f"({url_name})", "BadRequest")
-        self.apply_field_validation(decoded, obj, from_body)
-        return obj
+        if validate_fields:
+            self.apply_field_validation(decoded, obj, from_body)
+        checked: Object = obj
+        return checked
 
     def apply_field_validation(self, decoded: Decoded, obj: Object, from_body: bool = True) -> None:
         """Prune unknown fields, then warn about them and duplicates, or refuse them, as fieldValidation says."""

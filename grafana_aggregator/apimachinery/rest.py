@@ -5,6 +5,10 @@ way k8s.io/apiserver does (`[namespaces/<ns>/]<resource>[/<name>[/<subresource>]
 and hands the call to its verb: `reads` (get, list), `writes` (create, update, patch and apply,
 delete, deletecollection) or `watch`, for the main resource and its status subresource.  Each
 kind's differences live in its `Strategy`.
+
+A request is checked before its verb runs: a namespace or name that cannot be a storage key is a 400, and the
+options of a write (fieldManager, dryRun, fieldValidation, force) are refused with kube's 422 before the body
+is read, so no bad input reaches a store call or starts an answer it cannot finish.
 """
 
 from __future__ import annotations
@@ -18,8 +22,9 @@ from twisted.web.iweb import IRequest
 from ..storage import IStore
 from . import reads, writes
 from .discovery import api_resource_list
-from .negotiation import Output, negotiate_output
-from .query import flag
+from .negotiation import PATCH_TYPES, STRATEGIC_MERGE_PATCH, Output, media_type, negotiate_output
+from .query import flag, write_options
+from .gotypes import go_quote
 from .resource import ApiResource
 from .resourcerequest import ResourceRequest, Target, request_header, respond
 from .status import StatusError, method_not_allowed, not_found_path
@@ -104,6 +109,7 @@ class GroupVersionResource(ApiResource):
             raise method_not_allowed()
         if not target.name and target.namespace is None and target.kind.info.namespaced and method != "GET":
             raise method_not_allowed()
+        _check_write_options(method, call)
         await verb(call)
 
     def _target(self, segments: list[str]) -> Target:
@@ -121,11 +127,55 @@ class GroupVersionResource(ApiResource):
             raise not_found_path()
         if name and kind.info.namespaced and namespace is None:
             raise not_found_path()
+        if namespace is not None:
+            _check_segment("Namespace", namespace)
+        if name:
+            _check_segment("Name", name)
         return Target(kind, namespace, name, subresource)
 
     @property
     def store(self) -> IStore:
         return self._store
+
+
+#: The options kind of each write method, as kube names them in its 422s.
+_OPTIONS_KINDS = {"POST": "CreateOptions", "PUT": "UpdateOptions", "PATCH": "PatchOptions"}
+
+
+def _check_write_options(method: str, call: ResourceRequest) -> None:
+    """A write's options, checked as kube's Validate*Options check them, before the body is read (a patch of a
+    type that is not served is left to its 415)."""
+    kind = _OPTIONS_KINDS.get(method)
+    if kind is None:
+        return
+    patch_type = None
+    if method == "PATCH":
+        patch_type = media_type(call.header(b"content-type"))
+        if patch_type not in PATCH_TYPES and patch_type != STRATEGIC_MERGE_PATCH:
+            return
+    write_options(call.query, kind, patch_type)
+
+
+def _segment_problems(value: str) -> list[str]:
+    """Why a namespace or name in the URL cannot be a storage key: kube's IsValidPathSegmentName, and what this
+    server's stores also refuse (NUL, backslashes, names past 253 bytes or starting with a dot)."""
+    if value in (".", ".."):
+        return [f"may not be '{value}'"]
+    problems = [f"may not contain {shown}" for char, shown in (("/", "'/'"), ("%", "'%'"), ("\\", "'\\'"),
+                                                                ("\0", "NUL")) if char in value]
+    if value.startswith("."):
+        problems.append("may not start with '.'")
+    if len(value.encode("utf-8", "surrogatepass")) > 253:
+        problems.append("may not be longer than 253 bytes")
+    return problems
+
+
+def _check_segment(what: str, value: str) -> None:
+    """A 400 for a namespace or name in the URL that no object can have (kube's NamespaceKeyFunc message)."""
+    problems = _segment_problems(value)
+    if problems:
+        shown = go_quote(value) if len(value) <= 100 else go_quote(value[:100]) + "…"
+        raise StatusError(400, f"{what} parameter invalid: {shown}: {';'.join(problems)}", "BadRequest")
 
 
 def serve_locally(groups: Sequence[LocalGroupVersion], store: IStore, clock: IReactorTime,

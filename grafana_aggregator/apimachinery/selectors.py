@@ -6,13 +6,15 @@ field-label check a list handler makes, and `label_selector_from_json` follows `
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
-from attrs import frozen
+from attrs import field, frozen
 
+from grafana_aggregator.apimachinery.gotypes import go_quote
 from grafana_aggregator.apimachinery.status import StatusError
 
 # Operators, spelled as k8s.io/apimachinery/pkg/selection spells them.
@@ -45,29 +47,6 @@ _MAX_LABEL_LENGTH = 63
 _MAX_SUBDOMAIN_LENGTH = 253
 _INT64 = re.compile(r"[+-]?[0-9]+")
 
-_GO_ESCAPES = {"\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\v": "\\v",
-               "\\": "\\\\", '"': '\\"'}
-
-
-def go_quote(text: str) -> str:
-    """`text` quoted as Go's `%q` / strconv.Quote quotes a string."""
-    out = ['"']
-    for ch in text:
-        code = ord(ch)
-        if ch in _GO_ESCAPES:
-            out.append(_GO_ESCAPES[ch])
-        elif ch.isprintable() and not 0xD800 <= code <= 0xDFFF:
-            out.append(ch)
-        elif code < 0x20 or code == 0x7F:
-            out.append(f"\\x{code:02x}")
-        elif code < 0x10000:
-            out.append(f"\\u{code:04x}")
-        else:
-            out.append(f"\\U{code:08x}")
-    out.append('"')
-    return "".join(out)
-
-
 def _regex_error(message: str, regex: str, *examples: str) -> str:
     """content.RegexError: the message, its examples and the regular expression."""
     shown = " or ".join(f"'{example}', " for example in examples)
@@ -81,6 +60,15 @@ def _max_len_error(length: int) -> str:
 
 def label_key_errors(key: str) -> list[str]:
     """What is wrong with a label key (content.IsLabelKey); empty when it is valid."""
+    return list(_label_key_errors(key))
+
+
+@functools.lru_cache(maxsize=256)
+def _label_key_errors(key: str) -> tuple[str, ...]:
+    return tuple(_key_errors(key))
+
+
+def _key_errors(key: str) -> list[str]:
     parts = key.split("/")
     errors: list[str] = []
     if len(parts) == 1:
@@ -105,6 +93,15 @@ def label_key_errors(key: str) -> list[str]:
 
 def label_value_errors(value: str) -> list[str]:
     """What is wrong with a label value (content.IsLabelValue); empty when it is valid."""
+    return list(_label_value_errors(value))
+
+
+@functools.lru_cache(maxsize=256)
+def _label_value_errors(value: str) -> tuple[str, ...]:
+    return tuple(_value_errors(value))
+
+
+def _value_errors(value: str) -> list[str]:
     errors: list[str] = []
     if len(value.encode("utf-8")) > _MAX_LABEL_LENGTH:
         errors.append(_max_len_error(_MAX_LABEL_LENGTH))
@@ -183,10 +180,82 @@ class Requirement:
 
 def _parse_int64(text: str) -> int | None:
     """strconv.ParseInt(text, 10, 64), or None when Go would fail."""
-    if not _INT64.fullmatch(text):
-        return None
-    number = int(text)
+    digits = text.lstrip("+-").lstrip("0") or "0"
+    if not _INT64.fullmatch(text) or len(digits) > 19:
+        return None  # (more digits than any int64 has: out of range, and never given to int())
+    number = -int(digits) if text.startswith("-") else int(digits)
     return number if -(2 ** 63) <= number < 2 ** 63 else None
+
+
+class _LabelPlan:
+    """A label selector's requirements merged per key, so that matching an object costs time in proportion to its
+    own labels, however many terms (or `in` values) the selector has: set operations in C for the keys that must
+    or must not be there, then one look-up per label that must have (or must not have) certain values."""
+
+    __slots__ = ("never", "required", "absent", "allowed", "forbidden", "bounds")
+
+    def __init__(self, requirements: Iterable[Requirement]):
+        self.never = False
+        required: set[str] = set()
+        self.absent: frozenset[str] = frozenset()
+        allowed: dict[str, frozenset[str]] = {}
+        self.forbidden: dict[str, frozenset[str]] = {}
+        bounds: dict[str, tuple[int, int]] = {}
+        absent: set[str] = set()
+        for r in requirements:
+            if r.operator == EXISTS:
+                required.add(r.key)
+            elif r.operator == DOES_NOT_EXIST:
+                absent.add(r.key)
+            elif r.operator in (IN, EQUALS, DOUBLE_EQUALS):
+                values = frozenset(r.values)
+                allowed[r.key] = allowed[r.key] & values if r.key in allowed else values
+                required.add(r.key)
+            elif r.operator in (NOT_IN, NOT_EQUALS):
+                self.forbidden[r.key] = self.forbidden.get(r.key, frozenset()) | frozenset(r.values)
+            elif r.operator in (GREATER_THAN, LESS_THAN):
+                wanted = _parse_int64(r.values[0]) if len(r.values) == 1 else None
+                if wanted is None:
+                    self.never = True
+                    continue
+                low, high = bounds.get(r.key, (-(2 ** 63) - 1, 2 ** 63))
+                bounds[r.key] = (max(low, wanted), high) if r.operator == GREATER_THAN else (low, min(high, wanted))
+                required.add(r.key)
+            else:
+                self.never = True
+        self.required = frozenset(required)
+        self.absent = frozenset(absent)
+        self.allowed = tuple(allowed.items())
+        self.bounds = tuple((key, low, high) for key, (low, high) in bounds.items())
+        if required & absent or any(not values for values in allowed.values()):
+            self.never = True
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        if self.never:
+            return False
+        keys = labels.keys()
+        if self.required and not keys >= self.required:
+            return False
+        if self.absent and not keys.isdisjoint(self.absent):
+            return False
+        for key, values in self.allowed:
+            if labels[key] not in values:
+                return False
+        forbidden = self.forbidden
+        if forbidden:
+            if len(forbidden) <= len(labels):
+                for key, values in forbidden.items():
+                    if key in labels and labels[key] in values:
+                        return False
+            else:
+                for key, value in labels.items():
+                    if key in forbidden and value in forbidden[key]:
+                        return False
+        for key, low, high in self.bounds:
+            number = _parse_int64(labels[key])
+            if number is None or not low < number < high:
+                return False
+        return True
 
 
 @frozen
@@ -195,10 +264,14 @@ class LabelSelector:
 
     requirements: tuple[Requirement, ...] = ()
     nothing: bool = False
+    _plan: _LabelPlan = field(init=False, repr=False, eq=False, hash=False)
+
+    def __attrs_post_init__(self) -> None:
+        object.__setattr__(self, "_plan", _LabelPlan(self.requirements))
 
     def matches(self, labels: Mapping[str, str]) -> bool:
         """Whether an object with these labels is selected."""
-        return not self.nothing and all(r.matches(labels) for r in self.requirements)
+        return not self.nothing and self._plan.matches(labels)
 
     def is_empty(self) -> bool:
         """Whether the selector selects everything."""
@@ -264,7 +337,37 @@ _WHITESPACE = frozenset(" \t\r\n")
 _END_CHAR = "\x00"
 
 
+#: One token of a selector: whitespace, then a run of operator characters or an identifier (or the end).
+_TOKEN_RE = re.compile(r"[ \t\r\n]*(?:([=!(),><]+)|([^=!(),>< \t\r\n]+))?")
+
+
 def _lex(text: str) -> list[tuple[int, str]]:
+    """Every token of the selector, ending with the end-of-string token: by regular expression (a selector of
+    thousands of terms takes milliseconds), or character by character as Go reads it when the text holds a NUL
+    (which Go's lexer takes for the end of the string)."""
+    if "\x00" in text:
+        return _lex_slowly(text)
+    items: list[tuple[int, str]] = []
+    position = 0
+    match = _TOKEN_RE.match
+    while True:
+        found = match(text, position)
+        assert found is not None
+        special, identifier = found.group(1), found.group(2)
+        if identifier is not None:
+            items.append((_TOKENS.get(identifier, _ID), identifier))
+            position = found.end()
+        elif special is not None:
+            # The longest operator that every shorter prefix is also one of: `!=` and `==`, else one character.
+            token = special[:2] if special[:2] in ("!=", "==") else special[0]
+            items.append((_TOKENS[token], token))
+            position = found.start(1) + len(token)
+        else:
+            items.append((_END, ""))
+            return items
+
+
+def _lex_slowly(text: str) -> list[tuple[int, str]]:
     """Every token of the selector, ending with the end-of-string token."""
     items: list[tuple[int, str]] = []
     pos = 0
@@ -507,15 +610,50 @@ class FieldRequirement:
         return equal if self.operator == EQUALS else not equal
 
 
+class _FieldPlan:
+    """A field selector's terms merged per field: the one value each field must have and the values it must not,
+    so that matching costs one look-up per field however many terms the selector has."""
+
+    __slots__ = ("never", "equal", "unequal")
+
+    def __init__(self, requirements: Iterable[FieldRequirement]):
+        self.never = False
+        equal: dict[str, str] = {}
+        unequal: dict[str, set[str]] = {}
+        for r in requirements:
+            if r.operator == EQUALS:
+                if equal.setdefault(r.field, r.value) != r.value:
+                    self.never = True
+            else:
+                unequal.setdefault(r.field, set()).add(r.value)
+        self.equal = tuple(equal.items())
+        self.unequal = tuple((name, frozenset(values)) for name, values in unequal.items())
+
+    def matches(self, fields: Mapping[str, str]) -> bool:
+        if self.never:
+            return False
+        for name, value in self.equal:
+            if fields.get(name, "") != value:
+                return False
+        for name, values in self.unequal:
+            if fields.get(name, "") in values:
+                return False
+        return True
+
+
 @frozen
 class FieldSelector:
     """A parsed field selector: every term must match."""
 
     requirements: tuple[FieldRequirement, ...] = ()
+    _plan: _FieldPlan = field(init=False, repr=False, eq=False, hash=False)
+
+    def __attrs_post_init__(self) -> None:
+        object.__setattr__(self, "_plan", _FieldPlan(self.requirements))
 
     def matches(self, fields: Mapping[str, str]) -> bool:
         """Whether an object with these selectable fields is selected."""
-        return all(r.matches(fields) for r in self.requirements)
+        return self._plan.matches(fields)
 
     def is_empty(self) -> bool:
         """Whether the selector selects everything."""
@@ -559,6 +697,10 @@ def _unescape_field_value(value: str) -> str:
     return "".join(out)
 
 
+#: The first operator of a field selector term (`!=` before `==` before `=` at the same place).
+_FIELD_OPERATOR = re.compile("!=|==|=")
+
+
 def _split_terms(text: str) -> list[str]:
     """The selector split at commas not escaped by a backslash."""
     if not text:
@@ -588,12 +730,10 @@ def parse_field_selector(text: str, allowed: Collection[str]) -> FieldSelector:
         for term in sorted(_split_terms(text)):
             if not term:
                 continue
-            for i in range(len(term)):
-                operator = next((op for op in ("!=", "==", "=") if term.startswith(op, i)), None)
-                if operator is not None:
-                    break
-            else:
+            found = _FIELD_OPERATOR.search(term)
+            if found is None:
                 raise ValueError(f"invalid selector: '{text}'; can't understand '{term}'")
+            i, operator = found.start(), found.group()
             value = _unescape_field_value(term[i + len(operator):])
             requirements.append(FieldRequirement(term[:i], NOT_EQUALS if operator == "!=" else EQUALS, value))
     except ValueError as e:

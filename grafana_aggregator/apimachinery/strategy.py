@@ -16,6 +16,7 @@ from twisted.internet.interfaces import IReactorTime
 
 from ..storage import Collection
 from .fielderrors import FieldError
+from .gotypes import GoType
 
 Object = dict[str, Any]
 
@@ -94,6 +95,10 @@ class KindInfo:
     #: OpenAPI v3 schema of the whole object (with descriptions, for kubectl explain); see registry modules.
     schema: dict[str, Any] = field(factory=dict, hash=False)
     description: str = ""
+    #: The Go struct of a built-in (compiled-in) kind: bodies decode into it (type errors are 400), may omit
+    #: apiVersion and kind (the endpoint gives them), and strategic merge patch follows its patch tags.
+    #: None for a custom resource: kind and apiVersion are required and strategic merge patch is 415.
+    go_type: GoType | None = field(default=None, hash=False)
 
     @property
     def api_version(self) -> str:

@@ -1,6 +1,9 @@
 """The watch verb: a chunked stream of JSON watch events for a collection or one object, fed by the store,
 with bookmarks, selector transitions, and an end by timeout, disconnect or server shutdown.
 
+Every option (selectors, resourceVersion, timeoutSeconds, kube's watch ListOptions rules) is checked before
+the 200 is written: once the stream has started, an error can only cut it short.
+
 Each event is encoded once however many watchers receive it (`_encoded_event`).
 """
 
@@ -16,7 +19,15 @@ from twisted.internet.interfaces import IDelayedCall
 
 from ..storage import ExpiredError, IWatch, WatchEvent
 from .negotiation import JSON, Output
-from .query import flag, parse_resource_version, selectors, single
+from .query import (
+    COSTLY_LIST,
+    costly_selectors,
+    flag,
+    let_reactor_run,
+    list_options,
+    parse_resource_version,
+    timeout_seconds,
+)
 from .resourcerequest import ResourceRequest, content_type
 from .status import StatusError
 from .strategy import Object
@@ -28,7 +39,8 @@ BOOKMARK_INTERVAL = 60.0
 
 async def watch(call: ResourceRequest, watches: set[WatchStream]) -> None:
     """GET with `?watch=true` or under `/watch/`: stream the changes, registered in `watches` while open."""
-    labels, fields = selectors(call.query)
+    options = list_options(call.query, watch=True)
+    labels, fields = options.labels, options.fields
     if call.target.name:
         # /watch/.../<name> watches one object.
         name = call.target.name
@@ -39,14 +51,13 @@ async def watch(call: ResourceRequest, watches: set[WatchStream]) -> None:
                 return values.get("metadata.name") == name and bool(base_fields.matches(values))
 
         fields = _Named()
-    version = single(call.query, "resourceVersion")
-    timeout_text = single(call.query, "timeoutSeconds")
-    try:
-        timeout = float(timeout_text) if timeout_text else MIN_REQUEST_TIMEOUT * (1 + random.random())
-    except ValueError:
-        raise StatusError(400, f'timeoutSeconds: Invalid value: "{timeout_text}"', "BadRequest") from None
+    timeout = timeout_seconds(call.query, MIN_REQUEST_TIMEOUT * (1 + random.random()))
+    if options.resource_version and options.resource_version != "0":
+        parse_resource_version(options.resource_version)
+    if costly_selectors(call.query):
+        await let_reactor_run(call.clock)
     stream = WatchStream(call, watches, labels, fields, flag(call.query, "allowWatchBookmarks"), timeout)
-    await stream.start(version)
+    await stream.start(options.resource_version)
 
 
 # The last event encoded, as (object, type, line): one change reaches every watcher of a resource in a row,
@@ -87,26 +98,43 @@ class WatchStream:
         """End the stream cleanly (the client sees the end of the response, not a reset)."""
         self._end()
 
+    def _ended(self) -> bool:
+        """Whether the stream has ended (the client may have gone while the reactor ran)."""
+        return self._done
+
     async def start(self, version: str) -> None:
         call = self._call
         store = call.store
+        self._request.notifyFinish().addBoth(self._finished)  # type: ignore[attr-defined]
         initial: list[Object] = []
         if not version or version == "0":
-            result = await store.list(call.target.collection, call.target.namespace)
+            try:
+                result = await store.list(call.target.collection, call.target.namespace)
+            except Exception as error:
+                raise call.storage_error(error, "") from None
+            if len(result.items) > COSTLY_LIST:
+                await let_reactor_run(call.clock)
             initial = [i for i in result.items if call.matches(i, self._labels, self._fields)]
             since = result.resource_version
         else:
             since = parse_resource_version(version)
         self._last_rv = since
         request = self._request
+        if self._ended():
+            return  # the client went away meanwhile
         request.setResponseCode(200)
         request.setHeader(b"Content-Type", content_type(Output(call.output.form, JSON)))
         request.setHeader(b"Cache-Control", b"no-cache, private")
         request.setHeader(b"Transfer-Encoding", b"chunked")
-        request.notifyFinish().addBoth(self._finished)  # type: ignore[attr-defined]
         request.write(b"")
-        for obj in initial:
-            self._send("ADDED", obj)
+        # The initial events go out a batch at a time, the reactor running in between (the changes made meanwhile
+        # come after them, from `since`).
+        for start in range(0, len(initial), COSTLY_LIST):
+            if start:
+                await let_reactor_run(call.clock)
+                if self._ended():
+                    return
+            request.write(b"".join(self._line("ADDED", obj) for obj in initial[start:start + COSTLY_LIST]))
         try:
             self._watch = store.watch(call.target.collection, call.target.namespace, since, self._event)
         except ExpiredError as error:
@@ -147,13 +175,17 @@ class WatchStream:
                                                      "metadata": {"resourceVersion": str(self._last_rv)}}})
         self._timers.append(self._call.clock.callLater(BOOKMARK_INTERVAL, self._bookmark))
 
-    def _send(self, kind: str, obj: Object) -> None:
+    def _line(self, kind: str, obj: Object) -> bytes:
+        """One event as the line this watch sends (a one-row Table when Tables were asked for)."""
         if self._call.output.form == "table":
-            obj = self._call.table([obj], {"resourceVersion": obj.get("metadata", {}).get("resourceVersion", "")})
-            self._write({"type": kind, "object": obj})
-            return
+            table = self._call.table([obj], {"resourceVersion": obj.get("metadata", {}).get("resourceVersion", "")})
+            return json.dumps({"type": kind, "object": table}, separators=(",", ":"),
+                              ensure_ascii=False).encode("utf-8") + b"\n"
+        return _encoded_event(kind, obj)
+
+    def _send(self, kind: str, obj: Object) -> None:
         if not self._done:
-            self._request.write(_encoded_event(kind, obj))
+            self._request.write(self._line(kind, obj))
 
     def _send_error(self, error: StatusError) -> None:
         self._write({"type": "ERROR", "object": error.to_status()})

@@ -1,5 +1,5 @@
-"""The write verbs: create, update, patch (JSON patch, merge patch and server-side apply), delete and
-deletecollection, for a kind's main resource and its status subresource.
+"""The write verbs: create, update, patch (JSON patch, merge patch, strategic merge patch for built-in kinds, and
+server-side apply), delete and deletecollection, for a kind's main resource and its status subresource.
 
 Each write runs the kind's Strategy (defaults, preparation, validation), keeps server-owned metadata and
 managedFields, honours dryRun and preconditions, and maps storage errors to kube's Status errors.
@@ -10,18 +10,41 @@ from __future__ import annotations
 import copy
 import json
 import random
+import re
 import uuid
 from typing import Any
 
-from ..storage import AlreadyExistsError, ConflictError, InvalidKeyError, NotFoundError
+from ..storage import AlreadyExistsError, ConflictError, InvalidKeyError, NotFoundError, StorageFullError
 from . import apply as ssa
 from . import patch as patching
+from . import strategicpatch
 from .fielderrors import FieldError, invalid
-from .negotiation import APPLY_PATCH, JSON_PATCH, PATCH_TYPES, Decoded, Output, decode_yaml, media_type
-from .query import delete_options, dry_run, field_manager, patch_options, selectors
+from .gotypes import (
+    convert_from_unstructured,
+    decode_error,
+    drop_empty_metadata,
+    from_unstructured_error,
+    go_format,
+    go_json,
+    go_quote,
+)
+from .negotiation import (
+    APPLY_PATCH,
+    JSON_PATCH,
+    MERGE_PATCH,
+    PATCH_TYPES,
+    STRATEGIC_MERGE_PATCH,
+    Decoded,
+    Output,
+    check_object_size,
+    decode_yaml,
+    media_type,
+)
+from .pruning import prune_unknown_fields
+from .query import delete_options, dry_run, field_manager, field_validation, patch_options, selectors
 from .resourcerequest import ResourceRequest, respond
 from .status import StatusError, method_not_allowed
-from .strategy import Object, rfc3339
+from .strategy import KindInfo, Object, rfc3339
 from .validation import validate_object_meta, validate_object_meta_update
 
 GENERATE_NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
@@ -71,7 +94,7 @@ async def create(call: ResourceRequest) -> None:
             if generate and not meta.get("name") and attempt < 4:
                 continue
             raise call.already_exists(name) from None
-        except (InvalidKeyError, ConflictError) as error:
+        except (InvalidKeyError, ConflictError, StorageFullError) as error:
             raise call.storage_error(error, name) from None
         call.respond(201, stored)
         return
@@ -85,6 +108,7 @@ def prepare_new(call: ResourceRequest, obj: Object) -> None:
     meta["uid"] = str(uuid.uuid4())
     meta["creationTimestamp"] = rfc3339(call.now())
     meta["generation"] = 1
+    drop_empty_metadata(obj)
     call.kind.default(obj)
     call.kind.prepare_for_create(obj)
     errors = _unique(_validate_meta(call, obj) + call.kind.validate(obj))
@@ -129,6 +153,7 @@ def prepare_update(call: ResourceRequest, new: Object, old: Object, manager: str
         else:
             meta.pop(key, None)
     meta.pop("selfLink", None)
+    drop_empty_metadata(new)
     kind.default(new)
     if subresource == "status":
         kind.prepare_for_status_update(new, old)
@@ -185,9 +210,10 @@ async def patch(call: ResourceRequest) -> None:
     """PATCH an object with a JSON patch, a merge patch or an apply (which may create it), retrying on conflicts."""
     target = call.target
     patch_type = media_type(call.header(b"content-type"))
-    if patch_type not in PATCH_TYPES:
+    accepted = accepted_patch_types(call.info)
+    if patch_type not in accepted:
         raise StatusError(415, f"the body of the request was in an unknown format - accepted media types include: "
-                               f"{', '.join(PATCH_TYPES)}", "UnsupportedMediaType")
+                               f"{', '.join(accepted)}", "UnsupportedMediaType")
     body = call.read_body()
     options = patch_options(call.query, patch_type, call.header(b"user-agent"))
     for attempt in range(PATCH_RETRIES):
@@ -207,6 +233,50 @@ async def patch(call: ResourceRequest) -> None:
                 raise call.conflict(target.name, _MODIFIED) from None
 
 
+def accepted_patch_types(info: KindInfo) -> tuple[str, ...]:
+    """The patch types a kind accepts, in kube's order: strategic merge patch only for a built-in kind."""
+    if info.go_type is None:
+        return PATCH_TYPES
+    return (JSON_PATCH, MERGE_PATCH, STRATEGIC_MERGE_PATCH, APPLY_PATCH)
+
+
+def _patch_invalid(value: str, detail: str) -> StatusError:
+    """kube's 422 for a patch whose result does not decode: `field.Invalid(patch, <value>, <error>)`, no kind."""
+    message = f"Invalid value: {go_quote(value)}: {detail}"
+    return StatusError(422, f' "" is invalid: patch: {message}', "Invalid", {
+        "causes": [{"reason": "FieldValueInvalid", "message": message, "field": "patch"}]})
+
+
+def _strategic_merge(call: ResourceRequest, body: bytes, old: Object) -> Object:
+    """Apply a strategic merge patch to a copy of old, and check the result as kube converts it into the Go type.
+
+    Unknown fields in the result and fields the patch repeats are dropped with a warning (Warn), refused
+    with a 422 (Strict) or ignored, as kube's patch handler does.
+    """
+    go_type = call.info.go_type
+    assert go_type is not None
+    mode = field_validation(call.query)
+    decoded = strategicpatch.decode_patch(body)
+    patched = strategicpatch.strategic_merge(json.loads(json.dumps(old)), decoded.patch, go_type)
+    check_object_size(patched)
+
+    def shown() -> str:
+        """The patch as kube's message shows it (`%+v` of the map, after the merge took its directives out)."""
+        return go_format(decoded.patch if decoded.patch is not None else {})
+
+    problem = from_unstructured_error(patched, go_type)
+    if problem:
+        raise _patch_invalid(shown(), problem)
+    converted: Object = convert_from_unstructured(patched, go_type)
+    problems = [f'duplicate field "{path}"' for path in decoded.duplicates] if mode != "Ignore" else []
+    problems += sorted(f'unknown field "{path}"' for path in prune_unknown_fields(converted, call.info.schema))
+    if problems and mode == "Strict":
+        raise _patch_invalid(shown(), "strict decoding error: " + ", ".join(problems))
+    if problems and mode == "Warn":
+        call.warnings.extend(problems)
+    return converted
+
+
 async def _patch_once(call: ResourceRequest, patch_type: str, body: bytes, old: Object | None, manager: str,
                       force: bool) -> None:
     """One attempt at a patch; a ConflictError means the object changed underneath and the patch is retried."""
@@ -214,7 +284,7 @@ async def _patch_once(call: ResourceRequest, patch_type: str, body: bytes, old: 
     now = rfc3339(call.now())
     if patch_type == APPLY_PATCH:
         decoded = decode_yaml(body)
-        applied = call.check_object(decoded, decoded.value, target.name, from_body=False)
+        applied = call.check_object(decoded, decoded.value, target.name, from_body=False, apply=True)
         new = ssa.server_side_apply(old, applied, manager, force, now, info.api_version,
                                     reset_fields=reset_fields(call), list_map_keys=LIST_MAP_KEYS,
                                     kind=info.kind, subresource=target.subresource)
@@ -226,11 +296,18 @@ async def _patch_once(call: ResourceRequest, patch_type: str, body: bytes, old: 
         return
     assert old is not None
     source = json.dumps(old).encode()
-    if patch_type == JSON_PATCH:
-        patched = patching.apply_json_patch(json.loads(source), body)
+    if patch_type == STRATEGIC_MERGE_PATCH:
+        patched = _strategic_merge(call, body, old)
+        obj = call.check_object(Decoded(patched), patched, target.name, from_body=False, validate_fields=False)
     else:
-        patched = patching.apply_merge_patch(json.loads(source), body)
-    obj = call.check_object(Decoded(patched), patched, target.name, from_body=False)
+        if patch_type == JSON_PATCH:
+            patched = patching.apply_json_patch(json.loads(source), body)
+        else:
+            patched = patching.apply_merge_patch(json.loads(source), body)
+        problem = decode_error(patched, info.go_type) if info.go_type is not None else None
+        if problem:
+            raise _patch_invalid(go_json(patched), problem)
+        obj = call.check_object(Decoded(patched), patched, target.name, from_body=False)
     requested = obj["metadata"].get("resourceVersion")
     if requested and requested != old["metadata"]["resourceVersion"]:
         raise call.conflict(target.name, _MODIFIED)
@@ -296,7 +373,8 @@ async def delete(call: ResourceRequest) -> None:
     dry = dry_run(call.query) or bool(options.get("dryRun"))
     try:
         current = await call.store.get(target.collection, target.key_namespace, target.name)
-        if dry:
+        if dry or (expected_rv and not re.fullmatch("[0-9]{1,20}", str(expected_rv))):
+            # (a precondition that is not a resourceVersion of this store never holds: kube's 409, not int()'s error)
             actual_rv = current["metadata"].get("resourceVersion")
             if expected_uid and current["metadata"].get("uid") != expected_uid:
                 raise ConflictError(f"Precondition failed: UID in precondition: {expected_uid}, UID in object "

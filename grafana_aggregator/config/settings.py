@@ -110,6 +110,13 @@ KEYS: tuple[Key, ...] = (
        "After the listener closes, how long in-flight requests may take to finish before the daemon exits."),
     _k(_API, "max_request_body_bytes", "max-request-body-bytes", "count", "67108864",
        "Request bodies larger than this are refused with 413 before being read (local kinds allow 3 MiB)."),
+    _k(_API, "max_connections", "max-connections", "count", "8192",
+       "Open client connections in all; past it a new connection is closed at once, before the TLS handshake "
+       "(refusals are logged once per burst).  Keep the process's file limit (LimitNOFILE) above twice this: "
+       "each proxied request also holds a connection to its backend."),
+    _k(_API, "max_connections_per_client", "max-connections-per-client", "count", "1024",
+       "Open connections from one client IP address; past it a new connection from that address is closed at "
+       "once.  Behind a load balancer that does not keep client addresses, every client shares one."),
     _k(_TOGGLES, "kubernetesAggregator", None, "bool", "true",
        "Proxy registered remote API groups (off: only the local groups are served)."),
     _k(_TOGGLES, "grafanaAPIServerEnsureKubectlAccess", "ensure-kubectl-access", "bool", "false",
@@ -163,6 +170,8 @@ class Settings:
     shutdown_delay_duration: float = 0.0
     shutdown_drain_timeout: float = SHUTDOWN_DRAIN_TIMEOUT
     max_request_body_bytes: int = 64 * 1024 * 1024
+    max_connections: int = 8192
+    max_connections_per_client: int = 1024
 
     @property
     def kubeconfig_path(self) -> str:
@@ -331,7 +340,8 @@ def load_settings(config_file: str | None, flags: Mapping[str, str | None] | Non
 
     for name in ("secure_port", "bind_address", "storage_type", "emulated_version", "data", "max_requests_inflight",
                  "max_mutating_requests_inflight", "request_timeout", "shutdown_delay_duration",
-                 "shutdown_drain_timeout", "max_request_body_bytes"):
+                 "shutdown_drain_timeout", "max_request_body_bytes", "max_connections",
+                 "max_connections_per_client"):
         if values[name] is None:
             raise ConfigError(f"{where(name)} must not be empty")
 
@@ -379,4 +389,6 @@ def load_settings(config_file: str | None, flags: Mapping[str, str | None] | Non
         shutdown_delay_duration=values["shutdown_delay_duration"],
         shutdown_drain_timeout=values["shutdown_drain_timeout"],
         max_request_body_bytes=values["max_request_body_bytes"],
+        max_connections=values["max_connections"],
+        max_connections_per_client=values["max_connections_per_client"],
     )

@@ -2,8 +2,10 @@
 """The resource tree of the example server: `example.grafana.app/v0alpha1` behind request-header authentication.
 
 Everything is computed from the process start time, the injected clock and the caller: `dummy` holds
-the fixed objects test1..test3 in whatever namespace is asked for, `dummy/<name>/sub` echoes the
-identity the front proxy asserted, and `runtime` describes this process (grafana-aggregator.md §8).
+the fixed objects test1..test3 (labelled `app: dummy` and `name: <name>`) in whatever namespace is
+asked for, and lists them with kube's selectors and paging (`listing.py`); `dummy/<name>/sub` echoes
+the identity the front proxy asserted; and `runtime` describes this process (grafana-aggregator.md §8)
+as one object named after the server, created when it started, so `kubectl get runtime` has a row.
 
 Authentication is front-proxy only: a client certificate that chains to the request-header CA (with
 an allowed CN, when names are configured) plus a user name header.  Without that the caller is
@@ -29,7 +31,7 @@ from zope.interface import implementer
 from .. import __version__
 from ..apimachinery.negotiation import Output, encode, negotiate_output
 from ..apimachinery.resourcerequest import content_type
-from ..apimachinery.strategy import rfc3339
+from ..apimachinery.strategy import AGE_COLUMN, NAME_COLUMN, TableColumn, rfc3339
 from ..apimachinery.tables import table_of
 from ..apimachinery.status import StatusError, not_found_path, unauthorized, write_json, write_status
 from ..web.discovery import CoreResource
@@ -43,6 +45,7 @@ from ..apimachinery.strategy import KindInfo, Object, Strategy
 from ..web.site import api_call, request_user
 from ..web.root import PeerChain, Router, VersionResource, transport_chain, version_info
 from ..apimachinery.resource import ApiResource, StatusResource
+from .listing import list_page
 
 _log = Logger()
 
@@ -56,6 +59,10 @@ EMULATED_VERSION = (1, 33)
 DISCOVERY_MINOR = 32
 #: The objects every namespace's `dummy` collection holds.
 DUMMY_NAMES = ("test1", "test2", "test3")
+#: The label every dummy object carries besides `name: <its name>`.
+DUMMY_APP_LABEL = ("app", "dummy")
+#: The server's name (Grafana's example server calls itself so): the name of its one RuntimeInfo object.
+SERVER_NAME = "example-apiserver"
 #: Where an all-namespaces `dummy` list places its objects.
 DEFAULT_NAMESPACE = "default"
 SUBRESOURCE = "sub"
@@ -75,8 +82,7 @@ RUNTIME_SCHEMA: dict[str, Any] = {
     "description": "RuntimeInfo describes the running example API server process.",
     "type": "object",
     "properties": {
-        "apiVersion": type_meta_properties()["apiVersion"],
-        "kind": type_meta_properties()["kind"],
+        **type_meta_properties("The server's name and, as creationTimestamp, when it started."),
         "startupTime": {"description": "When the process started, in milliseconds since the Unix epoch.",
                         "type": "integer", "format": "int64"},
         "buildVersion": {"description": "The version of the server.", "type": "string"},
@@ -107,9 +113,20 @@ class DummyStrategy(Strategy):
 
 
 class RuntimeStrategy(Strategy):
-    """RuntimeInfo: read-only."""
+    """RuntimeInfo: read-only; its Table shows the server's name, version and age (commit and packaging wide)."""
 
     info = RUNTIME_INFO
+    columns = (
+        NAME_COLUMN,
+        TableColumn("Version", "string", "", RUNTIME_SCHEMA["properties"]["buildVersion"]["description"]),
+        AGE_COLUMN,
+        TableColumn("Commit", "string", "", RUNTIME_SCHEMA["properties"]["buildCommit"]["description"], 1),
+        TableColumn("Packaging", "string", "", RUNTIME_SCHEMA["properties"]["packaging"]["description"], 1),
+    )
+
+    def table_cells(self, obj: Object, now: datetime.datetime) -> list[Any]:
+        name, age = super().table_cells(obj, now)
+        return [name, obj.get("buildVersion", ""), age, obj.get("buildCommit", ""), obj.get("packaging", "")]
 
 
 def example_group_version() -> LocalGroupVersion:
@@ -187,15 +204,19 @@ def dummy_object(name: str, namespace: str, started: datetime.datetime) -> Objec
         "kind": DUMMY_INFO.kind,
         "apiVersion": API_VERSION,
         "metadata": {"name": name, "namespace": namespace, "uid": dummy_uid(name), "resourceVersion": "1",
-                     "creationTimestamp": rfc3339(started)},
+                     "creationTimestamp": rfc3339(started), "labels": dummy_labels(name)},
         "spec": f"dummy: {name}",
     }
 
 
-def dummy_list(namespace: str, started: datetime.datetime) -> Object:
-    """The DummyResourceList of a namespace."""
-    return {"kind": DUMMY_INFO.list_kind, "apiVersion": API_VERSION, "metadata": {"resourceVersion": "1"},
-            "items": [dummy_object(name, namespace, started) for name in DUMMY_NAMES]}
+def dummy_labels(name: str) -> dict[str, str]:
+    """The labels of a dummy object, for label selectors to choose by: `app: dummy` and `name: <name>`."""
+    return dict([DUMMY_APP_LABEL, ("name", name)])
+
+
+def dummy_objects(namespace: str, started: datetime.datetime) -> list[Object]:
+    """The dummy objects of a namespace."""
+    return [dummy_object(name, namespace, started) for name in DUMMY_NAMES]
 
 
 def runtime_info(started: datetime.datetime, build: BuildInfo) -> Object:
@@ -203,6 +224,7 @@ def runtime_info(started: datetime.datetime, build: BuildInfo) -> Object:
     return {
         "kind": RUNTIME_INFO.kind,
         "apiVersion": API_VERSION,
+        "metadata": {"name": SERVER_NAME, "creationTimestamp": rfc3339(started)},
         "startupTime": int(started.timestamp() * 1000),
         "buildVersion": build.version,
         "buildCommit": build.commit,
@@ -229,6 +251,11 @@ def subresource(name: str, namespace: str, user: UserInfo) -> Object:
 def table(items: Sequence[Object], list_meta: dict[str, Any], now: datetime.datetime, include: str) -> Object:
     """A meta.k8s.io/v1 Table of dummy objects (Name, Age), rows carrying objects as includeObject asks."""
     return table_of(DummyStrategy(), items, list_meta, now, include)
+
+
+def runtime_table(info: Object, now: datetime.datetime, include: str) -> Object:
+    """The one-row Table of the RuntimeInfo object (Name, Version, Age; Commit and Packaging with -o wide)."""
+    return table_of(RuntimeStrategy(), [info], {}, now, include)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -336,9 +363,10 @@ class ExampleApisResource(ApiResource):
             output = negotiate_output(_header(request, b"accept"))
             if output is None:
                 raise _not_acceptable()
+            info = runtime_info(self._started, self._build)
             if output.form == "table":
-                output = Output("json")
-            return _encoded(request, runtime_info(self._started, self._build), output)
+                info = runtime_table(info, self.now(), _query(request).get("includeObject", [""])[0] or "Metadata")
+            return _encoded(request, info, output)
         raise not_found_path()
 
     def _dummy(self, request: IRequest, namespace: str | None, tail: list[str]) -> bytes:
@@ -357,14 +385,15 @@ class ExampleApisResource(ApiResource):
         output = negotiate_output(_header(request, b"accept"))
         if output is None:
             raise _not_acceptable()
-        query = parse_qs(request.uri.partition(b"?")[2].decode("utf-8", "replace"), keep_blank_values=True)
+        query = _query(request)
         include = query.get("includeObject", [""])[0] or "Metadata"
         if not tail:
             _refuse_watch(request, DUMMY_INFO)
-            body = dummy_list(namespace or DEFAULT_NAMESPACE, self._started)
+            items, meta = list_page(query, namespace, lambda ns: dummy_objects(ns, self._started), DEFAULT_NAMESPACE)
             if output.form == "table":
-                body = table(body["items"], body["metadata"], self.now(), include)
-            return _encoded(request, body, output)
+                return _encoded(request, table(items, meta, self.now(), include), output)
+            return _encoded(request, {"kind": DUMMY_INFO.list_kind, "apiVersion": API_VERSION, "metadata": meta,
+                                      "items": items}, output)
         name = tail[0]
         if name not in DUMMY_NAMES:
             raise _dummy_not_found(name)
@@ -374,6 +403,11 @@ class ExampleApisResource(ApiResource):
         return _encoded(request, obj, output)
 
 
+def _query(request: IRequest) -> dict[str, list[str]]:
+    """The request's query parameters, each with all its values."""
+    return parse_qs(request.uri.partition(b"?")[2].decode("utf-8", "replace"), keep_blank_values=True)
+
+
 def _header(request: IRequest, name: bytes) -> str | None:
     value = request.getHeader(name)
     return value.decode("latin-1") if value is not None else None
@@ -381,8 +415,7 @@ def _header(request: IRequest, name: bytes) -> str | None:
 
 def _refuse_watch(request: IRequest, info: KindInfo) -> None:
     """No kind here supports watch: kube's MethodNotSupported Status."""
-    query = parse_qs(request.uri.partition(b"?")[2].decode("utf-8", "replace"), keep_blank_values=True)
-    values = query.get("watch")
+    values = _query(request).get("watch")
     if values is not None and values[0].lower() not in ("0", "false"):
         raise StatusError(405, f'watch is not supported on resources of kind "{info.plural}.{info.group}"',
                           "MethodNotAllowed", {"group": info.group, "kind": info.plural})
@@ -395,7 +428,7 @@ def build_example_tree(*, health: HealthChecks, clock: IReactorTime, started: da
     tree.putChild(b"version", VersionResource(version_info(EMULATED_VERSION)))
     for endpoint in ENDPOINTS:
         tree.putChild(endpoint.encode(), HealthResource(endpoint, health))
-    tree.putChild(b"api", CoreResource(emulated_minor=DISCOVERY_MINOR))
+    tree.putChild(b"api", CoreResource(emulated_minor=DISCOVERY_MINOR, versions=()))
     tree.putChild(b"apis", ExampleApisResource(clock, started, build))
     tree.putChild(b"openapi", OpenAPIResource([example_group_version()], EMULATED_VERSION))
     return tree

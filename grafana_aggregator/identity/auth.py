@@ -214,7 +214,7 @@ class RequestHeaderAuthenticator:
         uid = _first_value(headers, self._settings.uid_headers)
         groups: list[str] = []
         for header in self._settings.group_headers:
-            groups.extend(v for v in headers.getRawHeaders(header, []) if v)
+            groups.extend(v for v in header_values(headers, header) if v)
         extra: dict[str, list[str]] = {}
         prefixes = [p.lower() for p in self._settings.extra_headers_prefixes]
         for raw_name, values in headers.getAllRawHeaders():
@@ -227,9 +227,14 @@ class RequestHeaderAuthenticator:
         return UserInfo(name=name, uid=uid, groups=tuple(groups), extra={k: tuple(v) for k, v in extra.items()})
 
 
+def header_values(headers: Headers, name: str) -> list[str]:
+    """Every value of a request header as text; bytes that are not UTF-8 are replaced, never an error (a 500)."""
+    return [value.decode("utf-8", "replace") for value in headers.getRawHeaders(name.encode("latin-1"), [])]
+
+
 def _first_value(headers: Headers, names: Sequence[str]) -> str:
     for header in names:
-        for value in headers.getRawHeaders(header, []):
+        for value in header_values(headers, header):
             if value:
                 return value
     return ""
@@ -274,7 +279,7 @@ class TokenAuthenticator:
         self._by_digest = {hashlib.sha256(t.encode()).digest(): (t, u) for t, u in tokens.items()}
 
     def authenticate(self, credentials: Credentials) -> UserInfo | None:
-        header = credentials.headers.getRawHeaders("authorization", [])
+        header = header_values(credentials.headers, "authorization")
         if not header:
             return None
         scheme, _, token = header[0].strip().partition(" ")
@@ -316,11 +321,94 @@ class Authenticator:
 PUBLIC_PATHS = ("/healthz", "/livez", "/readyz", "/version")
 #: Non-resource paths any authenticated caller may read (kube's system:discovery and system:basic-user).
 DISCOVERY_PATHS = ("/api", "/apis", "/openapi")
+#: The verbs of a read of a non-resource path (kube names a HEAD request's verb `head`).
+READ_VERBS = ("get", "head")
+AUTHENTICATION_GROUP = "authentication.k8s.io"
+AUTHORIZATION_GROUP = "authorization.k8s.io"
 
 
-def _matches(path: str, prefixes: Sequence[str]) -> bool:
-    path = path.rstrip("/") or "/"
-    return any(path == p or path.startswith(p + "/") for p in prefixes)
+@frozen
+class ResourceRule:
+    """Verbs granted on resources, matched as RBAC matches a PolicyRule (`*` matches anything)."""
+
+    verbs: tuple[str, ...]
+    api_groups: tuple[str, ...]
+    resources: tuple[str, ...]
+    resource_names: tuple[str, ...] = ()
+
+    def matches(self, info: RequestInfo) -> bool:
+        """Whether the rule grants a resource request."""
+        if not info.is_resource_request:
+            return False
+        if "*" not in self.verbs and info.verb not in self.verbs:
+            return False
+        if "*" not in self.api_groups and info.api_group not in self.api_groups:
+            return False
+        if self.resource_names and info.name not in self.resource_names:
+            return False
+        combined = f"{info.resource}/{info.subresource}" if info.subresource else info.resource
+        return any(r == "*" or r == combined or (info.subresource != "" and r == f"*/{info.subresource}")
+                   for r in self.resources)
+
+
+@frozen
+class NonResourceRule:
+    """Verbs granted on non-resource paths: an exact path, a prefix ending in `*`, or `*` for every path."""
+
+    verbs: tuple[str, ...]
+    urls: tuple[str, ...]
+
+    def matches(self, info: RequestInfo) -> bool:
+        """Whether the rule grants a non-resource request."""
+        if info.is_resource_request:
+            return False
+        if "*" not in self.verbs and info.verb not in self.verbs:
+            return False
+        return any(url == "*" or url == info.path or (url.endswith("*") and info.path.startswith(url[:-1]))
+                   for url in self.urls)
+
+
+@frozen
+class Rules:
+    """What a set of callers may do: the rules `authorize` applies and a SelfSubjectRulesReview lists."""
+
+    resource: tuple[ResourceRule, ...] = ()
+    non_resource: tuple[NonResourceRule, ...] = ()
+
+    def __add__(self, other: Rules) -> Rules:
+        return Rules(self.resource + other.resource, self.non_resource + other.non_resource)
+
+    def grants(self, info: RequestInfo) -> bool:
+        """Whether any rule grants the request."""
+        rules: tuple[ResourceRule | NonResourceRule, ...] = self.resource + self.non_resource
+        return any(rule.matches(info) for rule in rules)
+
+
+def _paths(paths: Sequence[str]) -> tuple[str, ...]:
+    """Each path and everything below it, as RBAC spells that."""
+    return tuple(url for path in paths for url in (path, path + "/*"))
+
+
+#: system:masters may do anything (kube's privileged group; cluster-admin's rules).
+MASTERS_RULES = Rules((ResourceRule(("*",), ("*",), ("*",)),), (NonResourceRule(("*",), ("*",)),))
+#: Every authenticated caller may review itself and read discovery (kube's system:basic-user and system:discovery).
+AUTHENTICATED_RULES = Rules(
+    (ResourceRule(("create",), (AUTHENTICATION_GROUP,), ("selfsubjectreviews",)),
+     ResourceRule(("create",), (AUTHORIZATION_GROUP,), ("selfsubjectaccessreviews", "selfsubjectrulesreviews"))),
+    (NonResourceRule(READ_VERBS, _paths(DISCOVERY_PATHS)),),
+)
+#: Every caller, anonymous ones included, may read health and /version (kube's system:public-info-viewer).
+PUBLIC_RULES = Rules((), (NonResourceRule(READ_VERBS, _paths(PUBLIC_PATHS)),))
+
+
+def rules_for(user: UserInfo) -> Rules:
+    """Every rule that applies to the user, by its groups: the policy is these rules and nothing else."""
+    rules = Rules()
+    if MASTERS_GROUP in user.groups:
+        rules += MASTERS_RULES
+    if AUTHENTICATED_GROUP in user.groups:
+        rules += AUTHENTICATED_RULES
+    return rules + PUBLIC_RULES
 
 
 @frozen
@@ -332,30 +420,28 @@ class Decision:
 
 
 def authorize(user: UserInfo, info: RequestInfo) -> Decision:
-    """The built-in policy: system:masters may do anything; others may read public, discovery and health paths."""
-    if MASTERS_GROUP in user.groups:
+    """The built-in policy: system:masters may do anything; others what `rules_for` grants them."""
+    if rules_for(user).grants(info):
         return Decision(True)
-    if not info.is_resource_request and info.verb in ("get", "head"):
-        if _matches(info.path, PUBLIC_PATHS):
-            return Decision(True)
-        if not user.is_anonymous and _matches(info.path, DISCOVERY_PATHS):
-            return Decision(True)
     return Decision(False, forbidden_message(user, info))
 
 
+#: kube's responsewriters sanitise the refusal text it builds (user names and paths can hold anything).
+_SANITIZE = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;"})
+
+
 def forbidden_message(user: UserInfo, info: RequestInfo) -> str:
-    """kube-apiserver's wording of a refusal."""
+    """kube-apiserver's wording of a refusal (its `forbiddenMessage`, sanitised, inside `NewForbidden`)."""
     if not info.is_resource_request:
-        return f'forbidden: User "{user.name}" cannot {info.verb} path "{info.path}"'
+        return "forbidden: " + f'User "{user.name}" cannot {info.verb} path "{info.path}"'.translate(_SANITIZE)
     resource = info.resource + (f"/{info.subresource}" if info.subresource else "")
     qualified = f"{info.resource}.{info.api_group}" if info.api_group else info.resource
     if info.name:
         qualified += f' "{info.name}"'
     scope = f'in the namespace "{info.namespace}"' if info.namespace else "at the cluster scope"
-    return (
-        f'{qualified} is forbidden: User "{user.name}" cannot {info.verb} resource "{resource}" '
-        f'in API group "{info.api_group}" {scope}'
-    )
+    reason = (f'User "{user.name}" cannot {info.verb} resource "{resource}" '
+              f'in API group "{info.api_group}" {scope}')
+    return f"{qualified} is forbidden: " + reason.translate(_SANITIZE)
 
 
 def forbidden_details(info: RequestInfo) -> dict[str, Any] | None:

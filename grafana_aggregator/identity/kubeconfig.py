@@ -19,7 +19,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from .auth import MASTERS_GROUP, UserInfo
-from ..storage.files import write_atomic
+from ..storage.files import make_private_folders, write_atomic
 
 TOKEN_FILE = "loopback-token"
 ADMIN_USER = "system:apiserver"
@@ -35,7 +35,7 @@ def ensure_admin_token(storage_path: str) -> tuple[str, UserInfo]:
             return token, UserInfo(name=ADMIN_USER, uid=uid, groups=(MASTERS_GROUP,))
     except (OSError, UnicodeDecodeError):
         pass
-    os.makedirs(storage_path, mode=0o700, exist_ok=True)
+    make_private_folders(storage_path)
     token, uid = secrets.token_urlsafe(32), str(uuid.uuid4())
     write_atomic(path, f"{token} {uid}\n".encode("ascii"))
     return token, UserInfo(name=ADMIN_USER, uid=uid, groups=(MASTERS_GROUP,))
@@ -81,6 +81,6 @@ def kubeconfig_document(url: str, ca: x509.Certificate | None, token: str) -> di
 
 def write_kubeconfig(path: str, url: str, ca: x509.Certificate | None, token: str) -> None:
     """Write the kubeconfig atomically with mode 0600."""
-    os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
+    make_private_folders(os.path.dirname(path) or ".")
     text = yaml.safe_dump(kubeconfig_document(url, ca, token), default_flow_style=False, sort_keys=False)
     write_atomic(path, text.encode("utf-8"))

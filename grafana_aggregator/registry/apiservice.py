@@ -35,6 +35,19 @@ from ..apimachinery.strategy import (
     rfc3339,
 )
 from ..apimachinery.fielderrors import FieldError, invalid, not_supported, required
+from ..apimachinery.gotypes import (
+    BOOL_TYPE,
+    BYTES_TYPE,
+    INT32_TYPE,
+    OBJECT_META_TYPE,
+    STRING_TYPE,
+    TIME_TYPE,
+    GoField,
+    named_string,
+    slice_of,
+    struct,
+    type_meta_fields,
+)
 
 GROUP = "apiregistration.k8s.io"
 VERSION = "v1"
@@ -175,9 +188,38 @@ SCHEMA: dict[str, Any] = {
     "x-kubernetes-group-version-kind": [{"group": GROUP, "kind": "APIService", "version": VERSION}],
 }
 
+#: The Go types of apiregistration/v1 (k8s.io/kube-aggregator pkg/apis/apiregistration/v1/types.go): what a
+#: request body must decode into, and the patch strategy of status.conditions (merge by `type`).
+SERVICE_REFERENCE_TYPE = struct(
+    "v1.ServiceReference",
+    GoField("namespace", STRING_TYPE), GoField("name", STRING_TYPE), GoField("port", INT32_TYPE),
+)
+SPEC_TYPE = struct(
+    "v1.APIServiceSpec",
+    GoField("service", SERVICE_REFERENCE_TYPE), GoField("group", STRING_TYPE), GoField("version", STRING_TYPE),
+    GoField("insecureSkipTLSVerify", BOOL_TYPE), GoField("caBundle", BYTES_TYPE),
+    GoField("groupPriorityMinimum", INT32_TYPE, omitempty=False),
+    GoField("versionPriority", INT32_TYPE, omitempty=False),
+)
+CONDITION_TYPE = struct(
+    "v1.APIServiceCondition",
+    GoField("type", named_string("v1.APIServiceConditionType"), omitempty=False),
+    GoField("status", named_string("v1.ConditionStatus"), omitempty=False),
+    GoField("lastTransitionTime", TIME_TYPE), GoField("reason", STRING_TYPE), GoField("message", STRING_TYPE),
+)
+STATUS_TYPE = struct(
+    "v1.APIServiceStatus",
+    GoField("conditions", slice_of(CONDITION_TYPE), patch_strategy="merge", patch_merge_key="type"),
+)
+GO_TYPE = struct(
+    "v1.APIService",
+    *type_meta_fields(), GoField("metadata", OBJECT_META_TYPE), GoField("spec", SPEC_TYPE),
+    GoField("status", STATUS_TYPE),
+)
+
 INFO = KindInfo(
     group=GROUP, version=VERSION, kind="APIService", plural="apiservices", singular="apiservice", namespaced=False,
-    categories=("api-extensions",), has_status=True, schema=SCHEMA, description=DESCRIPTION,
+    categories=("api-extensions",), has_status=True, schema=SCHEMA, description=DESCRIPTION, go_type=GO_TYPE,
 )
 #: Where APIServices are stored.
 APISERVICES = INFO.collection

@@ -14,6 +14,7 @@ from ..apimachinery.validation import is_dns1123_subdomain, is_ip, type_invalid
 from ..apimachinery.strategy import type_meta_properties
 from ..apimachinery.strategy import AGE_COLUMN, NAME_COLUMN, KindInfo, Object, Strategy, TableColumn, human_age
 from ..apimachinery.fielderrors import FieldError, invalid, required
+from ..apimachinery.gotypes import OBJECT_META_TYPE, STRING_TYPE, GoField, struct, type_meta_fields
 
 GROUP = "service.grafana.app"
 VERSION = "v0alpha1"
@@ -49,9 +50,17 @@ SCHEMA: dict[str, Any] = {
     "x-kubernetes-group-version-kind": [{"group": GROUP, "kind": "ExternalName", "version": VERSION}],
 }
 
+#: Grafana's Go types (pkg/apis/service/v0alpha1): a built-in kind of its API server, so bodies decode into
+#: them and strategic merge patch applies (no field has a patch strategy besides ObjectMeta's).
+GO_TYPE = struct(
+    "v0alpha1.ExternalName",
+    *type_meta_fields(), GoField("metadata", OBJECT_META_TYPE),
+    GoField("spec", struct("v0alpha1.ExternalNameSpec", GoField("host", STRING_TYPE))),
+)
+
 INFO = KindInfo(
     group=GROUP, version=VERSION, kind="ExternalName", plural="externalnames", singular="externalname",
-    namespaced=True, has_status=False, schema=SCHEMA, description=DESCRIPTION,
+    namespaced=True, has_status=False, schema=SCHEMA, description=DESCRIPTION, go_type=GO_TYPE,
 )
 #: Where ExternalNames are stored.
 EXTERNALNAMES = INFO.collection

@@ -1,21 +1,39 @@
+# -*- test-case-name: tests.test_storage, tests.test_storage_hardening -*-
 """The default store: one JSON file per object under a folder that one process at a time may write to.
 
 Everything is read into memory at open; a write goes to disk (atomically) first, then to memory, then
 to watchers, so a failed write changes nothing and a killed process leaves only complete files.
+
+Every name the storage accepts fits a file name: an object whose `<name>.json` would pass NAME_MAX
+(names of 251 to 253 bytes) is kept as `<the name's first bytes>%<SHA-256 of the name>.json`; no name
+may contain '%', so that file name cannot be another object's.  A write that finds the disk full (ENOSPC)
+or the quota used up (EDQUOT) raises StorageFullError and logs one line; `write_problem` says so until a
+write succeeds again (`probe_write` tries one that changes nothing).
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
+import hashlib
 import json
 import os
+import re
 from collections.abc import Callable
 
 from attrs import define, field
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from .files import fsync_folder, write_atomic
+from .files import (
+    NAME_MAX,
+    TEMPORARY_MARK,
+    fsync_folder,
+    make_private_folder,
+    make_private_folders,
+    shorten,
+    write_atomic,
+)
 from .interface import (
     Collection,
     InvalidKeyError,
@@ -24,11 +42,12 @@ from .interface import (
     ListResult,
     Object,
     StorageError,
+    StorageFullError,
     StoreLockedError,
     WatchEvent,
     validate_path_segment,
 )
-from .memory import DELETED, Change, ObjectTable
+from .memory import ADDED, DELETED, MODIFIED, Change, ObjectTable
 from .watch import DEFAULT_HISTORY_SIZE, WatchHub
 
 _log = Logger()
@@ -41,13 +60,35 @@ RESOURCE_VERSION_FILE = ".resource-version"
 RESERVE_AHEAD = 1000
 #: The folder of the core ("") API group.
 CORE_GROUP_FOLDER = "core"
-#: write_atomic's temporary files are `.<name>.tmp-<pid>`.
-TEMPORARY_MARK = ".tmp-"
+#: Object files end so.
+SUFFIX = ".json"
+#: Joins a long name's first bytes and its digest in the object's file name; names never contain it.
+DIGEST_MARK = "%"
+#: The stem of a shortened object file name.
+_SHORTENED = re.compile(r"[^%]*%[0-9a-f]{64}", re.DOTALL)
 
 FOLDER_MODE = 0o700
+#: How the log names each kind of change.
+_VERBS = {ADDED: "create", MODIFIED: "update", DELETED: "delete"}
+#: The errors of a write that found no room: the file system is full, or the owner's quota is used up.
+FULL_ERRORS = {
+    errno.ENOSPC: "the storage folder's file system is full",
+    errno.EDQUOT: "the storage folder's disk quota is used up",
+}
 
 Writer = Callable[[str, bytes], None]
 Remover = Callable[[str], None]
+
+
+def object_file_name(name: str) -> str:
+    """The file name of the object called name: `<name>.json`, or, when that passes NAME_MAX bytes,
+    `<the name's first bytes>%<SHA-256 of the name, hex>.json`."""
+    plain = f"{name}{SUFFIX}"
+    if len(plain.encode("utf-8")) <= NAME_MAX:
+        return plain
+    digest = hashlib.sha256(name.encode("utf-8")).hexdigest()
+    budget = NAME_MAX - len(f"{DIGEST_MARK}{digest}{SUFFIX}")
+    return f"{shorten(name, budget)}{DIGEST_MARK}{digest}{SUFFIX}"
 
 
 def remove_durable(path: str) -> None:
@@ -123,10 +164,10 @@ def _scan(root: str) -> _Loaded:
                 else:
                     _log.info("removed the leftover temporary file {path} of an interrupted write", path=path)
                 continue
-            if not name.endswith(".json"):
+            if not name.endswith(SUFFIX):
                 continue
             try:
-                collection, namespace, key, obj, rv = _read_object(path, parts, name[: -len(".json")])
+                collection, namespace, key, obj, rv = _read_object(path, parts, name)
             except _Skip as problem:
                 _log.warn("skipping {path}: {problem}", path=path, problem=str(problem))
                 continue
@@ -135,14 +176,17 @@ def _scan(root: str) -> _Loaded:
     return loaded
 
 
-def _read_object(path: str, parts: list[str], name: str) -> tuple[Collection, str, str, Object, int]:
+def _read_object(path: str, parts: list[str], file_name: str) -> tuple[Collection, str, str, Object, int]:
     """The object stored in path, with its key and resourceVersion; _Skip when it is not a valid stored object."""
     if len(parts) not in (2, 3):
         raise _Skip("not where a stored object belongs (<group>/<resource>/[<namespace>/]<name>.json)")
+    name = file_name[: -len(SUFFIX)]
+    shortened = _SHORTENED.fullmatch(name) is not None
     try:
         for part, what in zip(parts, ("group folder", "resource folder", "namespace folder")):
             validate_path_segment(part, what)
-        validate_path_segment(name, "name")
+        if not shortened:
+            validate_path_segment(name, "name")
     except InvalidKeyError as error:
         raise _Skip(str(error)) from None
     group = "" if parts[0] == CORE_GROUP_FOLDER else parts[0]
@@ -161,6 +205,18 @@ def _read_object(path: str, parts: list[str], name: str) -> tuple[Collection, st
     metadata = obj.get("metadata")
     if not isinstance(metadata, dict):
         raise _Skip("the object has no metadata")
+    if shortened:
+        stored_name = metadata.get("name")
+        if not isinstance(stored_name, str):
+            raise _Skip(f"metadata.name {stored_name!r} is not a string")
+        try:
+            validate_path_segment(stored_name, "metadata.name")
+        except InvalidKeyError as error:
+            raise _Skip(str(error)) from None
+        if object_file_name(stored_name) != file_name:
+            raise _Skip(f"the file name is not the one of metadata.name {stored_name!r} "
+                        f"({object_file_name(stored_name)})")
+        name = stored_name
     if metadata.get("name") != name:
         raise _Skip(f"metadata.name {metadata.get('name')!r} does not match the file name {name!r}")
     if (metadata.get("namespace") or "") != namespace:
@@ -204,6 +260,8 @@ class FileStore:
     _write: Writer = write_atomic
     _remove: Remover = remove_durable
     _folders: dict[tuple[Collection, str], str] = field(init=False, factory=dict)
+    #: Why the last write failed for lack of room, until one succeeds.
+    _full: str | None = field(init=False, default=None)
 
     @classmethod
     def open(
@@ -219,7 +277,7 @@ class FileStore:
         write and remove put and delete one file durably; tests replace them to simulate failures.
         """
         path = os.path.normpath(path)
-        os.makedirs(path, mode=FOLDER_MODE, exist_ok=True)
+        make_private_folders(path)
         lock_fd = _lock(path)
         try:
             loaded = _scan(path)
@@ -287,6 +345,24 @@ class FileStore:
         """The resourceVersion of the latest change."""
         return self._table.resource_version
 
+    def write_problem(self) -> str | None:
+        """Why writes fail (the disk is full, the quota used up) since one failed so; None once one succeeds."""
+        return self._full
+
+    async def probe_write(self) -> None:
+        """While writes fail for lack of room, rewrite the resourceVersion reservation as it is (a write that
+        changes nothing): when it succeeds, writes work again; StorageFullError when it does not."""
+        if self._full is None or self._lock_fd < 0:
+            return
+        try:
+            self._write(os.path.join(self.path, RESOURCE_VERSION_FILE), f"{self._reserved}\n".encode("ascii"))
+        except OSError as error:
+            message = FULL_ERRORS.get(error.errno or 0)
+            if message is None:
+                raise
+            raise StorageFullError(f"{message} ({os.strerror(error.errno or 0)})", error.errno) from None
+        self._written()
+
     async def close(self) -> None:
         """Release the folder's lock; later writes fail (reads still answer from memory)."""
         if self._lock_fd >= 0:
@@ -298,16 +374,36 @@ class FileStore:
         if self._lock_fd < 0:
             raise StorageError(f"the file storage in {self.path} is closed")
         folder = self._folder(change.collection, change.namespace)
-        target = os.path.join(folder, f"{change.name}.json")
-        if change.type == DELETED:
-            self._reserve(change.resource_version)
-            self._remove(target)
-        else:
-            data = _encode(change.object)
-            self._reserve(change.resource_version)
-            self._make_folders(folder)
-            self._write(target, data)
+        target = os.path.join(folder, object_file_name(change.name))
+        try:
+            if change.type == DELETED:
+                self._reserve(change.resource_version)
+                self._remove(target)
+            else:
+                data = _encode(change.object)
+                self._reserve(change.resource_version)
+                self._make_folders(folder)
+                self._write(target, data)
+        except OSError as error:
+            message = FULL_ERRORS.get(error.errno or 0)
+            if message is None:
+                raise
+            reason = f"{message} ({os.strerror(error.errno or 0)})"
+            self._full = reason
+            # One line, no traceback: every request that meets the full disk would otherwise log a page.
+            _log.error("{resource} {key} was not stored ({operation}): {path}: {reason}",
+                       resource=change.collection.resource,
+                       key=f"{change.namespace}/{change.name}" if change.namespace else change.name,
+                       operation=_VERBS.get(change.type, change.type), path=error.filename or target, reason=reason)
+            raise StorageFullError(reason, error.errno) from None
+        self._written()
         return self._table.apply(change)
+
+    def _written(self) -> None:
+        """A write succeeded: writes work again if they did not."""
+        if self._full is not None:
+            self._full = None
+            _log.info("writes to the storage folder {path} work again", path=self.path)
 
     def _reserve(self, resource_version: int) -> None:
         """Make sure the persisted reservation covers resource_version, reserving RESERVE_AHEAD more when not."""
@@ -337,8 +433,5 @@ class FileStore:
         parent = os.path.dirname(folder)
         if parent != self.path:
             self._make_folders(parent)
-        try:
-            os.mkdir(folder, FOLDER_MODE)
-        except FileExistsError:
-            return
-        fsync_folder(parent)
+        if make_private_folder(folder):
+            fsync_folder(parent)

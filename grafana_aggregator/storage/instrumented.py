@@ -56,6 +56,12 @@ class InstrumentedStore:
     def current_resource_version(self) -> int:
         return self._store.current_resource_version()
 
+    def write_problem(self) -> str | None:
+        return self._store.write_problem()
+
+    async def probe_write(self) -> None:
+        await self._store.probe_write()
+
     async def close(self) -> None:
         await self._store.close()
 

@@ -42,8 +42,19 @@ class InvalidKeyError(StorageError):
     """A name or namespace cannot be used as a storage key (400 BadRequest)."""
 
 
-class StorageFullError(StorageError):
-    """The store cannot write: its disk is full or its quota is used up (507 InsufficientStorage)."""
+class StorageFullError(StorageError, OSError):
+    """The store cannot write: its disk is full or its quota is used up (507 InsufficientStorage).
+
+    Also an OSError with the errno (ENOSPC or EDQUOT) of the failed write; its message, which the 507
+    Status repeats, says what is wrong without naming files.
+    """
+
+    def __init__(self, message: str, error_number: int | None = None):
+        super().__init__(message)
+        self.errno = error_number
+
+    def __str__(self) -> str:
+        return str(self.args[0])
 
 
 class StoreLockedError(StorageError):
@@ -137,6 +148,12 @@ class IStore(Interface):
 
     def current_resource_version() -> int:
         """The resourceVersion of the latest change (0 for an empty, new store)."""
+
+    def write_problem() -> str | None:
+        """Why writes fail (the disk is full, say) since the last write that failed so, or None while they work."""
+
+    async def probe_write() -> None:
+        """While writes fail, try a write that changes nothing stored; StorageFullError if it fails too."""
 
     async def close() -> None:
         """Flush and release the store (the lock, for file storage)."""

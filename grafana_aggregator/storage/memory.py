@@ -257,5 +257,12 @@ class MemoryStore:
         """The resourceVersion of the latest change (0 for a new store)."""
         return self._table.resource_version
 
+    def write_problem(self) -> str | None:
+        """Memory never fills up here: None."""
+        return None
+
+    async def probe_write(self) -> None:
+        """Nothing to probe."""
+
     async def close(self) -> None:
         """Nothing to release."""

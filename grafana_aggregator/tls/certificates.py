@@ -27,7 +27,7 @@ from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from zope.interface import implementer
 
-from ..storage.files import write_atomic
+from ..storage.files import make_private_folders, write_atomic
 
 _log = Logger()
 
@@ -121,7 +121,7 @@ def ensure_self_signed(cert_dir: str, now: Callable[[], datetime.datetime] | Non
                 return cert_file, key_file
             _log.info("renewing self-signed serving certificate {path}: it expires {expiry}",
                       path=cert_file, expiry=pair.chain[0].not_valid_after_utc.isoformat())
-    os.makedirs(cert_dir, mode=0o700, exist_ok=True)
+    make_private_folders(cert_dir)
     dns, ips = self_signed_names()
     issued = clock()
     ca_key = ec.generate_private_key(ec.SECP256R1())

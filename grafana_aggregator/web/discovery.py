@@ -1,5 +1,7 @@
 """The `/api` and `/apis` trees: discovery from the routing table, and each group-version handed to its route.
 
+`/api` lists the core version `v1` without resources (so kubectl can map `kind: List` files).
+
 Every APIService — local or remote, available or not — is listed, ordered by kube's priority rules;
 a remote group-version lists its resources only while its APIService is Available.  Below
 `/apis/<group>/<version>` a request goes to the route's local handler, to its backend through the
@@ -10,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
 
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
@@ -20,17 +22,22 @@ from ..aggregation.proxy import service_unavailable
 from ..aggregation.routing import Route, RoutingTable
 from ..apimachinery.discovery import (
     AGGREGATED_KIND,
+    CORE_VERSIONS,
     DISCOVERY_GROUP,
+    aggregated_core_groups,
     aggregated_groups,
     aggregated_list,
     api_group,
+    core_resource_list,
     legacy_core_versions,
     legacy_group_list,
     legacy_groups,
     negotiate_discovery,
     sorted_by_group_and_version,
 )
+from ..apimachinery.negotiation import Output, negotiate_output
 from ..apimachinery.resource import ApiResource, StatusResource
+from ..apimachinery.resourcerequest import respond
 from ..apimachinery.status import (
     StatusError,
     encode_json,
@@ -59,27 +66,62 @@ def _write(request: IRequest, data: bytes) -> None:
     request.finish()
 
 
+def _server_address(request: IRequest) -> str:
+    """The address this connection reached the server at, as `host:port` (kube's serverAddressByClientCIDRs)."""
+    local = request.getHost()
+    host, port = getattr(local, "host", ""), getattr(local, "port", None)
+    if not host or port is None:  # not an IP socket (a UNIX socket from systemd): what the client asked for
+        header = request.getHeader(b"host")
+        return header.decode("latin-1") if header else ""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 class CoreResource(ApiResource):
-    """`/api`: there is no core group, so an empty list in whichever form the client asked for."""
+    """`/api` and `/api/<version>`: the core group, in whichever discovery form the client asked for.
+
+    The aggregator lists `v1` with no resources: kubectl maps the kind `List` (what `kubectl get -o yaml`
+    writes) only for a discovered `v1`, so `apply`, `create` and `delete -f` of such a file need it.
+    A server without a core group (the example backend) passes no versions: `/api` is then an empty list.
+    """
 
     isLeaf = True
 
-    def __init__(self, emulated_minor: int):
+    def __init__(self, emulated_minor: int, versions: Sequence[str] = CORE_VERSIONS):
         super().__init__()
         self._emulated_minor = emulated_minor
+        self._versions = tuple(versions)
 
     async def handle(self, request: IRequest) -> None:
-        if [p for p in (request.postpath or []) if p]:
+        path = [p.decode("utf-8", "replace") for p in (request.postpath or []) if p]
+        if path:
+            if len(path) == 1 and path[0] in self._versions:
+                self._resource_list(request, path[0])
+                return
             raise not_found_path()
         accept = request.getHeader(b"accept")
         negotiated = negotiate_discovery(accept.decode("latin-1") if accept else None, self._emulated_minor)
         if negotiated is None:
             raise _not_acceptable()
-        body = aggregated_list(negotiated.version, []) if negotiated.form == "aggregated" else legacy_core_versions()
+        if negotiated.form == "aggregated":
+            body = aggregated_list(negotiated.version, aggregated_core_groups(self._versions))
+        else:
+            body = legacy_core_versions(self._versions, _server_address(request))
         data = write_json(request, 200, body)
         request.setHeader(b"Content-Type", negotiated.content_type)
         request.setHeader(b"Vary", b"Accept")
         _write(request, data)
+
+    @staticmethod
+    def _resource_list(request: IRequest, version: str) -> None:
+        """`/api/<version>`: its APIResourceList, in JSON or YAML (a Table request gets JSON, as kube does)."""
+        accept = request.getHeader(b"accept")
+        output = negotiate_output(accept.decode("latin-1") if accept else None)
+        if output is None:
+            raise StatusError(406, "only the following media types are accepted: application/json, "
+                                   "application/yaml", "NotAcceptable")
+        if output.form == "table":
+            output = Output("json")
+        respond(request, 200, core_resource_list(version), output)
 
 
 class ApisResource(ApiResource):

@@ -1,8 +1,13 @@
+# -*- test-case-name: tests.test_health, tests.test_storage_hardening -*-
 """`/healthz`, `/livez` and `/readyz` with named checks, answered exactly as kube-apiserver answers them.
 
 Checks are callables that read state other parts keep up to date (they never do I/O in the request
 path) and return None when healthy or a reason.  `/readyz/<check>` asks one check; `?verbose`
 lists them all; `?exclude=<name>` leaves one out.
+
+The `storage` readiness check (StorageCheck) fails from a write that found the disk full until a write
+succeeds again; while it fails, a write that changes nothing is tried every few seconds, so the server
+becomes ready again once there is room, even if no request writes (an unready server gets none).
 """
 
 from __future__ import annotations
@@ -12,11 +17,16 @@ from urllib.parse import parse_qs
 
 from attrs import define, field
 from twisted.application.service import Service
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 
 from ..apimachinery.status import not_found_path, write_status
+from ..storage import IStore, StorageError
 
 _log = Logger()
 
@@ -129,3 +139,50 @@ class ReadinessService(Service):
     def check(self) -> str | None:
         """The `shutdown` check: failing once the daemon is stopping."""
         return "the server is shutting down" if self.shutting_down else None
+
+
+#: Seconds between the write probes of a storage whose writes fail.
+STORAGE_PROBE_INTERVAL = 5.0
+
+
+class StorageCheck(Service):
+    """The `storage` readiness check: failing while the store's writes find no room, probing it until they do.
+
+    :param store: the store whose `write_problem` is reported and whose `probe_write` is tried.
+    :param clock: time for the probes.
+    :param interval: seconds between probes while writes fail.
+    """
+
+    def __init__(self, store: IStore, clock: IReactorTime, interval: float = STORAGE_PROBE_INTERVAL):
+        self._store = store
+        self._clock = clock
+        self._interval = interval
+        self._loop: LoopingCall | None = None
+
+    def check(self) -> str | None:
+        """None while writes work, else why they fail."""
+        return self._store.write_problem()
+
+    def startService(self) -> None:
+        super().startService()
+        self._loop = LoopingCall(self._probe)
+        self._loop.clock = self._clock
+        self._loop.start(self._interval, now=False).addErrback(
+            lambda failure: _log.failure("the storage probe loop stopped", failure))
+
+    def stopService(self) -> None:
+        super().stopService()
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        self._loop = None
+
+    def _probe(self) -> Deferred[None] | None:
+        if self._store.write_problem() is None:
+            return None
+        probing = Deferred.fromCoroutine(self._store.probe_write())
+        probing.addErrback(self._probe_failed)
+        return probing
+
+    def _probe_failed(self, failure: Failure) -> None:
+        if not failure.check(StorageError):
+            _log.failure("probing whether the storage can be written failed", failure)

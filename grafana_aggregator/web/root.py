@@ -1,7 +1,8 @@
-"""The top of the served tree: authentication, authorization and admission, then the paths the daemon serves.
+"""The top of the served tree: authentication, impersonation, authorization and admission, then the served paths.
 
-`AuthenticatingRoot` admits each request (401, 403 or 429 Status otherwise) and records its caller
-on the request's ApiCall; `build_tree` assembles the paths below it from already-built resources.
+`AuthenticatingRoot` admits each request (401, 400/403 for impersonation, 403 or 429 Status otherwise)
+and records on the request's ApiCall who it acts as and, when it impersonates someone, who
+authenticated; `build_tree` assembles the paths below it from already-built resources.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from .. import __version__
 from ..apimachinery.resource import ApiResource, StatusResource
 from ..apimachinery.status import StatusError, not_found_path, unauthorized, write_json, write_status
 from ..identity.auth import Authenticator, Credentials, authorize, forbidden_details
+from ..identity.impersonation import impersonate, remove_impersonation_headers
 from ..tls.certificates import peer_chain
 from .health import ENDPOINTS, HealthChecks, HealthResource
 from .discovery import CoreResource
@@ -139,7 +141,12 @@ def too_many_requests() -> StatusError:
 
 @implementer(IResource)
 class AuthenticatingRoot:
-    """Authenticates and authorizes each request before the tree below sees it (401 / 403 Status otherwise)."""
+    """Authenticates each request, applies its impersonation, and authorizes it before the tree below sees it.
+
+    In kube-apiserver's order: authentication (401), impersonation (400 / 403: the caller must be allowed
+    to impersonate), then authorization of the user the request acts as (403; 401 for a caller that is
+    anonymous by its own lack of credentials), then the in-flight limits (429).
+    """
 
     isLeaf = False
 
@@ -177,10 +184,18 @@ class AuthenticatingRoot:
             return unauthorized()
         call = api_call(request)
         call.user = user
+        try:
+            impersonated = impersonate(user, request.requestHeaders)
+        except StatusError as refusal:
+            return refusal
+        if impersonated is not None:
+            remove_impersonation_headers(request.requestHeaders)
+            call.impersonator, call.user = user, impersonated
+            user = impersonated
         info = call.info
         decision = authorize(user, info)
         if not decision.allowed:
-            if user.is_anonymous:
+            if user.is_anonymous and call.impersonator is None:
                 return unauthorized()
             return StatusError(403, decision.reason, "Forbidden", forbidden_details(info) or {})
         if self._in_flight is not None and not is_long_running(info) and not _is_probe(info.path):

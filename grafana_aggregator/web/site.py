@@ -3,6 +3,28 @@
 Every request carries one `ApiCall` component: what it asks for (its RequestInfo, worked out once),
 who asks (set by the root), the accounting ticket, and the APIService whose backend serves it.  The
 parts of the HTTP surface share per-request state through it, never through ad-hoc attributes.
+
+Hostile clients are bounded here, before any resource sees a request:
+
+- **Deadlines count from the first byte.**  The request line and headers must arrive within
+  `header_timeout` of the request's first byte (Go's ReadHeaderTimeout), the whole request within
+  `read_timeout`; bytes dribbled one at a time, or lines ended by a bare LF, do not extend them.
+- **Connections are counted** per client address and in total; past a limit a new connection is
+  closed at once (before the TLS handshake), and the refusals are logged once per burst.
+- **Framing errors are 400s.**  What Go's HTTP server refuses before a handler runs (a malformed
+  request line or target, a bad `Content-Length`, a chunk size of 2^63 or more, and Twisted's own
+  400s) is refused here too, with a 400 `Status` naming what is wrong (Go writes a bare
+  `400 Bad Request`) and `Connection: close`; the reason is also logged.  A request target must be origin-form (`/...`), absolute-form (`https://host/...`, routed
+  by its path) or `*` (which Twisted answers itself: 200 to OPTIONS, else 405).
+- **Bodies that announce too much** (a `Content-Length`, or chunk sizes adding up to more than
+  `max_body_bytes`) get kube's 413 Status at once, before the body is read, and the connection is
+  closed; `100 Continue` is not sent for them.
+- **Dot segments** (`.`, `..`, also percent-encoded or hidden behind `%2F`) in a path are refused
+  with a 400 Status before routing and authorisation.  kube-apiserver routes such a path as it came
+  and its proxy forwards it unchanged; this server never lets a path mean something else to a backend.
+
+After such an early answer the connection lingers for half a second (Go's rstAvoidanceDelay),
+discarding input, so a client still sending its body reads the answer rather than a reset.
 """
 
 from __future__ import annotations
@@ -11,21 +33,22 @@ import io
 import re
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, unquote_to_bytes
 
 from attrs import define, frozen
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import server
-from twisted.web.http import HTTPChannel
+from twisted.web.http import HTTPChannel, _ChunkedTransferDecoder, _MalformedChunkedDataError
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
 from zope.interface import Attribute, Interface, implementer
 
 from ..apimachinery.requestinfo import RequestInfo, request_info
 from ..config.settings import REQUEST_TIMEOUT
-from ..apimachinery.status import StatusError, internal_error, timeout_status, write_status
+from ..apimachinery.status import StatusError, encode_json, internal_error, timeout_status, write_status
 from ..identity.auth import UserInfo
 
 _log = Logger()
@@ -50,6 +73,9 @@ class Limits:
     max_headers: int = 500
     #: Bodies larger than this are refused (413) before being read; local kinds allow 3 MiB (kube's limit).
     max_body_bytes: int = 64 * 1024 * 1024
+    #: Open connections, in all and from one client address; past either, new connections are closed at once.
+    max_connections: int = 8192
+    max_connections_per_client: int = 1024
 
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$")
@@ -172,20 +198,85 @@ def request_user(request: IRequest) -> UserInfo | None:
     return api_call(request).user
 
 
+def malformed_answer(reason: str) -> bytes:
+    """The whole answer to a request that cannot be read as HTTP: a 400 Status naming what is wrong, then close.
+
+    The only Status written below the request layer (there is no request to hand to `write_status`).
+    """
+    body = encode_json(StatusError(400, f"the request cannot be read: {reason}", "BadRequest").to_status())
+    return (b"HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nCache-Control: no-cache, private\r\n"
+            b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body)) + body
+
+
+#: After an early answer, seconds the connection stays open, its input discarded, before it is closed (Go's
+#: rstAvoidanceDelay): a client still sending its body then reads the answer rather than a connection reset.
+LINGER = 0.5
+#: The largest Content-Length or chunk size Go accepts (strconv.ParseUint(…, 10, 63)); larger is malformed.
+MAX_LENGTH = 2**63 - 1
+_ABSOLUTE_FORM = re.compile(rb"[A-Za-z][A-Za-z0-9+.-]*://[^/?]*(?P<rest>[/?].*)?", re.DOTALL)
+
+
+def origin_form(target: bytes) -> bytes | None:
+    """A request target as `/path?query` (absolute-form reduced to its path), `*` as it is; None when it is
+    none of origin-form, absolute-form and `*` (what Go's url.ParseRequestURI refuses)."""
+    if target.startswith(b"/") or target == b"*":
+        return target
+    match = _ABSOLUTE_FORM.fullmatch(target)
+    if match is None:
+        return None
+    rest = match.group("rest") or b""
+    return rest if rest.startswith(b"/") else b"/" + rest
+
+
+def has_dot_segment(path: bytes) -> bool:
+    """Whether a path has a `.` or `..` segment once percent-decoded (`%2e%2e`, or `..` between encoded slashes)."""
+    for segment in path.split(b"/"):
+        if (b"." in segment or b"%" in segment) and any(
+                piece in (b".", b"..") for piece in unquote_to_bytes(segment).split(b"/")):
+            return True
+    return False
+
+
+def dot_segment_refused() -> StatusError:
+    """400 for a path with dot segments: refused before routing, never forwarded to a backend."""
+    return StatusError(400, 'the request path must not contain "." or ".." segments (also percent-encoded)',
+                       "BadRequest")
+
+
 class ApiRequest(server.Request):
     """A request with kube-apiserver's limits: body size, one request timer, and JSON Status for every failure."""
 
     _too_large = False
     _timed_out = False
+    #: The chunk sizes of a chunked body, added up as they are announced.
+    _announced = 0
 
     def _limits(self) -> Limits:
         channel = self.channel
         return channel.limits if isinstance(channel, ApiChannel) else Limits()
 
+    @property
+    def body_refused(self) -> bool:
+        """Whether the body is too large: it is not kept, and the request is answered 413."""
+        return self._too_large
+
+    def refuse_body(self) -> None:
+        """The body is too large: drop what was kept, never ask for the rest (`100 Continue`), answer 413."""
+        self._too_large = True
+        content = self.content
+        if content is not None:
+            content.close()
+        self.content = io.BytesIO()
+        self.requestHeaders.removeHeader(b"expect")
+
+    def chunk_announced(self, length: int) -> bool:
+        """Whether a body chunk of this size still fits in the body limit, with the chunks announced before it."""
+        self._announced += length
+        return self._announced <= self._limits().max_body_bytes
+
     def gotLength(self, length: int | None) -> None:
         if length is not None and length > self._limits().max_body_bytes:
-            self._too_large = True
-            self.content = io.BytesIO()
+            self.refuse_body()
             return
         super().gotLength(length)
 
@@ -195,19 +286,12 @@ class ApiRequest(server.Request):
         super().handleContentChunk(data)
         content = self.content
         if content is not None and content.tell() > self._limits().max_body_bytes:
-            self._too_large = True
-            content.seek(0)
-            content.truncate()
+            self.refuse_body()
 
     def process(self) -> None:
         channel = self.channel
         if isinstance(channel, ApiChannel):
             channel.request_complete()
-        if self._too_large:
-            limit = self._limits().max_body_bytes
-            self.setHeader(b"Connection", b"close")
-            write_status(self, StatusError(413, f"Request entity too large: limit is {limit}", "RequestEntityTooLarge"))
-            return
         call = api_call(self)
         site = channel.site if isinstance(channel, ApiChannel) else None
         accounting = site.accounting if isinstance(site, ApiSite) else None
@@ -218,6 +302,8 @@ class ApiRequest(server.Request):
             call.ticket = accounting.begin(self.method.decode("ascii", "replace"), path.decode("utf-8", "replace"),
                                            call.query, long_running, call.info)
             self.notifyFinish().addBoth(self._account, accounting, call)
+        if self._answered_early():
+            return
         clock = channel.clock if isinstance(channel, ApiChannel) else None
         if clock is not None and not long_running:
             timer = call.timer = RequestTimer(clock, time_allowed(call.info, call.query,
@@ -226,6 +312,20 @@ class ApiRequest(server.Request):
         super().process()
         if call.timer is not None and not self.finished:
             call.timer.start()
+
+    def _answered_early(self) -> bool:
+        """Answer what is refused before routing: a body too large, a path with dot segments."""
+        if self._too_large:
+            limit = self._limits().max_body_bytes
+            self.setHeader(b"Connection", b"close")
+            if isinstance(self.channel, ApiChannel):
+                self.channel.persistent = False
+            write_status(self, StatusError(413, f"Request entity too large: limit is {limit}", "RequestEntityTooLarge"))
+            return True
+        if has_dot_segment(self.path):
+            write_status(self, dot_segment_refused())
+            return True
+        return False
 
     def _account(self, result: object, accounting: Any, call: ApiCall) -> None:
         user, impersonator = call.user, call.impersonator
@@ -260,13 +360,55 @@ class ApiRequest(server.Request):
         return reason
 
 
+class _BoundedChunkedDecoder(_ChunkedTransferDecoder):
+    """Twisted's decoder of a chunked body, which also refuses a chunk size above Go's limit (a malformed
+    request) and tells each chunk size as it is read, so that a body announcing too much is refused unread.
+
+    `announced(size)` answers whether the chunk may be read; once it says no, the decoder stops.
+    """
+
+    def __init__(self, data: Callable[[bytes], None], finish: Callable[[bytes], None],
+                 announced: Callable[[int], bool]):
+        super().__init__(data, finish)
+        self._announced = announced
+        self.stopped = False
+
+    def _dataReceived_CHUNK_LENGTH(self) -> bool:
+        if not super()._dataReceived_CHUNK_LENGTH():
+            return False
+        if self.length > MAX_LENGTH:
+            raise _MalformedChunkedDataError("chunk length too large")
+        if not self._announced(self.length):
+            self.stopped = True
+        return not self.stopped
+
+    def _dataReceived_BODY(self) -> bool:
+        return super()._dataReceived_BODY() and not self.stopped
+
+    def dataReceived(self, data: bytes) -> None:
+        if not self.stopped:
+            super().dataReceived(data)
+
+
 class ApiChannel(HTTPChannel):
-    """An HTTP/1.1 connection with deadlines for slow clients (slowloris) and kube's header limits."""
+    """An HTTP/1.1 connection with deadlines for slow clients (slowloris), kube's header limits, Go's answers to
+    malformed requests, and early refusals of bodies that announce too much."""
 
     limits: Limits = Limits()
     clock: IReactorTime | None = None
     site: Any = None
+    #: Called once when the connection is lost (the Site counts open connections).
+    on_lost: Callable[[], None] | None = None
     _deadline: IDelayedCall | None = None
+    #: When the first byte of the request being read arrived, by the clock.
+    _started = 0.0
+    #: The request was answered early and the connection is closing: input is ignored.
+    _discarding = False
+    #: The request was refused as malformed: it is never processed.
+    _refused = False
+    #: The body of the request being read was refused (413) while it arrived.
+    _body_refused = False
+    _linger: IDelayedCall | None = None
 
     def connectionMade(self) -> None:
         self.totalHeadersSize = self.limits.max_header_bytes
@@ -276,24 +418,124 @@ class ApiChannel(HTTPChannel):
         self.timeOut = int(self.limits.idle_timeout)
         super().connectionMade()
 
-    def lineReceived(self, line: bytes) -> None:
-        if self._deadline is None and self.clock is not None and line:
+    def dataReceived(self, data: bytes) -> None:
+        if self._discarding:
+            return
+        if data and self._deadline is None and self.line_mode and not self._handlingRequest and self.clock is not None:
+            # The first byte of a request: its headers must be in within the header timeout from now (Go's
+            # ReadHeaderTimeout), however the bytes are spread out and whatever ends their lines.
+            self._started = self.clock.seconds()
             self._deadline = self.clock.callLater(self.limits.header_timeout, self._too_slow)
+        super().dataReceived(data)
+
+    def lineReceived(self, line: bytes) -> None:
+        if self._discarding:
+            return
+        # Twisted keeps the request line's target in `_path` from the request line until the request is received.
+        request_line = "_path" not in self.__dict__
         super().lineReceived(line)
+        if request_line and "_path" in self.__dict__ and not self._discarding:
+            target = origin_form(self._path)
+            if target is None:
+                self.malformed("the request target is neither a path nor an absolute URI")
+            else:
+                self._path = target
+
+    def headerReceived(self, line: bytes) -> bool:
+        name, colon, value = line.partition(b":")
+        if colon and name.lower() == b"content-length":
+            digits = value.strip(b" \t")
+            if digits.isdigit():
+                # Twisted takes any run of digits (and int() fails past 4300 of them); Go stops at 2^63 - 1.
+                digits = digits.lstrip(b"0") or b"0"
+                if len(digits) > len(str(MAX_LENGTH)) or int(digits) > MAX_LENGTH:
+                    self.malformed("the Content-Length is 2^63 or more")
+                    return False
+                line = name + b": " + digits
+        return bool(super().headerReceived(line))
 
     def allHeadersReceived(self) -> None:
         super().allHeadersReceived()
-        if self._deadline is not None and self._deadline.active() and self.clock is not None:
+        if self._discarding:
+            return
+        request = self.requests[-1]
+        if isinstance(request, ApiRequest):
+            if request.body_refused:
+                # The Content-Length is over the limit: answer 413 now, without reading the body, and close.
+                self._cancel_deadline()
+                self.persistent = False
+                self._discarding = True
+                self.length = 0
+                return
+            decoder = self._transferDecoder
+            if type(decoder) is _ChunkedTransferDecoder:
+                self._transferDecoder = _BoundedChunkedDecoder(request.handleContentChunk, self._finishRequestBody,
+                                                               self._chunk_announced)
+        if self._deadline is not None and self.clock is not None:
             # The headers are in; a body, if one follows, gets what is left of the read timeout.  A new call
             # rather than reset(): moving a call sooner makes the reactor search its whole timer heap.
-            self._deadline.cancel()
-            self._deadline = None
+            self._cancel_deadline()
             if self.length != 0:
-                self._deadline = self.clock.callLater(max(0.0, self.limits.read_timeout - self.limits.header_timeout),
-                                                      self._too_slow)
+                left = self.limits.read_timeout - (self.clock.seconds() - self._started)
+                self._deadline = self.clock.callLater(max(0.0, left), self._too_slow)
+
+    def _chunk_announced(self, length: int) -> bool:
+        request = self.requests[-1]
+        if not isinstance(request, ApiRequest) or request.chunk_announced(length):
+            return True
+        request.refuse_body()
+        self._body_refused = True
+        return False
+
+    def rawDataReceived(self, data: bytes) -> None:
+        if self._discarding:
+            return
+        super().rawDataReceived(data)
+        if self._body_refused and not self._discarding:
+            # A chunk announced more than the limit: answer 413 now (the request is processed with no body).
+            self._body_refused = False
+            self._cancel_deadline()
+            self.persistent = False
+            self._discarding = True
+            self.allContentReceived()
+
+    def allContentReceived(self) -> None:
+        if self._refused:
+            return
+        super().allContentReceived()
+
+    def malformed(self, reason: str) -> None:
+        """Answer a request that cannot be read as HTTP with a 400 Status, and close the connection."""
+        if self._discarding:
+            return
+        self._discarding = self._refused = True
+        self._cancel_deadline()
+        transport: Any = self.transport
+        _log.info("refused a malformed request from {peer}: {reason}", peer=str(transport.getPeer()), reason=reason)
+        transport.write(malformed_answer(reason))
+        self.loseConnection()
+
+    def _respondToBadRequestAndDisconnect(self) -> None:
+        # Twisted's own refusals (a malformed request line, header or chunk, a body framed two ways, too many
+        # header bytes) answer the same 400.
+        self.malformed("malformed request line, headers or body framing")
+
+    def loseConnection(self) -> None:
+        if self._discarding and self.clock is not None and self.transport is not None:
+            if self._linger is None:
+                self._linger = self.clock.callLater(LINGER, self._close)
+            return
+        super().loseConnection()
+
+    def _close(self) -> None:
+        self._linger = None
+        HTTPChannel.loseConnection(self)
 
     def request_complete(self) -> None:
         """The whole request has arrived: no more read deadline."""
+        self._cancel_deadline()
+
+    def _cancel_deadline(self) -> None:
         if self._deadline is not None and self._deadline.active():
             self._deadline.cancel()
         self._deadline = None
@@ -307,12 +549,31 @@ class ApiChannel(HTTPChannel):
         transport.abortConnection()
 
     def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
-        self.request_complete()
+        self._cancel_deadline()
+        if self._linger is not None and self._linger.active():
+            self._linger.cancel()
+        self._linger = None
+        on_lost, self.on_lost = self.on_lost, None
+        if on_lost is not None:
+            on_lost()
         super().connectionLost(reason)
 
 
+class _Refused(Protocol):
+    """A connection past the Site's limits: closed as soon as it is made (before any TLS handshake)."""
+
+    def connectionMade(self) -> None:
+        transport: Any = self.transport
+        transport.abortConnection()
+
+
+def _client_of(addr: Any) -> str:
+    host = getattr(addr, "host", None)
+    return str(host) if host else type(addr).__name__
+
+
 class ApiSite(server.Site):
-    """The Site: JSON errors, no tracebacks, request limits and connection deadlines."""
+    """The Site: JSON errors, no tracebacks, request limits, connection deadlines and connection limits."""
 
     def __init__(self, root: IResource, limits: Limits, clock: IReactorTime | None, accounting: Any = None):
         super().__init__(root, timeout=limits.idle_timeout)
@@ -323,6 +584,11 @@ class ApiSite(server.Site):
         #: A metrics.RequestAccounting: every request is counted, timed and logged once.
         self.accounting = accounting
         self.noisy = False
+        #: Open connections in all, and per client address.
+        self.open_connections = 0
+        self._open: dict[str, int] = {}
+        #: Connections refused since the last accepted one: per client address, and "" for the total limit.
+        self._refused: dict[str, int] = {}
 
     def log(self, request: Any) -> None:
         """The access log is written by the request accounting, with named fields."""
@@ -330,15 +596,52 @@ class ApiSite(server.Site):
             super().log(request)
 
     def buildProtocol(self, addr: Any) -> Any:
+        client = _client_of(addr)
+        limits = self.limits
+        if self.open_connections >= limits.max_connections:
+            return self._refuse("", client, self.open_connections, "max_connections", limits.max_connections)
+        open_here = self._open.get(client, 0)
+        if open_here >= limits.max_connections_per_client:
+            return self._refuse(client, client, open_here, "max_connections_per_client",
+                                limits.max_connections_per_client)
+        self._end_burst("")
+        self._end_burst(client)
+        self.open_connections += 1
+        self._open[client] = open_here + 1
         channel: Any = ApiChannel()
         channel.factory = self
         channel.requestFactory = self.requestFactory
         channel.site = self
         channel.limits = self.limits
         channel.clock = self.clock
+        channel.on_lost = lambda: self._closed(client)
         if self.clock is not None:
             channel.callLater = self.clock.callLater
         return channel
+
+    def _refuse(self, burst: str, client: str, open_now: int, setting: str, limit: int) -> Protocol:
+        refused = self._refused.get(burst, 0)
+        if not refused:
+            _log.warn("refusing new connections from {client} until one closes: {open} open, {setting} is {limit}",
+                      client=burst or "any client", open=open_now, setting=setting, limit=limit)
+        self._refused[burst] = refused + 1
+        return _Refused()
+
+    def _end_burst(self, burst: str) -> None:
+        refused = self._refused.pop(burst, 0)
+        if refused:
+            _log.info("accepting connections from {client} again; {refused} were refused",
+                      client=burst or "any client", refused=refused)
+
+    def _closed(self, client: str) -> None:
+        self.open_connections -= 1
+        left = self._open.get(client, 1) - 1
+        if left > 0:
+            self._open[client] = left
+        else:
+            self._open.pop(client, None)
+            # No connection left from this client: its burst of refusals is over (the map stays small).
+            self._end_burst(client)
 
 
 def build_site(root: IResource, limits: Limits | None = None, clock: IReactorTime | None = None,

@@ -128,7 +128,7 @@ class DaemonTests(TestCase):
         self.assertTrue(version["clientVersion"]["gitVersion"].startswith("v1.33."), version["clientVersion"])
 
         out, err, code = await self.execute(kubectl, "get", "--raw", "/readyz?verbose")
-        self.assertEqual((out, code), (b"[+]ping ok\n[+]shutdown ok\n[+]poststarthook/local-apiservice-registration ok\n"
+        self.assertEqual((out, code), (b"[+]ping ok\n[+]storage ok\n[+]shutdown ok\n[+]poststarthook/local-apiservice-registration ok\n"
                                        b"[+]autoregister-completion ok\n"
                                        b"[+]poststarthook/apiservice-status-available-controller ok\n"
                                        b"[+]poststarthook/apiservice-discovery-controller ok\n"
@@ -136,7 +136,8 @@ class DaemonTests(TestCase):
 
         out, err, code = await self.execute(kubectl, "get", "--raw", "/apis")
         self.assertEqual(code, 0, err)
-        self.assertEqual([g["name"] for g in json.loads(out)["groups"]], ["apiregistration.k8s.io", "service.grafana.app"])
+        self.assertEqual([g["name"] for g in json.loads(out)["groups"]], ["apiregistration.k8s.io", "authentication.k8s.io",
+                                                                          "authorization.k8s.io", "service.grafana.app"])
 
         # Restart on another port: the kubeconfig is rewritten, and the token and CA still work.
         self.assertEqual(await daemon.stop(), 0)

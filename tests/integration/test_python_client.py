@@ -85,7 +85,9 @@ class PythonClientTests(TestCase):
 
         seen = await deferToThread(steps)
         self.assertEqual(seen, [True, 1, 7443, ["v0alpha1.example.grafana.app"], (20, 2), 30, 409, 404,
-                                ["v0alpha1.service.grafana.app", "v1.apiregistration.k8s.io"]])
+                                ["v0alpha1.service.grafana.app", "v1.apiregistration.k8s.io",
+                                 "v1.authentication.k8s.io", "v1.authorization.k8s.io",
+                                 "v1beta1.authentication.k8s.io"]])
 
     async def test_namespaced_and_watch(self) -> None:
         """ExternalNames in a namespace, and a watch that sees ADDED, MODIFIED and DELETED in order."""

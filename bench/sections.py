@@ -100,11 +100,23 @@ def start_floor(ctx: Context) -> int:
     return port
 
 
+def start_bare_proxy(ctx: Context) -> int:
+    """bench/bare_proxy.py: a bare Twisted reverse proxy to the same backend, the floor for one process."""
+    port = free_port()
+    pki = ctx.pki
+    ctx.processes.start("bare-proxy", [sys.executable, os.path.join(BENCH, "bare_proxy.py"), str(port), "localhost",
+                                       str(ctx.backend.port), pki.server_cert, pki.server_key, pki.ca,
+                                       pki.client_cert, pki.client_key, TOKEN])
+    wait_port(port)
+    return port
+
+
 def proxy(ctx: Context) -> None:
     """Small GETs at concurrency 1 and 50: direct to the backend, through nginx, through the aggregator.
 
-    Bare twisted.web over TLS answering the same object from memory is measured too: no proxy can be
-    faster than the HTTP server it is built on, so it shows how much of the cost is the framework's.
+    Two floors are measured too: bare twisted.web over TLS answering the same object from memory (no
+    proxy can be faster than the HTTP server it is built on) and a bare Twisted reverse proxy doing
+    only the aggregator's essential job (bench/bare_proxy.py): the aggregator's own cost is the gap to it.
     """
     auth = [f"Authorization: {AUTHORIZATION}"]
     targets = {
@@ -112,6 +124,7 @@ def proxy(ctx: Context) -> None:
         "nginx": f"https://127.0.0.1:{ctx.proxy.port}{SMALL_PATH}",
         "aggregator": f"{ctx.aggregator.url}{SMALL_PATH}",
         "floor": f"https://127.0.0.1:{start_floor(ctx)}{SMALL_PATH}",
+        "bare": f"https://127.0.0.1:{start_bare_proxy(ctx)}{SMALL_PATH}",
     }
     for connections in (1, 50):
         measured: dict[str, WrkResult] = {}
@@ -122,18 +135,26 @@ def proxy(ctx: Context) -> None:
                     measured[name] = wrk(url, connections, ctx.seconds, auth)
             else:
                 measured[name] = wrk(url, connections, ctx.seconds, auth)
-        direct, nginx, aggregator, floor = (measured[n] for n in ("direct", "nginx", "aggregator", "floor"))
+        direct, nginx, aggregator, floor, bare = (measured[n] for n in ("direct", "nginx", "aggregator", "floor",
+                                                                          "bare"))
         section = f"proxy c={connections}"
         _wrk_rows(ctx, section, "direct", direct, None, "")
         _wrk_rows(ctx, section, "nginx proxy", nginx, direct, "direct")
-        _wrk_rows(ctx, section, "aggregator", aggregator, nginx, "nginx")
+        _wrk_rows(ctx, section, "bare Twisted proxy", bare, nginx, "nginx")
+        _wrk_rows(ctx, section, "aggregator", aggregator, bare, "bare Twisted proxy")
         _wrk_rows(ctx, section, "twisted.web alone, no proxy", floor, None, "")
         if connections == 50:
             ctx.add(Row(section, "aggregator requests/s (target)", aggregator.rps, "req/s", nginx.rps, "nginx",
                         at_least=3000))
+            ctx.add(Row(section, "aggregator requests/s vs bare Twisted proxy", aggregator.rps / bare.rps, "×", 1.0,
+                        "bare Twisted proxy", at_least=0.75))
+            ctx.add(Row(section, "aggregator requests/s vs nginx proxy", aggregator.rps / nginx.rps, "×", 1.0,
+                        "nginx proxy"))
             ctx.add(Row(section, "aggregator requests/s vs twisted.web alone", aggregator.rps, "req/s", floor.rps,
                         "twisted.web alone"))
         else:
+            ctx.add(Row(section, "aggregator added p50 over bare Twisted proxy", aggregator.p50_ms - bare.p50_ms, "ms",
+                        bare.p50_ms - direct.p50_ms, "bare added over direct", at_most=0.2))
             ctx.add(Row(section, "aggregator added p50 over direct", aggregator.p50_ms - direct.p50_ms, "ms",
                         nginx.p50_ms - direct.p50_ms, "nginx added", at_most=1.0))
             ctx.add(Row(section, "aggregator added p99 over direct", aggregator.p99_ms - direct.p99_ms, "ms",

@@ -25,6 +25,7 @@ from twisted.web.iweb import IResponse
 from twisted.web.resource import Resource
 from zope.interface import implementer
 
+from grafana_aggregator.apimachinery import streams as streams_module
 from grafana_aggregator.apimachinery import watch as watch_module
 from grafana_aggregator.controllers.local_apiservices import LocalAPIServiceRegistration
 from grafana_aggregator.apimachinery.strategy import CREATION_TIMESTAMP_DESCRIPTION, NAME_DESCRIPTION
@@ -1073,6 +1074,30 @@ class WatchTests(SynchronousTestCase):
         assert watch.ended is not None
         self.assertTrue(watch.ended.check(ResponseDone))
         self.assertEqual(watch.summary(), [("ADDED", "v1.a.example", "1")])
+
+    def test_client_not_reading_is_ended(self) -> None:
+        """A watch whose connection stays full (its client reads nothing) is ended cleanly once more than the backlog
+        limit has piled up, as kube ends a watcher whose buffer is full; the events before the cut are whole."""
+        self.patch(streams_module, "MAX_BACKLOG", 4096)
+        store = RecordingStore()
+        server = Server(self, store)
+        watch = server.watch(f"{APISERVICES}?watch=true")
+        (stream,) = server.served.watches
+        # What the connection does when its send buffer is full (the in-memory transport never fills).
+        stream._request.channel.pauseProducing()
+        for index in range(40):
+            server.create(APISERVICES, new_apiservice(f"v1.g{index}.example", f"g{index}.example", "v1"))
+            if not server.served.watches:
+                break
+        server.client.flush()
+        assert watch.ended is not None
+        self.assertTrue(watch.ended.check(ResponseDone))
+        self.assertEqual(server.served.watches, set())
+        self.assertTrue(store.watches[-1].cancelled)  # the first is the informer's
+        summary = watch.summary()
+        self.assertGreater(len(summary), 2)
+        self.assertLess(len(summary), index + 1)
+        self.assertEqual(summary, [("ADDED", f"v1.g{i}.example", str(i + 1)) for i in range(len(summary))])
 
     def test_default_timeout(self) -> None:
         """Without timeoutSeconds a watch lasts between 30 and 60 minutes, as in kube."""

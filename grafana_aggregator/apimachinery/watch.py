@@ -4,7 +4,11 @@ with bookmarks, selector transitions, and an end by timeout, disconnect or serve
 Every option (selectors, resourceVersion, timeoutSeconds, kube's watch ListOptions rules) is checked before
 the 200 is written: once the stream has started, an error can only cut it short.
 
-Each event is encoded once however many watchers receive it (`_encoded_event`).
+Each event is encoded and framed as an HTTP/1.1 chunk once however many watchers receive it (`_encoded_event`),
+and the chunks go out through `streams.ChunkedStream`: written for every watcher by one delayed call once the
+change's own answer is out, below twisted.web's `Request.write` (see `streams`).  A watcher whose client stops reading is ended once its backlog passes
+`streams.MAX_BACKLOG`, as kube-apiserver ends a watcher whose buffer is full; the client sees a clean end of the
+stream and watches again from the last resourceVersion it read.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from twisted.internet.interfaces import IDelayedCall
+from twisted.logger import Logger
 
 from ..storage import ExpiredError, IWatch, WatchEvent
 from .negotiation import JSON, Output
@@ -31,6 +36,10 @@ from .query import (
 from .resourcerequest import ResourceRequest, content_type
 from .status import StatusError
 from .strategy import Object
+from . import streams
+from .streams import ChunkedStream, chunk
+
+_log = Logger()
 
 #: A watch without timeoutSeconds ends after a random time in [MIN_REQUEST_TIMEOUT, 2×), as in kube.
 MIN_REQUEST_TIMEOUT = 1800.0
@@ -60,25 +69,27 @@ async def watch(call: ResourceRequest, watches: set[WatchStream]) -> None:
     await stream.start(options.resource_version)
 
 
-# The last event encoded, as (object, type, line): one change reaches every watcher of a resource in a row,
-# so each is encoded once however many watch it.  Stored objects are never mutated once stored.
-_last_encoded: list[Any] = [None, "", b""]
+# The last event encoded, as (object, type, line, chunk): one change reaches every watcher of a resource in a row,
+# so each is encoded and framed once however many watch it.  Stored objects are never mutated once stored.
+_last_encoded: list[Any] = [None, "", b"", b""]
 
 
-def _encoded_event(kind: str, obj: Object) -> bytes:
-    """One watch event as a JSON line, encoded once for all the watchers that receive it."""
-    if _last_encoded[0] is obj and _last_encoded[1] == kind:
-        return _last_encoded[2]  # type: ignore[no-any-return]
+def _encoded_event(kind: str, obj: Object) -> tuple[bytes, bytes]:
+    """One watch event as a JSON line, and the line framed as a chunk, made once for all the watchers that get it."""
+    last = _last_encoded
+    if last[0] is obj and last[1] == kind:
+        return last[2], last[3]
     line = json.dumps({"type": kind, "object": obj}, separators=(",", ":"), ensure_ascii=False).encode("utf-8") + b"\n"
-    _last_encoded[:] = [obj, kind, line]
-    return line
+    framed = chunk(line)
+    last[:] = [obj, kind, line, framed]
+    return line, framed
 
 
 class WatchStream:
     """A chunked stream of watch events for one request, fed by the store and ended by timeout or disconnect."""
 
     def __init__(self, call: ResourceRequest, watches: set[WatchStream], labels: Any, fields: Any, bookmarks: bool,
-                 timeout: float):
+                 timeout: float, max_backlog: int | None = None):
         self._call = call
         self._request = call.request
         self._watches = watches
@@ -87,6 +98,9 @@ class WatchStream:
         self._bookmarks = bookmarks
         self._timeout = timeout
         self._watch: IWatch | None = None
+        self._out: ChunkedStream | None = None
+        self._max_backlog = streams.MAX_BACKLOG if max_backlog is None else max_backlog
+        self._table = call.output.form == "table"
         self._timers: list[IDelayedCall] = []
         self._done = False
         self._last_rv = 0
@@ -127,6 +141,7 @@ class WatchStream:
         request.setHeader(b"Cache-Control", b"no-cache, private")
         request.setHeader(b"Transfer-Encoding", b"chunked")
         request.write(b"")
+        out = self._out = ChunkedStream(request, call.clock, self._overflowed, self._max_backlog)
         # The initial events go out a batch at a time, the reactor running in between (the changes made meanwhile
         # come after them, from `since`).
         for start in range(0, len(initial), COSTLY_LIST):
@@ -134,7 +149,7 @@ class WatchStream:
                 await let_reactor_run(call.clock)
                 if self._ended():
                     return
-            request.write(b"".join(self._line("ADDED", obj) for obj in initial[start:start + COSTLY_LIST]))
+            out.write(b"".join(self._line("ADDED", obj) for obj in initial[start:start + COSTLY_LIST]))
         try:
             self._watch = store.watch(call.target.collection, call.target.namespace, since, self._event)
         except ExpiredError as error:
@@ -177,32 +192,51 @@ class WatchStream:
 
     def _line(self, kind: str, obj: Object) -> bytes:
         """One event as the line this watch sends (a one-row Table when Tables were asked for)."""
-        if self._call.output.form == "table":
+        if self._table:
             table = self._call.table([obj], {"resourceVersion": obj.get("metadata", {}).get("resourceVersion", "")})
             return json.dumps({"type": kind, "object": table}, separators=(",", ":"),
                               ensure_ascii=False).encode("utf-8") + b"\n"
-        return _encoded_event(kind, obj)
+        return _encoded_event(kind, obj)[0]
 
     def _send(self, kind: str, obj: Object) -> None:
-        if not self._done:
-            self._request.write(self._line(kind, obj))
+        out = self._out
+        if self._done or out is None:
+            return
+        if self._table:
+            out.write(self._line(kind, obj))
+        else:
+            out.write(*_encoded_event(kind, obj))
+
+    def _overflowed(self, backlog: int) -> None:
+        """The client has not read what it was sent: end the watch (it watches again from what it last read)."""
+        info = self._call.info
+        _log.info("ending a watch of {resource}.{group}: the client has not read {backlog} bytes of events "
+                  "(the limit is {limit})", resource=info.plural, group=info.group, backlog=backlog,
+                  limit=self._max_backlog)
+        self._end()
 
     def _send_error(self, error: StatusError) -> None:
         self._write({"type": "ERROR", "object": error.to_status()})
 
     def _write(self, event: dict[str, Any]) -> None:
-        if self._done:
+        out = self._out
+        if self._done or out is None:
             return
-        self._request.write(json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode("utf-8") + b"\n")
+        out.write(json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode("utf-8") + b"\n")
 
     def _end(self) -> None:
         if self._done:
             return
         self._stop()
-        self._request.finish()
+        if self._out is not None:
+            self._out.finish()
+        else:
+            self._request.finish()
 
     def _finished(self, result: object) -> None:
         self._stop()
+        if self._out is not None:
+            self._out.close()
 
     def _stop(self) -> None:
         self._done = True

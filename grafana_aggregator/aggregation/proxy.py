@@ -34,12 +34,21 @@ from zope.interface import implementer
 
 from ..apimachinery.status import StatusError, internal_error, timeout_status, write_status
 from ..identity.auth import UserInfo
+from .twisted_seam import (BackendRequests, canonical_name, host_value, raise_buffer, sanitize, set_trusted,
+                           trusted_headers)
 from .upstream import DISCOVERY_TIMEOUT, Backend, describe_failure, is_malformed_response, public_reason
 
 _log = Logger()
 
 #: Request bodies up to this size are sent from memory; larger ones are streamed from Twisted's spool file.
 SMALL_BODY = 1024 * 1024
+#: A large request body is read from the spool file in steps of this size (Twisted's 64 KiB costs a turn each).
+UPLOAD_READ_SIZE = 256 * 1024
+#: While a large response body is relayed, both sockets read and queue this much at a time (Twisted's 64 KiB
+#: paused and resumed the backend every 64 KiB: two epoll calls and a reactor turn each time).
+RELAY_BUFFER = 256 * 1024
+_CONTENT_LENGTH = b"Content-Length"
+_HOST = b"Host"
 
 HOP_BY_HOP = frozenset({
     "connection", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization", "te", "trailer",
@@ -66,6 +75,90 @@ def header_spelling(name: str) -> str:
     return name.lower().replace("_", "-")
 
 
+#: What `forward_headers` does with a client header, by its name as the client's Headers keep it.
+_FORWARD, _DROP, _FORWARDED_FOR = 0, 1, 2
+#: Whether a backend's response header is relayed, by its canonical name (bounded like RequestNames).
+_RESPONSE_NAMES: dict[bytes, bool] = {}
+_NAMES_LIMIT = 10000
+#: The identity headers of recent callers, as canonical names and sanitised values (bounded).
+_IDENTITY: dict[UserInfo, list[tuple[bytes, list[bytes]]]] = {}
+_X_FORWARDED_FOR = canonical_name("X-Forwarded-For")
+_X_FORWARDED_PROTO = canonical_name("X-Forwarded-Proto")
+_X_FORWARDED_HOST = canonical_name("X-Forwarded-Host")
+_X_FORWARDED_URI = canonical_name("X-Forwarded-Uri")
+
+
+class RequestNames:
+    """What happens to each client header name on its way to a backend, worked out once per name.
+
+    `extra_stripped` holds configured identity header names; one ending in `-` is a prefix.  The
+    answers are kept per canonical name (bounded: emptied when full, as Twisted bounds its own).
+    """
+
+    def __init__(self, extra_stripped: frozenset[str] = frozenset()):
+        self.spelt = frozenset(header_spelling(name) for name in extra_stripped)
+        self.prefixes = _STRIPPED_PREFIXES + tuple(name for name in self.spelt if name.endswith("-"))
+        self._known: dict[bytes, tuple[str, int]] = {}
+
+    def classify(self, raw_name: bytes) -> tuple[str, int]:
+        """The name as a CGI-style backend spells it, and whether it is forwarded, dropped or an X-Forwarded-For."""
+        known = self._known.get(raw_name)
+        if known is not None:
+            return known
+        lowered = raw_name.decode("latin-1").lower()
+        name = header_spelling(lowered)
+        if name in HOP_BY_HOP or name in _STRIPPED or name in self.spelt or name.startswith(self.prefixes):
+            action = _DROP
+        elif name in _SET_HERE:
+            action = _FORWARDED_FOR if lowered == "x-forwarded-for" else _DROP
+        else:
+            action = _FORWARD
+        if len(self._known) >= _NAMES_LIMIT:
+            self._known.clear()
+        known = self._known[raw_name] = (name, action)
+        return known
+
+
+def relayed_response_header(raw_name: bytes) -> bool:
+    """Whether a backend's response header goes to the client: not hop-by-hop, not `Access-Control-Allow-*`."""
+    known = _RESPONSE_NAMES.get(raw_name)
+    if known is None:
+        name = raw_name.decode("latin-1").lower()
+        known = not (name in HOP_BY_HOP or name.startswith("access-control-allow-"))
+        if len(_RESPONSE_NAMES) >= _NAMES_LIMIT:
+            _RESPONSE_NAMES.clear()
+        _RESPONSE_NAMES[raw_name] = known
+    return known
+
+
+def _text(value: str) -> list[bytes]:
+    return [sanitize(value.encode("utf-8"))]
+
+
+def identity_headers(user: UserInfo) -> list[tuple[bytes, list[bytes]]]:
+    """The `X-Remote-*` headers of a caller, worked out once per caller (users are immutable)."""
+    known = _IDENTITY.get(user)
+    if known is not None:
+        return known
+    headers = [(canonical_name("X-Remote-User"), _text(user.name))]
+    if user.uid:
+        headers.append((canonical_name("X-Remote-Uid"), _text(user.uid)))
+    if user.groups:
+        headers.append((canonical_name("X-Remote-Group"), [sanitize(g.encode("utf-8")) for g in user.groups]))
+    for key, extra_values in sorted(user.extra.items()):
+        headers.append((canonical_name(f"X-Remote-Extra-{escape_extra_key(key)}"),
+                        [sanitize(v.encode("utf-8")) for v in extra_values]))
+    if len(_IDENTITY) >= 1000:
+        _IDENTITY.clear()
+    _IDENTITY[user] = headers
+    return headers
+
+
+def _utf8_of_latin1(value: bytes) -> bytes:
+    """A raw value as it reads once decoded as Latin-1 and stored as text (what the headers always carried)."""
+    return value if value.isascii() else value.decode("latin-1").encode("utf-8")
+
+
 def forward_headers(incoming: Headers, user: UserInfo, client_ip: str, backend_host: str, path: str,
                     extra_stripped: frozenset[str] = frozenset()) -> Headers:
     """The headers sent to a backend: the client's, minus credentials, identity and hop-by-hop ones, plus the caller's identity.
@@ -73,38 +166,40 @@ def forward_headers(incoming: Headers, user: UserInfo, client_ip: str, backend_h
     Names are compared as a CGI-style backend reads them (`header_spelling`).  `extra_stripped` holds
     configured identity header names; one ending in `-` is a prefix (`X-Grafana-Extra-`).
     """
-    connection_named = {
-        header_spelling(token.strip())
-        for value in incoming.getRawHeaders("connection", [])
-        for token in value.split(",")
-    }
-    spelt = {header_spelling(name) for name in extra_stripped}
-    stripped_names = spelt | connection_named
-    stripped_prefixes = _STRIPPED_PREFIXES + tuple(name for name in spelt if name.endswith("-"))
-    outgoing = Headers()
-    forwarded_for: list[str] = []
+    return _forward_headers(incoming, user, client_ip.encode("utf-8"), sanitize(backend_host.encode("utf-8")),
+                            _utf8_of_latin1(path.encode("latin-1")), RequestNames(extra_stripped))
+
+
+def _forward_headers(incoming: Headers, user: UserInfo, client_ip: bytes, backend_host: bytes, path: bytes,
+                     names: RequestNames) -> Headers:
+    connection = incoming.getRawHeaders(b"connection")
+    connection_named: set[str] = set()
+    if connection:
+        connection_named = {header_spelling(token.strip()) for value in connection
+                            for token in value.decode("latin-1").split(",")}
+    items: list[tuple[bytes, list[bytes]]] = []
+    forwarded_for: list[bytes] | None = None
     for raw_name, values in incoming.getAllRawHeaders():
-        lowered = raw_name.decode("latin-1").lower()
-        name = header_spelling(lowered)
-        if (name in HOP_BY_HOP or name in _STRIPPED or name in stripped_names or name.startswith(stripped_prefixes)):
+        name, action = names.classify(raw_name)
+        if action == _DROP or (connection_named and name in connection_named):
             continue
-        if name in _SET_HERE:
-            if lowered == "x-forwarded-for":
-                forwarded_for.extend(v.decode("latin-1") for v in values)
-            continue
-        outgoing.setRawHeaders(raw_name, list(values))
-    outgoing.setRawHeaders("X-Remote-User", [user.name])
-    if user.uid:
-        outgoing.setRawHeaders("X-Remote-Uid", [user.uid])
-    if user.groups:
-        outgoing.setRawHeaders("X-Remote-Group", list(user.groups))
-    for key, extra_values in sorted(user.extra.items()):
-        outgoing.setRawHeaders(f"X-Remote-Extra-{escape_extra_key(key)}", list(extra_values))
-    outgoing.setRawHeaders("X-Forwarded-For", [", ".join([*forwarded_for, client_ip])] if forwarded_for else [client_ip])
-    outgoing.setRawHeaders("X-Forwarded-Proto", ["https"])
-    outgoing.setRawHeaders("X-Forwarded-Host", [backend_host])
-    outgoing.setRawHeaders("X-Forwarded-Uri", [path])
-    return outgoing
+        if action == _FORWARD:
+            items.append((raw_name, list(values)))
+        else:
+            if forwarded_for is None:
+                forwarded_for = []
+            forwarded_for.extend(values)
+    # Fresh lists: the cached ones must never be reached through a Headers that someone appends to.
+    items.extend([(name, list(values)) for name, values in identity_headers(user)])
+    if forwarded_for:
+        joined = ", ".join([*(v.decode("latin-1") for v in forwarded_for), client_ip.decode("utf-8")])
+        items.append((_X_FORWARDED_FOR, [sanitize(joined.encode("utf-8"))]))
+    else:
+        items.append((_X_FORWARDED_FOR, [sanitize(client_ip)]))
+    items.append((_X_FORWARDED_PROTO, [b"https"]))
+    items.append((_X_FORWARDED_HOST, [backend_host]))
+    items.append((_X_FORWARDED_URI, [sanitize(path)]))
+    return trusted_headers(items)
 
 
 def is_discovery_path(path: str) -> bool:
@@ -143,13 +238,18 @@ class UpstreamMeter(Protocol):
 class _BodyRelay(StreamProtocol):
     """Relays a backend response body to the client, with back-pressure, until either side ends."""
 
-    def __init__(self, request: IRequest, done: defer.Deferred[None]):
-        self._request = request
-        self._done = done
+    def __init__(self, exchange: _Exchange, large: bool):
+        self._exchange = exchange
+        self._request = exchange.request
+        self._large = large
         self.transport: Any = None
 
     def connectionMade(self) -> None:
         self._request.registerProducer(self.transport, True)  # type: ignore[attr-defined]
+        if self._large:
+            # Larger reads from the backend and a larger queue to the client: far fewer pauses, polls and reads.
+            raise_buffer(self.transport, RELAY_BUFFER)
+            raise_buffer(getattr(self._request, "channel", None), RELAY_BUFFER)
 
     def dataReceived(self, data: bytes) -> None:
         self._request.write(data)
@@ -159,10 +259,7 @@ class _BodyRelay(StreamProtocol):
             self._request.unregisterProducer()  # type: ignore[attr-defined]
         except Exception:
             pass
-        if reason.check(ResponseDone, PotentialDataLoss):
-            self._done.callback(None)
-        else:
-            self._done.errback(reason)
+        self._exchange.body_over(reason)
 
     def abort(self) -> None:
         """Stop the backend response (the client went away)."""
@@ -194,21 +291,32 @@ class Proxy:
         self._meter = meter
         self._on_unreachable = on_unreachable
         self._extra_stripped = extra_stripped
+        self._names = RequestNames(extra_stripped)
         self._base_url = backend.url.encode("ascii")
+        self._requests = BackendRequests(agent, self._base_url)
+        #: The Host header Twisted's Agent would add (by copying every header) when it is missing.
+        self._host = host_value(self._base_url)
         self._forwarded_host = f"{backend.host}:{backend.port}"
+        self._forwarded_host_value = sanitize(self._forwarded_host.encode("utf-8"))
 
     def forward(self, request: IRequest, user: UserInfo, long_running: bool, deadline: Deadline | None) -> None:
         """Answer the request with the backend's response (or a Status); returns at once, the request goes on."""
-        gone: list[bool] = []
-        request.notifyFinish().addBoth(lambda _: gone.append(True))  # type: ignore[attr-defined]
-        defer.Deferred.fromCoroutine(self._proxy(request, user, long_running, deadline, gone)).addErrback(
-            self._failed, request, gone)
+        exchange = _Exchange(self, request, user, deadline)
+        shared = getattr(request, "when_over", None)  # the Site's one notifyFinish per request, when it has one
+        if shared is not None:
+            shared(exchange.request_over)
+        else:
+            request.notifyFinish().addBoth(exchange.request_over)  # type: ignore[attr-defined]
+        try:
+            exchange.start(long_running)
+        except Exception:
+            exchange.crashed(Failure())
 
     def _count_error(self, reason: str) -> None:
         if self._meter is not None:
             self._meter.count_error(reason)
 
-    def _failed(self, failure: Failure, request: IRequest, gone: list[bool]) -> None:
+    def _failed(self, failure: Failure, request: IRequest, gone: bool) -> None:
         _log.failure("proxying to {apiservice} failed", failure, apiservice=self.name)
         if not gone:
             if request.startedWriting:  # type: ignore[attr-defined]
@@ -216,31 +324,83 @@ class Proxy:
             else:
                 write_status(request, internal_error("the proxy failed (see the server log)"))
 
-    async def _proxy(self, request: IRequest, user: UserInfo, long_running: bool, deadline: Deadline | None,
-                     gone: list[bool]) -> None:
-        if any("upgrade" in v.lower() for v in request.requestHeaders.getRawHeaders("connection", [])):
+
+class _Exchange:
+    """One proxied request, from the client's request to the backend's last byte, as plain callbacks.
+
+    The limiter's slot (when one was taken) is released once, by `end`, whichever way the exchange ends.
+    """
+
+    def __init__(self, proxy: Proxy, request: IRequest, user: UserInfo, deadline: Deadline | None):
+        self.proxy = proxy
+        self.request = request
+        self.user = user
+        self.deadline = deadline
+        #: The client's request is over (answered, or the client went away).
+        self.gone = False
+        #: The request's deadline passed while the backend was being asked.
+        self.expired = False
+        self.discovery = False
+        self.sent = 0.0
+        self.upstream: defer.Deferred[IResponse] | None = None
+        self.relay: _BodyRelay | None = None
+        self._release: Callable[[], None] | None = None
+        #: The response headers before the backend's were copied in (restored for a 502 on a malformed body).
+        self._before: list[tuple[bytes, list[bytes]]] = []
+
+    def request_over(self, result: object) -> None:
+        """The client's request finished or its connection was lost; a lost client cancels the backend request."""
+        self.gone = True
+        if isinstance(result, Failure):
+            if self.relay is not None:
+                self.relay.abort()
+            elif self.upstream is not None:
+                self.upstream.cancel()
+
+    def end(self) -> None:
+        """The exchange is over: give back the limiter's slot (once)."""
+        release, self._release = self._release, None
+        if release is not None:
+            release()
+
+    def crashed(self, failure: Failure) -> None:
+        self.end()
+        self.proxy._failed(failure, self.request, self.gone)
+
+    def start(self, long_running: bool) -> None:
+        request = self.request
+        connection = request.requestHeaders.getRawHeaders(b"connection")
+        if connection and any(b"upgrade" in v.lower() for v in connection):
             write_status(request, StatusError(400, "connection upgrades (exec, attach, port-forward, websockets) are "
                                                    "not supported through this aggregator", "BadRequest"))
             return
-        limiter = self._limiter
+        limiter = self.proxy._limiter
         if limiter is None or long_running:
             # Watches are long-running: they would hold a slot for as long as they stay open.
-            await self._forward(request, user, deadline, gone)
+            self.send()
             return
-        await limiter.acquire()
-        try:
-            if not gone:
-                await self._forward(request, user, deadline, gone)
-        finally:
-            limiter.release()
+        if limiter.tokens:
+            # A free slot: take it as acquire() would, without a Deferred to carry it.
+            limiter.tokens -= 1
+            self._acquired(limiter)
+            return
+        limiter.acquire().addCallback(self._acquired).addErrback(self.crashed)
 
-    async def _forward(self, request: IRequest, user: UserInfo, deadline: Deadline | None,
-                       gone: list[bool]) -> None:
-        """Send the request to the backend and relay its answer."""
-        uri = request.uri.decode("latin-1")
-        path = uri.split("?", 1)[0]
-        headers = forward_headers(request.requestHeaders, user, _client_ip(request), self._forwarded_host, path,
-                                  self._extra_stripped)
+    def _acquired(self, limiter: defer.DeferredSemaphore) -> None:
+        self._release = limiter.release
+        if self.gone:
+            self.end()
+            return
+        self.send()
+
+    def send(self) -> None:
+        """Send the request to the backend; its answer (or failure) comes to `responded` or `not_responded`."""
+        proxy, request = self.proxy, self.request
+        uri = request.uri
+        raw_path = uri.split(b"?", 1)[0]
+        path = raw_path.decode("latin-1")
+        headers = _forward_headers(request.requestHeaders, self.user, _client_ip(request).encode("utf-8"),
+                                   proxy._forwarded_host_value, _utf8_of_latin1(raw_path), proxy._names)
         producer: IBodyProducer | None = None
         body = request.content
         if body is not None:
@@ -248,106 +408,126 @@ class Proxy:
             size = body.tell()
             body.seek(0)
             if size > SMALL_BODY:
-                producer = FileBodyProducer(body)
+                producer = _LargeBodyProducer(body, readSize=UPLOAD_READ_SIZE)
             elif size:
                 producer = _BytesProducer(body.read())
+        set_trusted(headers, _HOST, [proxy._host])
         try:
-            upstream = self._agent.request(request.method, self._base_url + request.uri, headers, producer)
+            upstream = proxy._requests.request(request.method, uri, headers, producer)
         except ValueError as error:
             write_status(request, StatusError(400, f"the request cannot be forwarded: {error}", "BadRequest"))
+            self.end()
             return
-        request.notifyFinish().addErrback(lambda _: upstream.cancel())  # type: ignore[attr-defined]
-        discovery = is_discovery_path(path)
-        expired: list[bool] = []
-        relay: _BodyRelay | None = None
+        self.upstream = upstream
+        self.discovery = is_discovery_path(path)
+        if self.deadline is not None:
+            self.deadline.limit(DISCOVERY_TIMEOUT if self.discovery else None, self.time_out)
+        self.sent = proxy._clock.seconds()
+        upstream.addCallbacks(self.responded, self.not_responded).addErrback(self.crashed)
 
-        def time_out() -> None:
-            expired.append(True)
-            if relay is None:
-                upstream.cancel()
-            else:
-                relay.abort()
+    def time_out(self) -> None:
+        self.expired = True
+        if self.relay is not None:
+            self.relay.abort()
+        elif self.upstream is not None:
+            self.upstream.cancel()
 
-        if deadline is not None:
-            deadline.limit(DISCOVERY_TIMEOUT if discovery else None, time_out)
-        sent = self._clock.seconds()
+    def not_responded(self, failure: Failure) -> None:
         try:
-            response: IResponse = await upstream
-        except Exception as error:
-            if gone:
-                return
-            if not expired and is_malformed_response(error):
-                self._count_error("malformed")
-                _log.info("backend of {apiservice} sent a malformed response: {reason}", apiservice=self.name,
-                          reason=describe_failure(error))
-                write_status(request, bad_gateway(MALFORMED_RESPONSE))
-                return
-            self._count_error("timeout" if expired else "unreachable")
-            if expired and not discovery:
-                write_status(request, timeout_status())
-                return
-            reason = "context deadline exceeded" if expired else public_reason(error)
-            _log.info("backend of {apiservice} unreachable: {reason}", apiservice=self.name,
-                      reason="context deadline exceeded" if expired else describe_failure(error))
-            self._on_unreachable(self.name)
-            write_status(request, service_unavailable(f"error trying to reach service: {reason}"))
+            self._not_responded(failure.value or Exception(failure.getErrorMessage()))
+        finally:
+            self.end()
+
+    def _not_responded(self, error: BaseException) -> None:
+        if self.gone:
             return
-        if self._meter is not None:
-            self._meter.observe(self._clock.seconds() - sent)
-        if gone:
+        proxy, request, expired = self.proxy, self.request, self.expired
+        if not expired and is_malformed_response(error):
+            proxy._count_error("malformed")
+            _log.info("backend of {apiservice} sent a malformed response: {reason}", apiservice=proxy.name,
+                      reason=describe_failure(error))
+            write_status(request, bad_gateway(MALFORMED_RESPONSE))
+            return
+        proxy._count_error("timeout" if expired else "unreachable")
+        if expired and not self.discovery:
+            write_status(request, timeout_status())
+            return
+        reason = "context deadline exceeded" if expired else public_reason(error)
+        _log.info("backend of {apiservice} unreachable: {reason}", apiservice=proxy.name,
+                  reason="context deadline exceeded" if expired else describe_failure(error))
+        proxy._on_unreachable(proxy.name)
+        write_status(request, service_unavailable(f"error trying to reach service: {reason}"))
+
+    def responded(self, response: IResponse) -> None:
+        proxy, request = self.proxy, self.request
+        if proxy._meter is not None:
+            proxy._meter.observe(proxy._clock.seconds() - self.sent)
+        if self.gone:
             response.deliverBody(_Discard())
+            self.end()
             return
         if response.version[0] != b"HTTP" or not 100 <= response.code <= 999:
             # Twisted's client takes any protocol name and any number; Go's refuses them.
-            self._count_error("malformed")
+            proxy._count_error("malformed")
             _log.info("backend of {apiservice} sent a malformed status line: {version!r} {code}",
-                      apiservice=self.name, version=response.version, code=response.code)
+                      apiservice=proxy.name, version=response.version, code=response.code)
             response.deliverBody(_Discard())
             write_status(request, bad_gateway(MALFORMED_RESPONSE))
+            self.end()
             return
-        if 300 <= response.code < 400 and response.headers.getRawHeaders("location"):
-            self._count_error("redirect")
+        if 300 <= response.code < 400 and response.headers.getRawHeaders(b"location"):
+            proxy._count_error("redirect")
             response.deliverBody(_Discard())
             write_status(request, bad_gateway("the backend attempted to redirect this request, which is not "
                                               "permitted"))
+            self.end()
             return
-        before = request.responseHeaders.copy()
+        headers = request.responseHeaders
+        self._before = list(headers.getAllRawHeaders())
         # A reply without Content-Type is relayed without one, not labelled text/html by Twisted.
         request.defaultContentType = None  # type: ignore[attr-defined]
         request.setResponseCode(response.code, response.phrase)
         for raw_name, values in response.headers.getAllRawHeaders():
-            name = raw_name.decode("latin-1").lower()
-            if name in HOP_BY_HOP or name.startswith("access-control-allow-"):
-                continue
-            request.responseHeaders.setRawHeaders(raw_name, list(values))
+            if relayed_response_header(raw_name):
+                set_trusted(headers, raw_name, list(values))
+        length = response.length
         # Twisted's client keeps Content-Length out of the headers; without it the body would be re-chunked.
-        if (isinstance(response.length, int) and request.method != b"HEAD"
+        if (isinstance(length, int) and request.method != b"HEAD"
                 and response.code not in (204, 304) and response.code >= 200):
-            request.responseHeaders.setRawHeaders(b"Content-Length", [str(response.length).encode("ascii")])
-        done: defer.Deferred[None] = defer.Deferred()
-        relay = _BodyRelay(request, done)
-        body_relay = relay
-        request.notifyFinish().addErrback(lambda _: body_relay.abort())  # type: ignore[attr-defined]
-        response.deliverBody(relay)
+            set_trusted(headers, _CONTENT_LENGTH, [b"%d" % length])
+        large = not isinstance(length, int) or length > RELAY_BUFFER
+        self.relay = _BodyRelay(self, large)
+        response.deliverBody(self.relay)
+
+    def body_over(self, reason: Failure) -> None:
+        """The backend's body ended (or broke off): finish the client's answer."""
         try:
-            await done
-        except Exception as error:
-            if gone:
-                return
-            if not expired and not request.startedWriting and is_malformed_response(error):  # type: ignore[attr-defined]
-                # The body's framing was broken before any of it was relayed: the answer can still be a 502.
-                self._count_error("malformed")
-                _log.info("backend of {apiservice} sent a malformed response body: {reason}",
-                          apiservice=self.name, reason=describe_failure(error))
-                request.responseHeaders = before
-                write_status(request, bad_gateway(MALFORMED_RESPONSE))
-                return
-            _log.info("backend of {apiservice} broke off its response: {error}", apiservice=self.name,
-                      error="timed out" if expired else describe_failure(error))
-            request.loseConnection()  # type: ignore[attr-defined]
+            self._body_over(reason)
+        except Exception:
+            self.crashed(Failure())
+        else:
+            self.end()
+
+    def _body_over(self, reason: Failure) -> None:
+        request = self.request
+        if reason.check(ResponseDone, PotentialDataLoss):
+            if not self.gone and not request.finished:  # type: ignore[attr-defined]
+                request.finish()
             return
-        if not gone and not request.finished:  # type: ignore[attr-defined]
-            request.finish()
+        if self.gone:
+            return
+        proxy, error = self.proxy, reason.value or Exception(reason.getErrorMessage())
+        if not self.expired and not request.startedWriting and is_malformed_response(error):  # type: ignore[attr-defined]
+            # The body's framing was broken before any of it was relayed: the answer can still be a 502.
+            proxy._count_error("malformed")
+            _log.info("backend of {apiservice} sent a malformed response body: {reason}",
+                      apiservice=proxy.name, reason=describe_failure(error))
+            request.responseHeaders = trusted_headers(self._before)
+            write_status(request, bad_gateway(MALFORMED_RESPONSE))
+            return
+        _log.info("backend of {apiservice} broke off its response: {error}", apiservice=proxy.name,
+                  error="timed out" if self.expired else describe_failure(error))
+        request.loseConnection()  # type: ignore[attr-defined]
 
 
 @implementer(IBodyProducer)
@@ -370,6 +550,16 @@ class _BytesProducer:
 
     def stopProducing(self) -> None:
         pass
+
+
+class _LargeBodyProducer(FileBodyProducer):
+    """A large request body from Twisted's spool file, written in bigger steps to a backend connection that queues
+    more before pausing it (Twisted's 64 KiB paused it after every read)."""
+
+    def startProducing(self, consumer: IConsumer) -> defer.Deferred[None]:
+        raise_buffer(consumer, RELAY_BUFFER)
+        done: defer.Deferred[None] = super().startProducing(consumer)
+        return done
 
 
 class _Discard(StreamProtocol):

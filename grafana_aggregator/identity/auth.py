@@ -273,23 +273,38 @@ def parse_token_file(path: str) -> dict[str, UserInfo]:
 
 @implementer(IAuthenticator)
 class TokenAuthenticator:
-    """`Authorization: Bearer <token>` against a fixed set of tokens (the token file and the kubeconfig's)."""
+    """`Authorization: Bearer <token>` against a fixed set of tokens (the token file and the kubeconfig's).
+
+    An `Authorization` value once found valid is remembered with its user (the tokens never change
+    for the life of the authenticator), so a caller's later requests cost one dictionary lookup.
+    """
 
     def __init__(self, tokens: Mapping[str, UserInfo]):
         self._by_digest = {hashlib.sha256(t.encode()).digest(): (t, u) for t, u in tokens.items()}
+        self._accepted: dict[bytes, UserInfo] = {}
 
     def authenticate(self, credentials: Credentials) -> UserInfo | None:
-        header = header_values(credentials.headers, "authorization")
-        if not header:
+        raw = credentials.headers.getRawHeaders(b"authorization")
+        if not raw:
             return None
-        scheme, _, token = header[0].strip().partition(" ")
+        accepted = self._accepted.get(raw[0])
+        if accepted is not None:
+            return accepted
+        scheme, _, token = raw[0].decode("utf-8", "replace").strip().partition(" ")
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
             return None
         entry = self._by_digest.get(hashlib.sha256(token.encode()).digest())
         if entry is None or not hmac.compare_digest(entry[0].encode(), token.encode()):
             raise AuthenticationError("invalid bearer token")
+        if len(self._accepted) >= _ACCEPTED_LIMIT:
+            self._accepted.clear()
+        self._accepted[raw[0]] = entry[1]
         return entry[1]
+
+
+#: Remembered valid `Authorization` values (their spellings of the tokens), and authenticated users; emptied when full.
+_ACCEPTED_LIMIT = 1024
 
 
 class Authenticator:
@@ -298,6 +313,10 @@ class Authenticator:
     def __init__(self, authenticators: Sequence[IAuthenticator], anonymous: bool):
         self._authenticators = list(authenticators)
         self._anonymous = anonymous
+        #: The user with system:authenticated, by the identity of the user an authenticator returned (kept alive
+        #: alongside, so that the identity is not reused): an authenticator that returns the same user object
+        #: for a caller (the token authenticator) gets the same answer without building it again.
+        self._completed: dict[int, tuple[UserInfo, UserInfo]] = {}
 
     def authenticate(self, credentials: Credentials) -> UserInfo | None:
         """The caller, or None when the request must be answered 401."""
@@ -309,12 +328,22 @@ class Authenticator:
                 errors.append(str(error))
                 continue
             if user is not None:
-                groups = user.groups if AUTHENTICATED_GROUP in user.groups else (*user.groups, AUTHENTICATED_GROUP)
-                return UserInfo(name=user.name, uid=user.uid, groups=groups, extra=user.extra)
+                return self._complete(user)
         if errors:
             _log.info("authentication failed: {errors}", errors="; ".join(errors))
             return None
         return ANONYMOUS if self._anonymous else None
+
+    def _complete(self, user: UserInfo) -> UserInfo:
+        known = self._completed.get(id(user))
+        if known is not None and known[0] is user:
+            return known[1]
+        groups = user.groups if AUTHENTICATED_GROUP in user.groups else (*user.groups, AUTHENTICATED_GROUP)
+        completed = UserInfo(name=user.name, uid=user.uid, groups=groups, extra=user.extra)
+        if len(self._completed) >= _ACCEPTED_LIMIT:
+            self._completed.clear()
+        self._completed[id(user)] = (user, completed)
+        return completed
 
 
 #: Non-resource paths every caller may read, anonymous ones included (kube's system:public-info-viewer).
@@ -401,8 +430,22 @@ AUTHENTICATED_RULES = Rules(
 PUBLIC_RULES = Rules((), (NonResourceRule(READ_VERBS, _paths(PUBLIC_PATHS)),))
 
 
+#: The rules of recent sets of groups (the policy depends on nothing else); emptied when full.
+_RULES_BY_GROUPS: dict[tuple[str, ...], Rules] = {}
+
+
 def rules_for(user: UserInfo) -> Rules:
     """Every rule that applies to the user, by its groups: the policy is these rules and nothing else."""
+    rules = _RULES_BY_GROUPS.get(user.groups)
+    if rules is None:
+        rules = _rules_for_groups(user)
+        if len(_RULES_BY_GROUPS) >= _ACCEPTED_LIMIT:
+            _RULES_BY_GROUPS.clear()
+        _RULES_BY_GROUPS[user.groups] = rules
+    return rules
+
+
+def _rules_for_groups(user: UserInfo) -> Rules:
     rules = Rules()
     if MASTERS_GROUP in user.groups:
         rules += MASTERS_RULES
@@ -419,10 +462,16 @@ class Decision:
     reason: str = ""
 
 
+_ALLOWED = Decision(True)
+
+
 def authorize(user: UserInfo, info: RequestInfo) -> Decision:
     """The built-in policy: system:masters may do anything; others what `rules_for` grants them."""
+    if MASTERS_GROUP in user.groups:
+        # MASTERS_RULES grant every resource and every non-resource request: no rule needs reading.
+        return _ALLOWED
     if rules_for(user).grants(info):
-        return Decision(True)
+        return _ALLOWED
     return Decision(False, forbidden_message(user, info))
 
 

@@ -111,6 +111,14 @@ def _is_extra_header(name: str) -> bool:
     return name.lower().startswith(EXTRA_HEADER_PREFIX.lower())
 
 
+_PREFIX = b"impersonate-"
+
+
+def asks_to_impersonate(headers: Headers) -> bool:
+    """Whether any header is an `Impersonate-*` one (most requests have none: then nothing more is read)."""
+    return any(raw_name[:12].lower() == _PREFIX for raw_name, _ in headers.getAllRawHeaders())
+
+
 def requested(headers: Headers) -> list[ImpersonationRequest]:
     """Everything the headers ask to impersonate, in kube's order; a 400 when they name no user but other things."""
     found: list[ImpersonationRequest] = []
@@ -173,6 +181,8 @@ def impersonate(caller: UserInfo, headers: Headers, authorizer: Authorizer = aut
     Raises kube's 400 for a group, uid or extra without a user, and its 403 for the first thing the
     caller may not impersonate.
     """
+    if not asks_to_impersonate(headers):
+        return None
     requests = requested(headers)
     if not requests:
         return None

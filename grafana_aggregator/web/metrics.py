@@ -250,6 +250,23 @@ class Ticket:
     upstream: str | None = None
     longrunning_labels: tuple[str, ...] | None = None
     ended: bool = False
+    #: The request's _Kind (its labels and their children), when `begin` classified it.
+    kind: Any = None
+
+
+class _Kind:
+    """One kind of request (a method and a RequestInfo): its metric labels and their children, resolved once."""
+
+    __slots__ = ("method", "info", "verb", "scope", "requests", "durations")
+
+    def __init__(self, method: str, info: RequestInfo):
+        self.method = method
+        self.info = info
+        self.verb = request_verb(method, info)
+        self.scope = request_scope(info)
+        #: apiserver_request_total children by (component, code), request_duration_seconds ones by component.
+        self.requests: dict[tuple[str, int], Any] = {}
+        self.durations: dict[str, Any] = {}
 
 
 #: Labelled children remembered by RequestAccounting before it starts over (label values are bounded anyway).
@@ -266,6 +283,17 @@ class RequestAccounting:
         self._log_health_probes = log_health_probes
         # Labelled children by metric and label values: prometheus-client's labels() is slow for a per-request path.
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+        #: The _Kind of recent (method, RequestInfo) pairs, by method and the RequestInfo's identity.
+        self._kinds: dict[tuple[str, int], _Kind] = {}
+
+    def _kind(self, method: str, info: RequestInfo) -> _Kind:
+        key = (method, id(info))
+        kind = self._kinds.get(key)
+        if kind is None or kind.info is not info:
+            if len(self._kinds) >= _CHILDREN_LIMIT:
+                self._kinds.clear()
+            kind = self._kinds[key] = _Kind(method, info)
+        return kind
 
     def _child(self, metric: Any, *values: str) -> Any:
         key = (id(metric), values)
@@ -280,17 +308,18 @@ class RequestAccounting:
         """Classify a request (unless its RequestInfo is given) and count it as in flight or as long-running."""
         if info is None:
             info = request_info(method, path, query)
-        scope = request_scope(info)
+        kind = self._kind(method, info)
         ticket = Ticket(
             method=method.upper(),
             path=path,
             query=query,
             info=info,
-            verb=request_verb(method, info),
-            scope=scope,
+            verb=kind.verb,
+            scope=kind.scope,
             started=self._clock.seconds(),
             long_running=long_running,
             request_kind=None if long_running else ("readOnly" if info.verb in _READ_ONLY_VERBS else "mutating"),
+            kind=kind,
         )
         if ticket.request_kind is not None:
             self._child(self._metrics.inflight, ticket.request_kind).inc()
@@ -320,10 +349,19 @@ class RequestAccounting:
         component = COMPONENT_PROXIED if upstream is not None else COMPONENT_LOCAL
         elapsed = max(0.0, self._clock.seconds() - ticket.started)
         info = ticket.info
-        labels = (ticket.verb, info.api_group, info.api_version, info.resource, info.subresource, ticket.scope,
-                  component)
-        self._child(self._metrics.requests, *labels, str(code)).inc()
-        self._child(self._metrics.request_duration, *labels).observe(elapsed)
+        kind: _Kind | None = ticket.kind
+        requests = kind.requests.get((component, code)) if kind is not None else None
+        duration = kind.durations.get(component) if kind is not None else None
+        if requests is None or duration is None:
+            labels = (ticket.verb, info.api_group, info.api_version, info.resource, info.subresource, ticket.scope,
+                      component)
+            requests = self._child(self._metrics.requests, *labels, str(code))
+            duration = self._child(self._metrics.request_duration, *labels)
+            if kind is not None:
+                kind.requests[component, code] = requests
+                kind.durations[component] = duration
+        requests.inc()
+        duration.observe(elapsed)
         if ticket.request_kind is not None:
             self._child(self._metrics.inflight, ticket.request_kind).dec()
         if ticket.longrunning_labels is not None:
@@ -353,6 +391,8 @@ class RequestAccounting:
 
 
 def _is_health_probe(path: str) -> bool:
+    if not path.startswith(HEALTH_PROBE_PATHS):
+        return False
     return any(path == probe or path.startswith(probe + "/") for probe in HEALTH_PROBE_PATHS)
 
 

@@ -23,7 +23,7 @@ from ..identity.impersonation import impersonate, remove_impersonation_headers
 from ..tls.certificates import peer_chain
 from .health import ENDPOINTS, HealthChecks, HealthResource
 from .discovery import CoreResource
-from .site import Limits, api_call, is_long_running
+from .site import ApiChannel, Limits, api_call, is_long_running, when_over
 
 
 def version_info(emulated: tuple[int, int]) -> dict[str, str]:
@@ -74,9 +74,19 @@ PeerChain = Callable[[IRequest], Sequence[x509.Certificate]]
 
 
 def transport_chain(request: IRequest) -> Sequence[x509.Certificate]:
-    """The client certificate chain of the request's TLS connection (empty without one)."""
+    """The client certificate chain of the request's TLS connection (empty without one).
+
+    Read once per connection and kept on its channel: the handshake is over before any request is
+    read, and the peer's certificate cannot change afterwards (no renegotiation is accepted).
+    """
     channel = getattr(request, "channel", None)
-    return peer_chain(getattr(channel, "transport", None))
+    known: Sequence[x509.Certificate] | None = getattr(channel, "peer_chain", None)
+    if known is not None:
+        return known
+    chain = peer_chain(getattr(channel, "transport", None))
+    if isinstance(channel, ApiChannel):
+        channel.peer_chain = chain
+    return chain
 
 
 _READ_ONLY = (b"GET", b"HEAD", b"OPTIONS")
@@ -202,7 +212,7 @@ class AuthenticatingRoot:
             if not self._in_flight.admit(request.method):
                 return too_many_requests()
             in_flight, method = self._in_flight, request.method
-            request.notifyFinish().addBoth(lambda _: in_flight.release(method))  # type: ignore[attr-defined]
+            when_over(request, lambda _: in_flight.release(method))
         return None
 
 

@@ -29,7 +29,10 @@ discarding input, so a client still sending its body reads the answer rather tha
 
 from __future__ import annotations
 
+import heapq
 import io
+import itertools
+import math
 import re
 from collections.abc import Callable
 from typing import Any
@@ -46,6 +49,7 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
 from zope.interface import Attribute, Interface, implementer
 
+from ..aggregation.twisted_seam import raise_buffer
 from ..apimachinery.requestinfo import RequestInfo, request_info
 from ..config.settings import REQUEST_TIMEOUT
 from ..apimachinery.status import StatusError, encode_json, internal_error, timeout_status, write_status
@@ -86,6 +90,8 @@ def time_allowed(info: RequestInfo, query: str, default: float) -> float | None:
     """How long a request may take: None when it is long-running, else `?timeout=` (a Go duration) capped at default."""
     if is_long_running(info):
         return None
+    if "timeout" not in query:
+        return default
     for text in parse_qs(query, keep_blank_values=True).get("timeout", []):
         match = _DURATION.match(text.strip())
         if match:
@@ -98,6 +104,99 @@ def is_long_running(info: RequestInfo) -> bool:
     return info.verb in ("watch", "proxy") or info.subresource in ("exec", "attach", "portforward", "log", "proxy")
 
 
+class Deadline:
+    """One deadline in `Deadlines`: the part of a DelayedCall the Site uses (`active`, `cancel`)."""
+
+    __slots__ = ("_owner", "function")
+
+    def __init__(self, owner: Deadlines, function: Callable[[], object]):
+        self._owner = owner
+        self.function: Callable[[], object] | None = function
+
+    def active(self) -> bool:
+        """Whether it has neither fired nor been cancelled."""
+        return self.function is not None
+
+    def cancel(self) -> None:
+        """Never fire (as DelayedCall.cancel, but cancelling twice is harmless)."""
+        if self.function is not None:
+            self.function = None
+            self._owner._cancelled()
+
+
+class Deadlines:
+    """The deadlines of every request and connection of a Site, on one reactor timer.
+
+    Each request schedules a header deadline and a request deadline and nearly always cancels both.
+    Here that costs a tuple on a heap and a flag; the reactor holds a single delayed call, for the
+    soonest deadline, instead of a DelayedCall per deadline that its heap orders by Python comparisons.
+    Deadlines fire when `clock.callLater` calls would, in the order they fall due.
+    """
+
+    #: Cancelled deadlines are dropped from the heap once they outnumber the live ones (and there are this many).
+    _COMPACT_AT = 64
+
+    def __init__(self, clock: IReactorTime):
+        self._clock = clock
+        self._heap: list[tuple[float, int, Deadline]] = []
+        self._order = itertools.count()
+        self._live = 0
+        self._call: IDelayedCall | None = None
+        self._armed_for = math.inf
+
+    def callLater(self, delay: float, function: Callable[[], object]) -> Deadline:
+        """Call `function` after `delay` seconds, unless the returned Deadline is cancelled first."""
+        when = self._clock.seconds() + delay
+        deadline = Deadline(self, function)
+        heapq.heappush(self._heap, (when, next(self._order), deadline))
+        self._live += 1
+        if when < self._armed_for:
+            self._arm(when)
+        return deadline
+
+    def _arm(self, when: float) -> None:
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        self._armed_for = when
+        self._call = self._clock.callLater(max(0.0, when - self._clock.seconds()), self._fire)
+
+    def _cancelled(self) -> None:
+        self._live -= 1
+        if not self._live:
+            # Nothing left to wait for: no delayed call stays in the reactor.
+            self._heap.clear()
+            if self._call is not None and self._call.active():
+                self._call.cancel()
+            self._call = None
+            self._armed_for = math.inf
+        elif len(self._heap) > self._COMPACT_AT and len(self._heap) > 2 * self._live:
+            self._heap = [entry for entry in self._heap if entry[2].function is not None]
+            heapq.heapify(self._heap)
+
+    def _fire(self) -> None:
+        self._call = None
+        self._armed_for = math.inf
+        # A deadline computed as now + delay may differ from the reactor's own sum in the last bit.
+        now = self._clock.seconds() + 1e-9
+        # self._heap each time: a function may add deadlines, or cancel some (and so compact the heap).
+        while self._heap and self._heap[0][0] <= now:
+            deadline = heapq.heappop(self._heap)[2]
+            function, deadline.function = deadline.function, None
+            if function is None:
+                continue
+            self._live -= 1
+            try:
+                function()
+            except Exception:
+                _log.failure("a request or connection deadline failed")
+        heap = self._heap
+        while heap and heap[0][2].function is None:
+            heapq.heappop(heap)
+        # A function may have armed the call for a later deadline than the soonest one left.
+        if heap and heap[0][0] < self._armed_for:
+            self._arm(heap[0][0])
+
+
 class RequestTimer:
     """The one deadline of a request: the Site's 504 by default, or what the resource serving it asks for.
 
@@ -106,11 +205,14 @@ class RequestTimer:
     runs two timers.
     """
 
-    def __init__(self, clock: IReactorTime, seconds: float | None, on_expiry: Callable[[], None]):
+    def __init__(self, clock: IReactorTime, seconds: float | None, on_expiry: Callable[[], None],
+                 timers: Deadlines | None = None):
         self._clock = clock
+        #: Where the delayed call is scheduled: the Site's Deadlines, or the clock itself.
+        self._timers: Any = timers if timers is not None else clock
         self._deadline = None if seconds is None else clock.seconds() + seconds
         self._on_expiry = on_expiry
-        self._call: IDelayedCall | None = None
+        self._call: IDelayedCall | Deadline | None = None
         self._done = False
 
     def limit(self, seconds: float | None, on_expiry: Callable[[], None]) -> None:
@@ -131,10 +233,10 @@ class RequestTimer:
     def start(self) -> None:
         """Start counting, unless the request has no limit or is already over."""
         if self._call is None and self._deadline is not None and not self._done:
-            self._call = self._clock.callLater(max(0.0, self._deadline - self._clock.seconds()), self._expire)
+            self._call = self._timers.callLater(max(0.0, self._deadline - self._clock.seconds()), self._expire)
 
-    def stop(self) -> None:
-        """The request is over: never expire."""
+    def stop(self, _result: object = None) -> None:
+        """The request is over: never expire (a `when_over` hook: the request's outcome is ignored)."""
         self._done = True
         if self._call is not None and self._call.active():
             self._call.cancel()
@@ -180,17 +282,49 @@ class ApiCall:
             self.accounting.mark_proxied(self.ticket, apiservice)
 
 
+#: RequestInfo (and the decoded query) of recent request lines: clients repeat the same few URIs, and a
+#: RequestInfo is immutable.  Bounded: emptied when full.
+_REQUEST_INFOS: dict[tuple[bytes, bytes], tuple[RequestInfo, str]] = {}
+_REQUEST_INFOS_LIMIT = 4096
+
+
+def _classify(method: bytes, uri: bytes) -> tuple[RequestInfo, str]:
+    key = (method, uri)
+    known = _REQUEST_INFOS.get(key)
+    if known is None:
+        path, _, query = uri.partition(b"?")
+        decoded_query = query.decode("utf-8", "replace")
+        known = (request_info(method.decode("ascii", "replace"), path.decode("utf-8", "replace"), decoded_query),
+                 decoded_query)
+        if len(_REQUEST_INFOS) >= _REQUEST_INFOS_LIMIT:
+            _REQUEST_INFOS.clear()
+        _REQUEST_INFOS[key] = known
+    return known
+
+
 def api_call(request: IRequest) -> ApiCall:
     """The ApiCall of a request, made from its method and URI the first time it is asked for."""
-    call: ApiCall | None = request.getComponent(IApiCall)  # type: ignore[attr-defined]
+    call: ApiCall | None = getattr(request, "_api_call", None)  # an ApiRequest keeps it at hand
+    if call is not None:
+        return call
+    call = request.getComponent(IApiCall)  # type: ignore[attr-defined]
     if call is None:
-        path, _, query = request.uri.partition(b"?")
-        decoded_query = query.decode("utf-8", "replace")
-        info = request_info(request.method.decode("ascii", "replace"), path.decode("utf-8", "replace"),
-                            decoded_query)
+        info, decoded_query = _classify(request.method, request.uri)
         call = ApiCall(info, decoded_query)
         request.setComponent(IApiCall, call)  # type: ignore[attr-defined]
+    if isinstance(request, ApiRequest):
+        request._api_call = call
     return call
+
+
+def when_over(request: IRequest, hook: Callable[[object], None]) -> None:
+    """Call `hook` with `notifyFinish`'s outcome once the request is over, through the request's shared hooks when
+    it is one of this Site's (`ApiRequest.when_over`), else through a `notifyFinish` of its own."""
+    shared = getattr(request, "when_over", None)
+    if shared is not None:
+        shared(hook)
+    else:
+        request.notifyFinish().addBoth(hook)  # type: ignore[attr-defined]
 
 
 def request_user(request: IRequest) -> UserInfo | None:
@@ -208,6 +342,9 @@ def malformed_answer(reason: str) -> bytes:
             b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body)) + body
 
 
+#: A request body larger than this is read from the socket in steps of BODY_READ_SIZE.
+LARGE_BODY = 1024 * 1024
+BODY_READ_SIZE = 256 * 1024
 #: After an early answer, seconds the connection stays open, its input discarded, before it is closed (Go's
 #: rstAvoidanceDelay): a client still sending its body then reads the answer rather than a connection reset.
 LINGER = 0.5
@@ -230,6 +367,9 @@ def origin_form(target: bytes) -> bytes | None:
 
 def has_dot_segment(path: bytes) -> bool:
     """Whether a path has a `.` or `..` segment once percent-decoded (`%2e%2e`, or `..` between encoded slashes)."""
+    if b"%" not in path and b"/." not in path and not path.startswith(b"."):
+        # Without percent-encoding, a dot segment starts right after a slash (or at the very start).
+        return False
     for segment in path.split(b"/"):
         if (b"." in segment or b"%" in segment) and any(
                 piece in (b".", b"..") for piece in unquote_to_bytes(segment).split(b"/")):
@@ -250,6 +390,28 @@ class ApiRequest(server.Request):
     _timed_out = False
     #: The chunk sizes of a chunked body, added up as they are announced.
     _announced = 0
+    #: The request's ApiCall, once made (also its IApiCall component).
+    _api_call: ApiCall | None = None
+    #: What runs once the request is over (see `when_over`).
+    _over_hooks: list[Callable[[object], None]] | None = None
+
+    def when_over(self, hook: Callable[[object], None]) -> None:
+        """Call `hook` once the request is over: with None when it was answered, with a Failure when its
+        connection was lost first (as `notifyFinish` fires).  Every part of the server that must know shares
+        one `notifyFinish` Deferred; hooks run in the order they were added."""
+        hooks = self._over_hooks
+        if hooks is None:
+            hooks = self._over_hooks = []
+            self.notifyFinish().addBoth(self._run_over_hooks)
+        hooks.append(hook)
+
+    def _run_over_hooks(self, result: object) -> None:
+        hooks, self._over_hooks = self._over_hooks or [], []
+        for hook in hooks:
+            try:
+                hook(result)
+            except Exception:
+                _log.failure("a hook at the end of {method} {uri} failed", method=self.method, uri=self.uri)
 
     def _limits(self) -> Limits:
         channel = self.channel
@@ -278,6 +440,9 @@ class ApiRequest(server.Request):
         if length is not None and length > self._limits().max_body_bytes:
             self.refuse_body()
             return
+        if length is not None and length > LARGE_BODY:
+            # A large body arrives in larger reads (Twisted reads 64 KiB at a time).
+            raise_buffer(self.channel, BODY_READ_SIZE)
         super().gotLength(length)
 
     def handleContentChunk(self, data: bytes) -> None:
@@ -290,25 +455,27 @@ class ApiRequest(server.Request):
 
     def process(self) -> None:
         channel = self.channel
-        if isinstance(channel, ApiChannel):
-            channel.request_complete()
+        api_channel = channel if isinstance(channel, ApiChannel) else None
+        if api_channel is not None:
+            api_channel.request_complete()
         call = api_call(self)
-        site = channel.site if isinstance(channel, ApiChannel) else None
+        site = api_channel.site if api_channel is not None else None
         accounting = site.accounting if isinstance(site, ApiSite) else None
-        long_running = is_long_running(call.info)
+        info = call.info
+        long_running = is_long_running(info)
         if accounting is not None:
-            path, _, _ = self.uri.partition(b"?")
             call.accounting = accounting
-            call.ticket = accounting.begin(self.method.decode("ascii", "replace"), path.decode("utf-8", "replace"),
-                                           call.query, long_running, call.info)
-            self.notifyFinish().addBoth(self._account, accounting, call)
+            # info.path is the request's path, decoded as the accounting wants it.
+            call.ticket = accounting.begin(self.method.decode("ascii", "replace"), info.path, call.query,
+                                           long_running, info)
+            self.when_over(self._account)
         if self._answered_early():
             return
-        clock = channel.clock if isinstance(channel, ApiChannel) else None
+        clock = api_channel.clock if api_channel is not None else None
         if clock is not None and not long_running:
-            timer = call.timer = RequestTimer(clock, time_allowed(call.info, call.query,
-                                                                  self._limits().request_timeout), self._time_out)
-            self.notifyFinish().addBoth(lambda _: timer.stop())
+            timer = call.timer = RequestTimer(clock, time_allowed(info, call.query, self._limits().request_timeout),
+                                              self._time_out, api_channel.timers if api_channel is not None else None)
+            self.when_over(timer.stop)
         super().process()
         if call.timer is not None and not self.finished:
             call.timer.start()
@@ -327,7 +494,9 @@ class ApiRequest(server.Request):
             return True
         return False
 
-    def _account(self, result: object, accounting: Any, call: ApiCall) -> None:
+    def _account(self, result: object) -> None:
+        call = api_call(self)
+        accounting = call.accounting
         user, impersonator = call.user, call.impersonator
         accounting.end(call.ticket, self.code, self.sentLength, user.name if user is not None else "", call.upstream,
                        impersonator.name if impersonator is not None else "")
@@ -396,10 +565,14 @@ class ApiChannel(HTTPChannel):
 
     limits: Limits = Limits()
     clock: IReactorTime | None = None
+    #: The Site's Deadlines (on `clock`), for the per-request deadlines.
+    timers: Any = None
+    #: The client certificate chain of the connection, once the root has read it (see root.transport_chain).
+    peer_chain: Any = None
     site: Any = None
     #: Called once when the connection is lost (the Site counts open connections).
     on_lost: Callable[[], None] | None = None
-    _deadline: IDelayedCall | None = None
+    _deadline: IDelayedCall | Deadline | None = None
     #: When the first byte of the request being read arrived, by the clock.
     _started = 0.0
     #: The request was answered early and the connection is closing: input is ignored.
@@ -425,7 +598,7 @@ class ApiChannel(HTTPChannel):
             # The first byte of a request: its headers must be in within the header timeout from now (Go's
             # ReadHeaderTimeout), however the bytes are spread out and whatever ends their lines.
             self._started = self.clock.seconds()
-            self._deadline = self.clock.callLater(self.limits.header_timeout, self._too_slow)
+            self._deadline = (self.timers or self.clock).callLater(self.limits.header_timeout, self._too_slow)
         super().dataReceived(data)
 
     def lineReceived(self, line: bytes) -> None:
@@ -477,7 +650,7 @@ class ApiChannel(HTTPChannel):
             self._cancel_deadline()
             if self.length != 0:
                 left = self.limits.read_timeout - (self.clock.seconds() - self._started)
-                self._deadline = self.clock.callLater(max(0.0, left), self._too_slow)
+                self._deadline = (self.timers or self.clock).callLater(max(0.0, left), self._too_slow)
 
     def _chunk_announced(self, length: int) -> bool:
         request = self.requests[-1]
@@ -581,6 +754,8 @@ class ApiSite(server.Site):
         self.displayTracebacks = False
         self.limits = limits
         self.clock = clock
+        #: The deadlines of requests and connections, on one reactor timer.
+        self.deadlines = Deadlines(clock) if clock is not None else None
         #: A metrics.RequestAccounting: every request is counted, timed and logged once.
         self.accounting = accounting
         self.noisy = False
@@ -614,6 +789,7 @@ class ApiSite(server.Site):
         channel.site = self
         channel.limits = self.limits
         channel.clock = self.clock
+        channel.timers = self.deadlines
         channel.on_lost = lambda: self._closed(client)
         if self.clock is not None:
             channel.callLater = self.clock.callLater

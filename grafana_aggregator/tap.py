@@ -68,6 +68,7 @@ from .tls.certificates import (
 from .tls.reload import CertificateReloader, ReloadableVerifier
 from .web.discovery import ApisResource
 from .web.health import HealthChecks, ReadinessService, StorageCheck
+from .web.logtext import TextLoggingService, log_file
 from .web.metrics import Metrics, MetricsResource, RequestAccounting
 from .web.openapi import OpenAPIResource
 from .web.reviews import serve_reviews
@@ -367,5 +368,6 @@ def makeService(options: Options) -> service.MultiService:
     from twisted.internet import reactor
 
     exit_cleanly_on_sigterm(reactor)
-
-    return make_service(options.settings, options.runtime, reactor)
+    top = TextLoggingService(log_file(getattr(options, "parent", None)))
+    make_service(options.settings, options.runtime, reactor).setServiceParent(top)
+    return top

@@ -507,3 +507,29 @@ def storage(ctx: Context) -> None:
 NAMES = ("proxy", "bodies", "discovery", "availability", "watches", "storage")
 RUNNERS: dict[str, Callable[[Context], None]] = {"proxy": proxy, "bodies": bodies, "discovery": discovery,
                                                  "availability": availability, "watches": watches, "storage": storage}
+
+
+ETCD_OBJECTS = 500
+
+
+def etcd(ctx: Context) -> None:
+    """EtcdStore create and update of 500 ~1 KB objects against a bare etcd put through the same gateway, on an
+    etcd started for the run, in a separate process."""
+    process = ctx.processes.start("etcd", [sys.executable, os.path.join(BENCH, "etcd_latency.py"),
+                                           "--count", str(ETCD_OBJECTS)])
+    try:
+        process.popen.wait(timeout=300)
+        report = json.loads(_output_line(process, "{", within=5))
+    finally:
+        ctx.processes.stop(process)
+    section = "etcd"
+    reference = "bare etcd put"
+    for operation in ("create", "update"):
+        for label, fraction in (("p50", 0.5), ("p99", 0.99)):
+            at_most = 10.0 if (operation, label) == ("create", "p99") else None
+            ctx.add(Row(section, f"EtcdStore {operation} {label}", percentile(report[operation], fraction), "ms",
+                        percentile(report["put"], fraction), reference, at_most=at_most))
+
+
+NAMES = (*NAMES, "etcd")
+RUNNERS["etcd"] = etcd

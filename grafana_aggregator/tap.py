@@ -52,6 +52,9 @@ from .identity.reviews import review_group_versions
 from .registry.apiservice import APISERVICES, APIServiceStrategy
 from .registry.externalname import EXTERNALNAMES, ExternalNameStrategy
 from .storage import IStore, StoreLockedError
+from .storage.etcd import EtcdCheck, EtcdStore
+from .storage.etcd_client import DEFAULT_TIMEOUT as ETCD_TIMEOUT
+from .storage.etcd_client import make_client as make_etcd_client
 from .storage.file import FileStore
 from .storage.informer import Informer
 from .storage.instrumented import InstrumentedStore
@@ -193,7 +196,7 @@ def load_runtime(settings: Settings) -> Runtime:
         with open(settings.apiservice_ca_bundle_file, "rb") as handle:
             pem = handle.read()
     try:
-        store = FileStore.open(settings.storage_path)
+        store = _etcd_store(settings, where) if settings.storage_type == "etcd" else FileStore.open(settings.storage_path)
     except StoreLockedError as error:
         raise ConfigError(str(error)) from None
     except OSError as error:
@@ -201,6 +204,19 @@ def load_runtime(settings: Settings) -> Runtime:
                           f"{error}") from None
     return Runtime(serving, client_ca, requestheader_ca, tokens, admin_token, store, proxy_client,
                    apiservice_ca_bundle, pem, remote_services)
+
+
+def _etcd_store(settings: Settings, where: str) -> IStore:
+    """The etcd store the settings describe (nothing is read from etcd until the informer lists)."""
+    from twisted.internet import reactor
+
+    try:
+        client = make_etcd_client(reactor, settings.etcd_servers, cafile=settings.etcd_cafile,
+                                  certfile=settings.etcd_certfile, keyfile=settings.etcd_keyfile,
+                                  timeout=min(ETCD_TIMEOUT, settings.request_timeout / 2))
+    except (OSError, ValueError) as error:
+        raise ConfigError(f"[grafana-apiserver] etcd_cafile / etcd_certfile / etcd_keyfile{where}: {error}") from None
+    return EtcdStore(client, reactor, settings.etcd_prefix)
 
 
 def build_authenticator(settings: Settings, runtime: Runtime, client_verifier: ChainVerifier | None = None,
@@ -287,6 +303,10 @@ def make_service(settings: Settings, runtime: Runtime, reactor: IReactorCore) ->
     storage_check = StorageCheck(store, clock)
     storage_check.setServiceParent(top)
     health.add("storage", storage_check.check, endpoints=("readyz",))
+    if isinstance(runtime.store, EtcdStore):
+        etcd_check = EtcdCheck(runtime.store, clock)
+        etcd_check.setServiceParent(top)
+        health.add("etcd", etcd_check.check, endpoints=("readyz",))
     health.add("shutdown", readiness.check, endpoints=("readyz",))
     health.add("poststarthook/local-apiservice-registration", registration.check)
     health.add("autoregister-completion", autoregistration.check, endpoints=("healthz", "readyz"))

@@ -381,7 +381,7 @@ class BadValueTests(_FilesTestCase):
     def test_unsupported_storage_type_in_ini(self) -> None:
         """Only the file storage type is supported."""
         self.assertIniError("storage_type = etcd3", "storage_type",
-                            "'etcd3' is not a storage type; supported: file")
+                            "'etcd3' is not a storage type; supported: file, etcd")
 
     def test_unsupported_emulated_version_too_old(self) -> None:
         """Emulating 1.26 is rejected."""
@@ -656,3 +656,69 @@ class ShippedFilesTests(_FilesTestCase):
             "invalid value for [grafana-apiserver] client_ca_file in dev.ini: "
             "'data/grafana-aggregator/ca.crt' does not exist",
         )
+
+
+class EtcdSettingsTests(_FilesTestCase):
+    """`storage_type = etcd` and its keys: endpoints, prefix, mutual TLS files; errors name the key and the file."""
+
+    def test_defaults(self) -> None:
+        """Without etcd keys the file store is used, with no endpoints and the prefix /registry."""
+        settings = load_settings(None)
+        self.assertEqual((settings.storage_type, settings.etcd_servers, settings.etcd_prefix, settings.etcd_cafile,
+                          settings.etcd_certfile, settings.etcd_keyfile),
+                         ("file", (), "/registry", None, None, None))
+
+    def test_etcd_from_ini(self) -> None:
+        """storage_type = etcd with comma-separated endpoints, a prefix and the three TLS files."""
+        folder = self.folder()
+        ca, cert, key = (self.write(folder, name, "") for name in ("ca.crt", "client.crt", "client.key"))
+        path = self.ini(f"[grafana-apiserver]\nstorage_type = etcd\n"
+                        f"etcd_servers = https://127.0.0.1:2379, https://127.0.0.2:2379\n"
+                        f"etcd_prefix = /grafana\netcd_cafile = {ca}\netcd_certfile = {cert}\netcd_keyfile = {key}\n")
+        settings = load_settings(path)
+        self.assertEqual((settings.storage_type, settings.etcd_servers, settings.etcd_prefix, settings.etcd_cafile,
+                          settings.etcd_certfile, settings.etcd_keyfile),
+                         ("etcd", ("https://127.0.0.1:2379", "https://127.0.0.2:2379"), "/grafana", ca, cert, key))
+
+    def test_flags(self) -> None:
+        """Each etcd key has a flag."""
+        settings = load_settings(None, {"storage-type": "etcd", "etcd-servers": "http://127.0.0.1:2379",
+                                        "etcd-prefix": "/x"})
+        self.assertEqual((settings.storage_type, settings.etcd_servers, settings.etcd_prefix),
+                         ("etcd", ("http://127.0.0.1:2379",), "/x"))
+
+    def test_etcd_without_servers(self) -> None:
+        """storage_type = etcd without etcd_servers names both keys and the file."""
+        path = self.ini("[grafana-apiserver]\nstorage_type = etcd\n")
+        with self.assertRaises(ConfigError) as caught:
+            load_settings(path)
+        self.assertEqual(str(caught.exception),
+                         f"[grafana-apiserver] storage_type in {path} is etcd but [grafana-apiserver] etcd_servers "
+                         f"in {path} is empty: list the etcd endpoints (http://host:port or https://host:port)")
+
+    def test_bad_endpoint(self) -> None:
+        """An endpoint that is not an http(s) URL with a host and port is refused, naming it."""
+        path = self.ini("[grafana-apiserver]\nstorage_type = etcd\netcd_servers = 127.0.0.1:2379\n")
+        with self.assertRaises(ConfigError) as caught:
+            load_settings(path)
+        self.assertEqual(str(caught.exception),
+                         f"invalid value for [grafana-apiserver] etcd_servers in {path}: '127.0.0.1:2379' is not "
+                         f"an etcd endpoint (http://host:port or https://host:port)")
+
+    def test_certfile_without_keyfile(self) -> None:
+        """etcd_certfile without etcd_keyfile is refused, naming both."""
+        cert = self.write(self.folder(), "client.crt", "")
+        with self.assertRaises(ConfigError) as caught:
+            load_settings(None, {"etcd-certfile": cert})
+        self.assertEqual(str(caught.exception),
+                         "--etcd-certfile is set but [grafana-apiserver] etcd_keyfile (built-in default) is not: "
+                         "set both or neither")
+
+    def test_missing_cafile(self) -> None:
+        """A CA file that does not exist is refused, naming the key and the file."""
+        path = self.ini("[grafana-apiserver]\netcd_cafile = /nonexistent/ca.crt\n")
+        with self.assertRaises(ConfigError) as caught:
+            load_settings(path)
+        self.assertEqual(str(caught.exception),
+                         f"invalid value for [grafana-apiserver] etcd_cafile in {path}: '/nonexistent/ca.crt' "
+                         f"does not exist")

@@ -512,8 +512,20 @@ class ListTests(SynchronousTestCase):
         self.assertEqual((names(rest), rest["metadata"]),
                          (["/v1.c.example", "/v1.d.example", "/v1.e.example"], {"resourceVersion": "5"}))
 
-    test_paging_snapshot.todo = (  # type: ignore[attr-defined]
-        "list_collection() filters the current items by the token's start key but reports the token's resourceVersion")
+
+    def test_paging_snapshot_expired(self) -> None:
+        """A continue token whose snapshot the store no longer keeps is kube's 410 Expired, not a mixed list."""
+        server = Server(self, MemoryStore(history_size=2))
+        for name in "abcde":
+            server.seed(apiservice(f"v1.{name}.example", f"{name}.example", "v1"))
+        first = server.get(f"{APISERVICES}?limit=2").json()
+        for name in "fgh":
+            server.seed(apiservice(f"v1.{name}.example", f"{name}.example", "v1"))
+        self.assertEqual(self.list_names(server, f"{APISERVICES}?limit=2&continue={first['metadata']['continue']}"),
+                         (410, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                                "message": "The provided continue parameter is too old to display a consistent list "
+                                           "result. You can start a new list without the continue parameter.",
+                                "reason": "Expired", "code": 410}))
 
     def test_paging_with_selector(self) -> None:
         """A paged list with a label selector has continue but no remainingItemCount (kube cannot count it)."""
@@ -1252,3 +1264,47 @@ class StartupTests(SynchronousTestCase):
         served.informer.startService()
         response = self.successResultOf(client.get("https://a.test/nothing.example/v1/things"))
         self.assertEqual(response.code, 404)
+
+
+class _AwayStore(MemoryStore):
+    """A memory store whose etcd goes away (once `away` is set): lists find it unreachable, gets time out."""
+
+    away = False
+
+    async def list(self, collection: Collection, namespace: str | None) -> Any:
+        from grafana_aggregator.storage import StorageUnavailableError
+
+        if not self.away:
+            return await super().list(collection, namespace)
+        raise StorageUnavailableError("etcd cannot be reached (http://127.0.0.1:2379: Connection refused)")
+
+    async def get(self, collection: Collection, namespace: str, name: str) -> Any:
+        from grafana_aggregator.storage import StorageTimeoutError
+
+        if not self.away:
+            return await super().get(collection, namespace, name)
+        raise StorageTimeoutError("etcd (http://127.0.0.1:2379) did not answer kv/range within 5 s")
+
+
+class StorageAwayTests(SynchronousTestCase):
+    """A storage that cannot answer is a 503 or 504 Status saying so, never a 500."""
+
+    def test_unavailable_is_503(self) -> None:
+        """StorageUnavailableError: 503 ServiceUnavailable with the reason and a retry hint."""
+        store = _AwayStore()
+        server = Server(self, store)
+        store.away = True
+        reply = server.get(APISERVICES)
+        self.assertEqual((reply.code, reply.json()), (503, {
+            "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": "the storage is unavailable: etcd cannot be reached (http://127.0.0.1:2379: Connection refused)",
+            "reason": "ServiceUnavailable", "details": {"retryAfterSeconds": 1}, "code": 503}))
+
+    def test_timeout_is_504(self) -> None:
+        """StorageTimeoutError: 504 Timeout."""
+        store = _AwayStore()
+        server = Server(self, store)
+        store.away = True
+        reply = server.get(f"{APISERVICES}/v1.a.example")
+        self.assertEqual((reply.code, reply.json()["reason"], reply.json()["message"]), (504, "Timeout", (
+            "the storage did not answer in time: etcd (http://127.0.0.1:2379) did not answer kv/range within 5 s")))

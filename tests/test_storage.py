@@ -80,6 +80,13 @@ class StoreConformanceMixin(_Base):
         """A new, empty store, closed when the test ends."""
         raise NotImplementedError
 
+    #: The store's resourceVersion when make_store returned it (etcd's revision is shared by everything in it).
+    start_rv = 0
+
+    def v(self, n: int) -> int:
+        """The resourceVersion of the n-th write to the store made by make_store (0: the store's own at start)."""
+        return self.start_rv + n
+
     def result_of(self, coroutine: Coroutine[Any, Any, T]) -> T:
         """The result of a store coroutine that must succeed."""
         return self.successResultOf(Deferred.fromCoroutine(coroutine))
@@ -91,24 +98,24 @@ class StoreConformanceMixin(_Base):
     def test_new_store_is_empty(self) -> None:
         """A new store lists nothing and is at resourceVersion 0."""
         store = self.make_store()
-        self.assertEqual(store.current_resource_version(), 0)
+        self.assertEqual(store.current_resource_version(), self.v(0))
         result = self.result_of(store.list(THINGS, None))
-        self.assertEqual((result.items, result.resource_version), ([], 0))
+        self.assertEqual((result.items, result.resource_version), ([], self.v(0)))
 
     def test_create_and_get(self) -> None:
         """The first write gets resourceVersion "1", and get returns the object as create returned it."""
         store = self.make_store()
         created = self.result_of(store.create(THINGS, "ns", "a", thing("a", "ns", size=1)))
-        self.assertEqual(created["metadata"]["resourceVersion"], "1")
+        self.assertEqual(created["metadata"]["resourceVersion"], str(self.v(1)))
         self.assertEqual(created["spec"], {"size": 1})
         self.assertEqual(self.result_of(store.get(THINGS, "ns", "a")), created)
-        self.assertEqual(store.current_resource_version(), 1)
+        self.assertEqual(store.current_resource_version(), self.v(1))
 
     def test_create_stamps_key(self) -> None:
         """The stored metadata carries the key it was stored under."""
         store = self.make_store()
         created = self.result_of(store.create(THINGS, "ns", "a", {"metadata": {"name": "other"}}))
-        self.assertEqual(created["metadata"], {"name": "a", "namespace": "ns", "resourceVersion": "1"})
+        self.assertEqual(created["metadata"], {"name": "a", "namespace": "ns", "resourceVersion": str(self.v(1))})
 
     def test_create_existing_fails(self) -> None:
         """Creating a taken name raises AlreadyExistsError and changes nothing."""
@@ -116,7 +123,7 @@ class StoreConformanceMixin(_Base):
         first = self.result_of(store.create(THINGS, "ns", "a", thing("a", "ns", size=1)))
         self.fails(store.create(THINGS, "ns", "a", thing("a", "ns", size=2)), AlreadyExistsError)
         self.assertEqual(self.result_of(store.get(THINGS, "ns", "a")), first)
-        self.assertEqual(store.current_resource_version(), 1)
+        self.assertEqual(store.current_resource_version(), self.v(1))
 
     def test_same_name_elsewhere_is_another_object(self) -> None:
         """One name may exist in several namespaces and collections at once."""
@@ -124,7 +131,7 @@ class StoreConformanceMixin(_Base):
         self.result_of(store.create(THINGS, "ns", "a", thing("a", "ns")))
         self.result_of(store.create(THINGS, "other", "a", thing("a", "other")))
         self.result_of(store.create(OTHERS, "ns", "a", thing("a", "ns")))
-        self.assertEqual(store.current_resource_version(), 3)
+        self.assertEqual(store.current_resource_version(), self.v(3))
 
     def test_get_missing_fails(self) -> None:
         """get raises NotFoundError for a missing name, namespace or collection."""
@@ -139,7 +146,7 @@ class StoreConformanceMixin(_Base):
         store = self.make_store()
         self.result_of(store.create(THINGS, "ns", "a", thing("a", "ns", size=1)))
         updated = self.result_of(store.update(THINGS, "ns", "a", thing("a", "ns", size=2)))
-        self.assertEqual((updated["spec"], rv(updated)), ({"size": 2}, 2))
+        self.assertEqual((updated["spec"], rv(updated)), ({"size": 2}, self.v(2)))
         self.assertEqual(self.result_of(store.get(THINGS, "ns", "a")), updated)
 
     def test_update_missing_fails(self) -> None:
@@ -147,7 +154,7 @@ class StoreConformanceMixin(_Base):
         store = self.make_store()
         self.fails(store.update(THINGS, "ns", "a", thing("a", "ns")), NotFoundError)
         self.fails(store.get(THINGS, "ns", "a"), NotFoundError)
-        self.assertEqual(store.current_resource_version(), 0)
+        self.assertEqual(store.current_resource_version(), self.v(0))
 
     def test_update_with_current_resource_version(self) -> None:
         """update with the stored resourceVersion as the expected one succeeds."""
@@ -167,7 +174,7 @@ class StoreConformanceMixin(_Base):
                                              "version and try again")
         self.assertEqual(str(failure.value), MODIFIED_MESSAGE)
         self.assertEqual(self.result_of(store.get(THINGS, "ns", "a")), second)
-        self.assertEqual(store.current_resource_version(), 2)
+        self.assertEqual(store.current_resource_version(), self.v(2))
 
     def test_delete_returns_last_state(self) -> None:
         """delete removes the object and returns it as last stored, with that write's resourceVersion."""
@@ -178,13 +185,13 @@ class StoreConformanceMixin(_Base):
         self.assertEqual(deleted, last)
         self.fails(store.get(THINGS, "ns", "a"), NotFoundError)
         self.assertEqual(self.result_of(store.list(THINGS, None)).items, [])
-        self.assertEqual(store.current_resource_version(), 3)
+        self.assertEqual(store.current_resource_version(), self.v(3))
 
     def test_delete_missing_fails(self) -> None:
         """delete of a missing object raises NotFoundError."""
         store = self.make_store()
         self.fails(store.delete(THINGS, "ns", "a"), NotFoundError)
-        self.assertEqual(store.current_resource_version(), 0)
+        self.assertEqual(store.current_resource_version(), self.v(0))
 
     def test_delete_with_old_resource_version_conflicts(self) -> None:
         """delete with a stale resourceVersion precondition raises kube's ConflictError and keeps the object."""
@@ -193,9 +200,9 @@ class StoreConformanceMixin(_Base):
         self.result_of(store.update(THINGS, "ns", "a", thing("a", "ns", size=2)))
         failure = self.fails(store.delete(THINGS, "ns", "a", expected_resource_version=rv(created)), ConflictError)
         self.assertEqual(str(failure.value),
-                         "Precondition failed: ResourceVersion in precondition: 1, ResourceVersion in object meta: 2")
+                         f"Precondition failed: ResourceVersion in precondition: {self.v(1)}, ResourceVersion in object meta: {self.v(2)}")
         self.result_of(store.get(THINGS, "ns", "a"))
-        self.result_of(store.delete(THINGS, "ns", "a", expected_resource_version=2))
+        self.result_of(store.delete(THINGS, "ns", "a", expected_resource_version=self.v(2)))
         self.fails(store.get(THINGS, "ns", "a"), NotFoundError)
 
     def test_delete_with_other_uid_conflicts(self) -> None:
@@ -229,7 +236,7 @@ class StoreConformanceMixin(_Base):
         self.result_of(store.create(OTHERS, "ns", "b", thing("b", "ns")))
         self.result_of(store.delete(OTHERS, "ns", "b"))
         result = self.result_of(store.list(THINGS, "ns"))
-        self.assertEqual(result.resource_version, 3)
+        self.assertEqual(result.resource_version, self.v(3))
         self.assertEqual(result.resource_version, store.current_resource_version())
 
     def test_list_namespaces(self) -> None:
@@ -278,8 +285,8 @@ class StoreConformanceMixin(_Base):
         self.result_of(store.create(THINGS, "ns", "b", thing("b", "ns")))
         self.result_of(store.update(THINGS, "ns", "a", thing("a", "ns", size=2)))
         recorder = _Recorder()
-        store.watch(THINGS, None, 1, recorder)
-        self.assertEqual(recorder.seen(), [("ADDED", "ns", "b", 2), ("MODIFIED", "ns", "a", 3)])
+        store.watch(THINGS, None, self.v(1), recorder)
+        self.assertEqual(recorder.seen(), [("ADDED", "ns", "b", self.v(2)), ("MODIFIED", "ns", "a", self.v(3))])
         self.assertEqual(recorder.events[1].object["spec"], {"size": 2})
         self.assertEqual(recorder.events[1].collection, THINGS)
 
@@ -287,12 +294,12 @@ class StoreConformanceMixin(_Base):
         """Changes after the watch starts are delivered at once, in order, with their objects."""
         store = self.make_store()
         recorder = _Recorder()
-        store.watch(THINGS, None, 0, recorder)
+        store.watch(THINGS, None, self.v(0), recorder)
         created = self.result_of(store.create(THINGS, "ns", "a", thing("a", "ns")))
         self.assertEqual(recorder.events[0].object, created)
         updated = self.result_of(store.update(THINGS, "ns", "a", thing("a", "ns", size=2)))
         self.result_of(store.create(THINGS, "", "c", thing("c")))
-        self.assertEqual(recorder.seen(), [("ADDED", "ns", "a", 1), ("MODIFIED", "ns", "a", 2), ("ADDED", "", "c", 3)])
+        self.assertEqual(recorder.seen(), [("ADDED", "ns", "a", self.v(1)), ("MODIFIED", "ns", "a", self.v(2)), ("ADDED", "", "c", self.v(3))])
         self.assertEqual(recorder.events[1].object, updated)
 
     def test_watch_namespace_filter(self) -> None:
@@ -301,54 +308,54 @@ class StoreConformanceMixin(_Base):
         self.result_of(store.create(THINGS, "ns", "a", thing("a", "ns")))
         self.result_of(store.create(THINGS, "other", "b", thing("b", "other")))
         recorder = _Recorder()
-        store.watch(THINGS, "ns", 0, recorder)
+        store.watch(THINGS, "ns", self.v(0), recorder)
         self.result_of(store.create(THINGS, "other", "c", thing("c", "other")))
         self.result_of(store.create(THINGS, "ns", "d", thing("d", "ns")))
-        self.assertEqual(recorder.seen(), [("ADDED", "ns", "a", 1), ("ADDED", "ns", "d", 4)])
+        self.assertEqual(recorder.seen(), [("ADDED", "ns", "a", self.v(1)), ("ADDED", "ns", "d", self.v(4))])
 
     def test_watch_collection_filter(self) -> None:
         """A watch gets the changes of its own collection only, in replay and live."""
         store = self.make_store()
         self.result_of(store.create(OTHERS, "ns", "a", thing("a", "ns")))
         recorder = _Recorder()
-        store.watch(THINGS, None, 0, recorder)
+        store.watch(THINGS, None, self.v(0), recorder)
         self.result_of(store.create(OTHERS, "ns", "b", thing("b", "ns")))
         self.result_of(store.create(THINGS, "ns", "c", thing("c", "ns")))
-        self.assertEqual(recorder.seen(), [("ADDED", "ns", "c", 3)])
+        self.assertEqual(recorder.seen(), [("ADDED", "ns", "c", self.v(3))])
 
     def test_watch_deleted_carries_deletion_resource_version(self) -> None:
         """A DELETED event's object is the last state, stamped with the deletion's resourceVersion."""
         store = self.make_store()
         recorder = _Recorder()
-        store.watch(THINGS, None, 0, recorder)
+        store.watch(THINGS, None, self.v(0), recorder)
         self.result_of(store.create(THINGS, "ns", "a", thing("a", "ns", size=1)))
         deleted = self.result_of(store.delete(THINGS, "ns", "a"))
         event = recorder.events[-1]
-        self.assertEqual((event.type, event.resource_version, rv(event.object)), ("DELETED", 2, 2))
+        self.assertEqual((event.type, event.resource_version, rv(event.object)), ("DELETED", self.v(2), self.v(2)))
         self.assertEqual(event.object["spec"], {"size": 1})
-        self.assertEqual(rv(deleted), 1)
+        self.assertEqual(rv(deleted), self.v(1))
 
     def test_watch_cancel(self) -> None:
         """A cancelled watch gets no further events, and cancelling again does nothing."""
         store = self.make_store()
         recorder = _Recorder()
-        watch = store.watch(THINGS, None, 0, recorder)
+        watch = store.watch(THINGS, None, self.v(0), recorder)
         self.result_of(store.create(THINGS, "ns", "a", thing("a", "ns")))
         watch.cancel()
         watch.cancel()
         self.result_of(store.create(THINGS, "ns", "b", thing("b", "ns")))
-        self.assertEqual(recorder.seen(), [("ADDED", "ns", "a", 1)])
+        self.assertEqual(recorder.seen(), [("ADDED", "ns", "a", self.v(1))])
 
     def test_watch_too_old_resource_version_expired(self) -> None:
         """A watch from before the history kept raises ExpiredError in kube's words; one inside it works."""
         store = self.make_store(history_size=2)
         for name in "abcd":
             self.result_of(store.create(THINGS, "ns", name, thing(name, "ns")))
-        failure_value = self.assertRaises(ExpiredError, store.watch, THINGS, None, 1, _Recorder())
-        self.assertEqual(str(failure_value), "too old resource version: 1 (2)")
+        failure_value = self.assertRaises(ExpiredError, store.watch, THINGS, None, self.v(1), _Recorder())
+        self.assertEqual(str(failure_value), f"too old resource version: {self.v(1)} ({self.v(2)})")
         recorder = _Recorder()
-        store.watch(THINGS, None, 2, recorder)
-        self.assertEqual(recorder.seen(), [("ADDED", "ns", "c", 3), ("ADDED", "ns", "d", 4)])
+        store.watch(THINGS, None, self.v(2), recorder)
+        self.assertEqual(recorder.seen(), [("ADDED", "ns", "c", self.v(3)), ("ADDED", "ns", "d", self.v(4))])
 
     def test_watch_from_current_resource_version(self) -> None:
         """A watch from the current resourceVersion works however much history was dropped."""
@@ -358,7 +365,7 @@ class StoreConformanceMixin(_Base):
         recorder = _Recorder()
         store.watch(THINGS, None, store.current_resource_version(), recorder)
         self.result_of(store.create(THINGS, "ns", "d", thing("d", "ns")))
-        self.assertEqual(recorder.seen(), [("ADDED", "ns", "d", 4)])
+        self.assertEqual(recorder.seen(), [("ADDED", "ns", "d", self.v(4))])
 
     def test_raising_watcher_is_cancelled(self) -> None:
         """A watcher whose callback raises is logged and cancelled; the others still get every event."""
@@ -369,12 +376,12 @@ class StoreConformanceMixin(_Base):
             calls.append(event.resource_version)
             raise ZeroDivisionError("broken watcher")
 
-        store.watch(THINGS, None, 0, before)
-        store.watch(THINGS, None, 0, broken)
-        store.watch(THINGS, None, 0, after)
+        store.watch(THINGS, None, self.v(0), before)
+        store.watch(THINGS, None, self.v(0), broken)
+        store.watch(THINGS, None, self.v(0), after)
         self.result_of(store.create(THINGS, "ns", "a", thing("a", "ns")))
         self.result_of(store.create(THINGS, "ns", "b", thing("b", "ns")))
-        self.assertEqual(calls, [1])
+        self.assertEqual(calls, [self.v(1)])
         self.assertEqual([e.name for e in before.events], ["a", "b"])
         self.assertEqual([e.name for e in after.events], ["a", "b"])
         self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
@@ -383,7 +390,7 @@ class StoreConformanceMixin(_Base):
         """Changing what a write returned does not change the event watchers got."""
         store = self.make_store()
         recorder = _Recorder()
-        store.watch(THINGS, None, 0, recorder)
+        store.watch(THINGS, None, self.v(0), recorder)
         created = self.result_of(store.create(THINGS, "ns", "a", thing("a", "ns", size=1)))
         created["spec"]["size"] = 2
         self.assertEqual(recorder.events[0].object["spec"], {"size": 1})
@@ -397,7 +404,24 @@ class StoreConformanceMixin(_Base):
             self.fails(store.get(THINGS, "ns", bad), InvalidKeyError)
             self.fails(store.update(THINGS, "ns", bad, thing(bad, "ns")), InvalidKeyError)
             self.fails(store.delete(THINGS, "ns", bad), InvalidKeyError)
-        self.assertEqual(store.current_resource_version(), 1)
+        self.assertEqual(store.current_resource_version(), self.v(1))
+
+    def test_list_at_snapshot(self) -> None:
+        """list_at gives the collection as it was at an earlier resourceVersion: later creates, updates and deletes
+        undone, other collections and namespaces left out."""
+        store = self.make_store()
+        a = self.result_of(store.create(THINGS, "ns", "a", thing("a", "ns", size=1)))
+        b = self.result_of(store.create(THINGS, "ns", "b", thing("b", "ns")))
+        self.result_of(store.create(THINGS, "other", "x", thing("x", "other")))
+        at = store.current_resource_version()
+        self.result_of(store.update(THINGS, "ns", "a", thing("a", "ns", size=2)))
+        self.result_of(store.delete(THINGS, "ns", "b"))
+        self.result_of(store.create(THINGS, "ns", "c", thing("c", "ns")))
+        self.result_of(store.create(OTHERS, "ns", "d", thing("d", "ns")))
+        snapshot = self.result_of(store.list_at(THINGS, "ns", at))
+        self.assertEqual((snapshot.items, snapshot.resource_version), ([a, b], self.v(3)))
+        self.assertEqual([i["metadata"]["name"] for i in self.result_of(store.list_at(THINGS, None, at)).items],
+                         ["a", "b", "x"])
 
     def test_invalid_namespaces_rejected(self) -> None:
         """Non-empty namespaces that are not usable path segments raise InvalidKeyError in every operation."""
@@ -410,8 +434,8 @@ class StoreConformanceMixin(_Base):
             self.fails(store.update(THINGS, bad, "a", thing("a", bad)), InvalidKeyError)
             self.fails(store.delete(THINGS, bad, "a"), InvalidKeyError)
             self.fails(store.list(THINGS, bad), InvalidKeyError)
-            self.assertRaises(InvalidKeyError, store.watch, THINGS, bad, 0, _Recorder())
-        self.assertEqual(store.current_resource_version(), 0)
+            self.assertRaises(InvalidKeyError, store.watch, THINGS, bad, self.v(0), _Recorder())
+        self.assertEqual(store.current_resource_version(), self.v(0))
 
 
 class MemoryStoreTests(StoreConformanceMixin, SynchronousTestCase):
@@ -420,6 +444,18 @@ class MemoryStoreTests(StoreConformanceMixin, SynchronousTestCase):
     def make_store(self, history_size: int = DEFAULT_HISTORY_SIZE) -> IStore:
         """A new MemoryStore."""
         return MemoryStore(history_size)
+
+
+    def test_list_at_beyond_history_expired(self) -> None:
+        """A snapshot older than the history kept, or needing a deleted object's state the history lost, is Expired."""
+        store = self.make_store(history_size=2)
+        for name in "abc":
+            self.result_of(store.create(THINGS, "", name, thing(name)))
+        self.fails(store.list_at(THINGS, None, 0), ExpiredError)
+        self.result_of(store.delete(THINGS, "", "a"))
+        self.fails(store.list_at(THINGS, None, 3), ExpiredError)
+        self.assertEqual([i["metadata"]["name"] for i in self.result_of(store.list_at(THINGS, None, 4)).items],
+                         ["b", "c"])
 
 
 class FileStoreConformanceTests(StoreConformanceMixin, SynchronousTestCase):
@@ -797,3 +833,34 @@ class FileStoreTests(SynchronousTestCase):
         reopened.watch(THINGS, None, current, recorder)
         self.result_of(reopened.create(THINGS, "ns", "b", thing("b", "ns")))
         self.assertEqual(recorder.seen(), [("ADDED", "ns", "b", current + 1)])
+
+
+class EtcdStoreConformanceTests(StoreConformanceMixin, SynchronousTestCase):
+    """EtcdStore keeps the IStore contract, against a real etcd (each test under its own key prefix)."""
+
+    def make_store(self, history_size: int = DEFAULT_HISTORY_SIZE) -> IStore:
+        """An EtcdStore on the shared etcd, its collections primed, closed when the test ends."""
+        from twisted.internet import reactor
+
+        from grafana_aggregator.storage.etcd import EtcdStore
+
+        from .etcd import client_for, run, shared_etcd
+
+        store = EtcdStore(client_for(shared_etcd()), reactor, f"/test/{self.id()}", history_size)
+        self.addCleanup(lambda: run(store.close()))
+        for collection in (THINGS, OTHERS, APISERVICES):
+            run(store.list(collection, None))
+        self.start_rv = store.current_resource_version()
+        return store
+
+    def result_of(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        """The result of a store coroutine that must succeed (the reactor runs until it is done)."""
+        from .etcd import run
+
+        return self.successResultOf(run(coroutine))
+
+    def fails(self, coroutine: Coroutine[Any, Any, Any], error: type[Exception]) -> Failure:
+        """The failure of a store coroutine that must fail with error."""
+        from .etcd import run
+
+        return self.failureResultOf(run(coroutine), error)

@@ -258,6 +258,22 @@ class RetryTests(QueueTestCase):
         self.assertRunsAt("a", [1.0])
         self.assertEqual(self.flushLoggedErrors(), [])
 
+    def test_storage_unavailable_is_one_line_and_retried(self) -> None:
+        """A sync that finds the storage unavailable (etcd down) is logged in one line, no traceback, and retried."""
+        from twisted.internet.testing import EventLoggingObserver
+        from twisted.logger import globalLogPublisher
+
+        from grafana_aggregator.storage import StorageUnavailableError
+
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        self.make(initial_backoff=1.0)
+        self.syncs.plan("a", StorageUnavailableError("etcd cannot be reached"))
+        self.queue.add("a")
+        self.assertEqual(self.flushLoggedErrors(), [])
+        self.assertEqual([e.get("error") for e in events if "log_failure" not in e and e.get("key") == "a"],
+                         ["etcd cannot be reached"])
+        self.assertRunsAt("a", [1.0])
+
     def test_failure_after_waiting_is_retried(self) -> None:
         """A sync that fails after waiting on a Deferred is retried as one that fails at once."""
         self.make(initial_backoff=1.0)

@@ -22,6 +22,7 @@ from .query import (
     list_options,
     parse_resource_version,
 )
+from ..storage import ExpiredError
 from .resourcerequest import ResourceRequest, respond
 from .status import StatusError
 from .strategy import Object
@@ -45,8 +46,16 @@ async def list_collection(call: ResourceRequest) -> None:
         raise StatusError(400, "specifying resource version is not allowed when using continue", "BadRequest")
     if costly_selectors(call.query):
         await let_reactor_run(call.clock)
+    token_rv, start_after = decode_continue(options.continue_token) if options.continue_token else (0, "")
     try:
-        result = await call.store.list(call.target.collection, call.target.namespace)
+        if options.continue_token:
+            # Every page comes from the first page's snapshot, as etcd (and kube over it) serves them.
+            result = await call.store.list_at(call.target.collection, call.target.namespace, token_rv)
+        else:
+            result = await call.store.list(call.target.collection, call.target.namespace)
+    except ExpiredError:
+        raise StatusError(410, "The provided continue parameter is too old to display a consistent list result. "
+                               "You can start a new list without the continue parameter.", "Expired") from None
     except Exception as error:
         raise call.storage_error(error, "") from None
     if len(result.items) > COSTLY_LIST:
@@ -60,10 +69,7 @@ async def list_collection(call: ResourceRequest) -> None:
                                           "retryAfterSeconds": 1})
         if options.match == "Exact" and wanted != result.resource_version:
             raise StatusError(410, "The resourceVersion for the provided list is too old.", "Expired")
-    list_rv = result.resource_version
-    start_after = ""
-    if options.continue_token:
-        list_rv, start_after = decode_continue(options.continue_token)
+    list_rv = token_rv or result.resource_version
     items = [i for i in result.items if call.matches(i, options.labels, options.fields)]
     if start_after:
         items = [i for i in items if _key(i) > start_after]

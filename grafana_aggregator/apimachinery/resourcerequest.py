@@ -23,6 +23,8 @@ from ..storage import (
     IStore,
     NotFoundError,
     StorageFullError,
+    StorageTimeoutError,
+    StorageUnavailableError,
 )
 from .fielderrors import FieldError
 from .gotypes import decode_error
@@ -144,6 +146,12 @@ class ResourceRequest:
             return StatusError(410, str(error), "Expired")
         if isinstance(error, StorageFullError):
             return StatusError(507, f"the object could not be stored: {error}", "InsufficientStorage")
+        if isinstance(error, StorageTimeoutError):
+            return StatusError(504, f"the storage did not answer in time: {error}", "Timeout",
+                               {"retryAfterSeconds": 1})
+        if isinstance(error, StorageUnavailableError):
+            return StatusError(503, f"the storage is unavailable: {error}", "ServiceUnavailable",
+                               {"retryAfterSeconds": 1})
         raise error
 
     # -- the body --------------------------------------------------------------------------------

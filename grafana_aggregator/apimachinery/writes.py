@@ -14,7 +14,14 @@ import re
 import uuid
 from typing import Any
 
-from ..storage import AlreadyExistsError, ConflictError, InvalidKeyError, NotFoundError, StorageFullError
+from ..storage import (
+    AlreadyExistsError,
+    ConflictError,
+    InvalidKeyError,
+    NotFoundError,
+    StorageFullError,
+    StorageUnavailableError,
+)
 from . import apply as ssa
 from . import patch as patching
 from . import strategicpatch
@@ -94,7 +101,7 @@ async def create(call: ResourceRequest) -> None:
             if generate and not meta.get("name") and attempt < 4:
                 continue
             raise call.already_exists(name) from None
-        except (InvalidKeyError, ConflictError, StorageFullError) as error:
+        except (InvalidKeyError, ConflictError, StorageFullError, StorageUnavailableError) as error:
             raise call.storage_error(error, name) from None
         call.respond(201, stored)
         return

@@ -19,7 +19,7 @@ from attrs import field, frozen
 
 DEFAULT_EMULATED_VERSION = "1.33"
 SUPPORTED_MINORS = range(27, 34)
-STORAGE_TYPES = ("file",)
+STORAGE_TYPES = ("file", "etcd")
 #: Seconds a request that is not long-running may take before it is answered 504 (kube's --request-timeout).
 REQUEST_TIMEOUT = 60.0
 #: Seconds in-flight requests get to finish at shutdown once the listener is closed.
@@ -92,9 +92,15 @@ KEYS: tuple[Key, ...] = (
        "CA bundle for backends whose APIService has no caBundle; also the caBundle of auto-registered ones."),
     _k(_API, "remote_services_file", "remote-services-file", "path", None,
        "YAML list of remote services to register at startup."),
-    _k(_API, "storage_type", "storage-type", "storage", "file", "Where objects are kept: file."),
+    _k(_API, "storage_type", "storage-type", "storage", "file", "Where objects are kept: file or etcd."),
     _k(_API, "storage_path", "storage-path", "str", None,
        "Folder of the file storage (default: <data>/grafana-apiserver)."),
+    _k(_API, "etcd_servers", "etcd-servers", "endpoints", None,
+       "With storage_type = etcd: the etcd endpoints, comma separated (http://host:port or https://host:port)."),
+    _k(_API, "etcd_prefix", "etcd-prefix", "str", "/registry", "The prefix of every key kept in etcd."),
+    _k(_API, "etcd_cafile", "etcd-cafile", "path", None, "CA bundle that etcd's serving certificates chain to."),
+    _k(_API, "etcd_certfile", "etcd-certfile", "path", None, "Client certificate presented to etcd (mutual TLS)."),
+    _k(_API, "etcd_keyfile", "etcd-keyfile", "path", None, "Key of etcd_certfile."),
     _k(_API, "emulated_version", "emulated-version", "version", DEFAULT_EMULATED_VERSION,
        "Kubernetes version reported by /version, 1.27 to 1.33: it selects the kubectl binary of a "
        "version-dispatching kubectl."),
@@ -172,6 +178,11 @@ class Settings:
     max_request_body_bytes: int = 64 * 1024 * 1024
     max_connections: int = 8192
     max_connections_per_client: int = 1024
+    etcd_servers: tuple[str, ...] = ()
+    etcd_prefix: str = "/registry"
+    etcd_cafile: str | None = None
+    etcd_certfile: str | None = None
+    etcd_keyfile: str | None = None
 
     @property
     def kubeconfig_path(self) -> str:
@@ -257,6 +268,14 @@ def _parse_storage(text: str) -> str:
     return value
 
 
+def _parse_endpoints(text: str) -> tuple[str, ...]:
+    endpoints = _parse_list(text)
+    for endpoint in endpoints:
+        if not re.fullmatch(r"https?://[^/\s:]+(:\d{1,5})/?|https?://\[[0-9a-fA-F:.]+\](:\d{1,5})/?", endpoint):
+            raise ValueError(f"{endpoint!r} is not an etcd endpoint (http://host:port or https://host:port)")
+    return endpoints
+
+
 def _parse_version(text: str) -> tuple[int, int]:
     match = re.fullmatch(r"\s*v?1\.(\d+)(?:\.\d+)?\s*", text)
     if not match or int(match.group(1)) not in SUPPORTED_MINORS:
@@ -276,6 +295,7 @@ _PARSERS: Mapping[str, Callable[[str], Any]] = {
     "list": _parse_list,
     "headers": _parse_headers,
     "storage": _parse_storage,
+    "endpoints": _parse_endpoints,
     "count": _parse_count,
     "duration": _parse_duration,
     "version": _parse_version,
@@ -333,7 +353,8 @@ def load_settings(config_file: str | None, flags: Mapping[str, str | None] | Non
         from_flag = key.flag is not None and flags.get(key.flag) is not None
         return _where(key, config_file, from_flag)
 
-    for cert, private_key in (("tls_cert_file", "tls_private_key_file"), ("proxy_client_cert_file", "proxy_client_key_file")):
+    for cert, private_key in (("tls_cert_file", "tls_private_key_file"), ("proxy_client_cert_file", "proxy_client_key_file"),
+                              ("etcd_certfile", "etcd_keyfile")):
         if (values[cert] is None) != (values[private_key] is None):
             given, missing = (cert, private_key) if values[cert] is not None else (private_key, cert)
             raise ConfigError(f"{where(given)} is set but {where(missing)} is not: set both or neither")
@@ -344,6 +365,10 @@ def load_settings(config_file: str | None, flags: Mapping[str, str | None] | Non
                  "max_connections_per_client"):
         if values[name] is None:
             raise ConfigError(f"{where(name)} must not be empty")
+
+    if values["storage_type"] == "etcd" and not values["etcd_servers"]:
+        raise ConfigError(f"{where('storage_type')} is etcd but {where('etcd_servers')} is empty: "
+                          f"list the etcd endpoints (http://host:port or https://host:port)")
 
     unknown: list[str] = []
     if parser is not None and parser.has_section(_API):
@@ -391,4 +416,9 @@ def load_settings(config_file: str | None, flags: Mapping[str, str | None] | Non
         max_request_body_bytes=values["max_request_body_bytes"],
         max_connections=values["max_connections"],
         max_connections_per_client=values["max_connections_per_client"],
+        etcd_servers=values["etcd_servers"] or (),
+        etcd_prefix=values["etcd_prefix"] or "/registry",
+        etcd_cafile=values["etcd_cafile"],
+        etcd_certfile=values["etcd_certfile"],
+        etcd_keyfile=values["etcd_keyfile"],
     )

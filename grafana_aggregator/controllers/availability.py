@@ -62,7 +62,7 @@ from ..registry.apiservice import (
     set_condition,
 )
 from ..registry.externalname import EXTERNALNAMES
-from ..storage import ConflictError, IStore, NotFoundError, WatchEvent
+from ..storage import ConflictError, IStore, NotFoundError, StorageUnavailableError, WatchEvent
 from ..storage.informer import Informer
 from .workqueue import Retry, WorkQueue
 
@@ -317,6 +317,11 @@ class AvailabilityController(Service):
         except Retry:
             self.failures[name] = self.failures.get(name, 0) + 1
             raise
+        except StorageUnavailableError as error:
+            # etcd is away: one line (the `etcd` readyz check says so too), and a retry after the backoff.
+            self.failures[name] = self.failures.get(name, 0) + 1
+            self._log.warn("cannot record the availability of APIService {name}: {error}", name=name, error=str(error))
+            raise Retry() from None
         except Exception:
             if not self.running:
                 raise
@@ -411,7 +416,10 @@ class AvailabilityController(Service):
             self._log.info("APIService {name} availability changed from {old} to {new} ({reason}): {detail}",
                            name=name, old=(old or {}).get("status"), new=status, reason=reason, detail=message)
             return
-        raise ConflictError(f"APIService {name} kept changing; its status was not written")
+        # Every write met a newer object (another writer, or a store's cache still catching up after an outage):
+        # try again after the backoff, from a fresh read.
+        self._log.warn("APIService {name} kept changing; its status will be written after a backoff", name=name)
+        raise Retry()
 
     async def _probe(self, client: ProbeClient, url: str) -> tuple[str | None, bytes]:
         """Up to PROBE_ATTEMPTS parallel requests: (None, body) at the first success, else the error that came last."""

@@ -23,6 +23,8 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from ..storage import StorageUnavailableError
+
 _log = Logger()
 
 #: Keys started in one reactor turn; the rest start in later turns.
@@ -218,6 +220,9 @@ class WorkQueue:
                 except CancelledError:
                     raise
                 except Retry:
+                    failed = True
+                except StorageUnavailableError as error:
+                    _log.warn("{queue}: syncing {key} failed: {error}", queue=self._name, key=key, error=str(error))
                     failed = True
                 except Exception:
                     _log.failure("{queue}: syncing {key} failed", queue=self._name, key=key)

@@ -1,4 +1,4 @@
-"""Where API objects live: the `IStore` interface and its backends (memory for tests, files by default)."""
+"""Where API objects live: the `IStore` interface and its backends (memory for tests, files by default, etcd)."""
 
 from .interface import (
     AlreadyExistsError,
@@ -12,6 +12,8 @@ from .interface import (
     NotFoundError,
     StorageError,
     StorageFullError,
+    StorageTimeoutError,
+    StorageUnavailableError,
     StoreLockedError,
     WatchEvent,
     validate_path_segment,
@@ -29,6 +31,8 @@ __all__ = [
     "NotFoundError",
     "StorageError",
     "StorageFullError",
+    "StorageTimeoutError",
+    "StorageUnavailableError",
     "StoreLockedError",
     "WatchEvent",
     "validate_path_segment",

@@ -301,6 +301,10 @@ class FileStore:
         """The objects of one namespace ("" for cluster-scoped), or of all when None, and the store's resourceVersion."""
         return self._table.list(collection, namespace)
 
+    async def list_at(self, collection: Collection, namespace: str | None, resource_version: int) -> ListResult:
+        """The objects as they were at resource_version; ExpiredError when the history no longer has it."""
+        return self._table.list_at(collection, namespace, resource_version)
+
     async def create(self, collection: Collection, namespace: str, name: str, obj: Object) -> Object:
         """Store a new object; AlreadyExistsError if the name is taken."""
         return self._commit(self._table.plan_create(collection, namespace, name, obj))

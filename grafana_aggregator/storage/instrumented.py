@@ -35,6 +35,9 @@ class InstrumentedStore:
     async def list(self, collection: Collection, namespace: str | None) -> ListResult:
         return await self._timed("list", collection, self._store.list(collection, namespace))
 
+    async def list_at(self, collection: Collection, namespace: str | None, resource_version: int) -> ListResult:
+        return await self._timed("list", collection, self._store.list_at(collection, namespace, resource_version))
+
     async def create(self, collection: Collection, namespace: str, name: str, obj: Object) -> Object:
         return await self._timed("create", collection, self._store.create(collection, namespace, name, obj))
 

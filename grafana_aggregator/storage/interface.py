@@ -57,6 +57,14 @@ class StorageFullError(StorageError, OSError):
         return str(self.args[0])
 
 
+class StorageUnavailableError(StorageError):
+    """The storage cannot be reached (etcd is down), or the outcome of a write is unknown (503 ServiceUnavailable)."""
+
+
+class StorageTimeoutError(StorageUnavailableError):
+    """The storage did not answer in time (504 Timeout)."""
+
+
 class StoreLockedError(StorageError):
     """Another process holds the store (file storage has one writer at a time)."""
 
@@ -110,6 +118,12 @@ class IStore(Interface):
 
     async def list(collection: Collection, namespace: str | None) -> ListResult:
         """Every object of the collection in one namespace ("" for cluster-scoped), or in all when None."""
+
+    async def list_at(collection: Collection, namespace: str | None, resource_version: int) -> ListResult:
+        """The objects as they were at resource_version (the snapshot a continue token names), sorted as list's.
+
+        ExpiredError when the store no longer knows that snapshot (etcd compacted it; the history kept is shorter).
+        """
 
     async def create(collection: Collection, namespace: str, name: str, obj: Object) -> Object:
         """Store a new object and return it with its resourceVersion; AlreadyExistsError if the name is taken."""

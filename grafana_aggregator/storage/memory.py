@@ -16,6 +16,7 @@ from .interface import (
     AlreadyExistsError,
     Collection,
     ConflictError,
+    ExpiredError,
     IStore,
     IWatch,
     ListResult,
@@ -99,6 +100,39 @@ class ObjectTable:
         objects = self._objects.get(collection, {})
         keys = sorted(k for k in objects if namespace is None or k[0] == namespace)
         return ListResult([copy.deepcopy(objects[k]) for k in keys], self.resource_version)
+
+    def list_at(self, collection: Collection, namespace: str | None, resource_version: int) -> ListResult:
+        """The objects as they were at resource_version, rebuilt by undoing the later changes the hub kept;
+        ExpiredError when it did not keep them all (or a deleted object's state before its deletion)."""
+        if namespace:
+            validate_path_segment(namespace, "namespace")
+        if resource_version >= self.resource_version:
+            return self.list(collection, namespace)
+        base, events = self.hub.history()
+        expired = ExpiredError(f"too old resource version: {resource_version} ({base})")
+        if resource_version < base:
+            raise expired
+        objects = dict(self._objects.get(collection, {}))
+        for index in range(len(events) - 1, -1, -1):
+            event = events[index]
+            if event.resource_version <= resource_version:
+                break
+            if event.collection != collection:
+                continue
+            key = (event.namespace, event.name)
+            if event.type == ADDED:
+                objects.pop(key, None)
+            elif event.type == MODIFIED:
+                assert event.previous is not None
+                objects[key] = event.previous
+            else:
+                before = next((e.object for e in reversed(events[:index]) if e.collection == collection
+                               and (e.namespace, e.name) == key), None)
+                if before is None:
+                    raise expired
+                objects[key] = before
+        keys = sorted(k for k in objects if namespace is None or k[0] == namespace)
+        return ListResult([copy.deepcopy(objects[k]) for k in keys], resource_version)
 
     def watch(
         self,
@@ -214,6 +248,10 @@ class MemoryStore:
     async def list(self, collection: Collection, namespace: str | None) -> ListResult:
         """The objects of one namespace ("" for cluster-scoped), or of all when None, and the store's resourceVersion."""
         return self._table.list(collection, namespace)
+
+    async def list_at(self, collection: Collection, namespace: str | None, resource_version: int) -> ListResult:
+        """The objects as they were at resource_version; ExpiredError when the history no longer has it."""
+        return self._table.list_at(collection, namespace, resource_version)
 
     async def create(self, collection: Collection, namespace: str, name: str, obj: Object) -> Object:
         """Store a new object; AlreadyExistsError if the name is taken."""

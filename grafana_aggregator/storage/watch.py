@@ -81,6 +81,10 @@ class WatchHub:
         self._pending.append(event)
         self._drain()
 
+    def history(self) -> tuple[int, list[WatchEvent]]:
+        """The resourceVersion just before the oldest event kept, and the events kept, oldest first."""
+        return self._base, list(self._history)
+
     def watch(
         self,
         collection: Collection,

@@ -1,0 +1,131 @@
+"""Tests for L{grafana_aggregator.storage.etcd} beyond the conformance suite (tests/test_storage.py): snapshots at
+a revision and compaction, an etcd that is down, failover between endpoints, and watches that survive a restart."""
+
+from __future__ import annotations
+
+import time
+
+from twisted.internet import reactor
+from twisted.trial.unittest import SynchronousTestCase
+
+from grafana_aggregator.storage import (
+    Collection,
+    ExpiredError,
+    StorageUnavailableError,
+    WatchEvent,
+)
+from grafana_aggregator.storage.etcd import EtcdStore
+from grafana_aggregator.storage.etcd_client import EtcdClient
+
+from .etcd import EtcdServer, client_for, free_port, run, shared_etcd, spin
+
+THINGS = Collection("example.grafana.app", "things")
+
+
+def thing(name: str) -> dict[str, object]:
+    return {"metadata": {"name": name, "uid": f"uid-{name}"}, "spec": {}}
+
+
+class EtcdStoreTests(SynchronousTestCase):
+    """What only the etcd store does."""
+
+    def store(self, client: EtcdClient | None = None) -> EtcdStore:
+        store = EtcdStore(client or client_for(shared_etcd()), reactor, f"/test/{self.id()}")
+        self.addCleanup(lambda: run(store.close()))
+        return store
+
+    def test_list_at_reads_an_older_snapshot(self) -> None:
+        """list_at gives the collection as it was at a revision, whatever was written since."""
+        store = self.store()
+        run(store.create(THINGS, "", "a", thing("a")))
+        run(store.create(THINGS, "", "b", thing("b")))
+        at = store.current_resource_version()
+        run(store.create(THINGS, "", "c", thing("c")))
+        run(store.delete(THINGS, "", "a"))
+        snapshot = self.successResultOf(run(store.list_at(THINGS, None, at)))
+        self.assertEqual(([i["metadata"]["name"] for i in snapshot.items], snapshot.resource_version), (["a", "b"], at))
+
+    def test_compacted_revision_is_expired(self) -> None:
+        """A snapshot, or a new store's watch, from before etcd's compaction is Expired (410)."""
+        store = self.store()
+        run(store.create(THINGS, "", "a", thing("a")))
+        old = store.current_resource_version()
+        run(store.update(THINGS, "", "a", thing("a")))
+        run(store.client.compact(store.current_resource_version()))
+        self.failureResultOf(run(store.list_at(THINGS, None, old)), ExpiredError)
+        fresh = self.store()
+        run(fresh.list(THINGS, None))
+        self.assertRaises(ExpiredError, fresh.watch, THINGS, None, old, lambda event: None)
+
+    def test_etcd_down_is_unavailable_soon(self) -> None:
+        """With nothing listening, a call fails with StorageUnavailableError (503) well within its timeout."""
+        server = EtcdServer.__new__(EtcdServer)
+        server.client_port = free_port()
+        started = time.monotonic()
+        failure = self.failureResultOf(run(self.store(client_for(server)).list(THINGS, None)),
+                                       StorageUnavailableError)
+        self.assertLess(time.monotonic() - started, 5.0)
+        self.assertIn("etcd cannot be reached", str(failure.value))
+
+    def test_failover_to_the_next_endpoint(self) -> None:
+        """A dead first endpoint is skipped: reads and writes go to the next one."""
+        dead = f"http://127.0.0.1:{free_port()}"
+        client = client_for(shared_etcd())
+        client.endpoints = [dead, *client.endpoints]
+        store = self.store(client)
+        created = self.successResultOf(run(store.create(THINGS, "", "a", thing("a"))))
+        self.assertEqual(self.successResultOf(run(store.get(THINGS, "", "a"))), created)
+
+    def test_watch_resumes_after_a_restart(self) -> None:
+        """When etcd restarts, the cache's watch opens again from the last revision seen: nothing missed or
+        repeated, and writes work again by themselves."""
+        server = EtcdServer()
+        self.addCleanup(server.remove)
+        server.start()
+        store = self.store(client_for(server, timeout=2.0))
+        run(store.list(THINGS, None))
+        seen: list[tuple[str, str]] = []
+
+        def record(event: WatchEvent) -> None:
+            seen.append((event.type, event.name))
+
+        store.watch(THINGS, None, store.current_resource_version(), record)
+        run(store.create(THINGS, "", "a", thing("a")))
+        server.stop()
+        self.failureResultOf(run(store.create(THINGS, "", "b", thing("b"))), StorageUnavailableError)
+        server.start()
+        deadline = time.monotonic() + 10
+        while not store.watching and time.monotonic() < deadline:
+            spin(run(_sleep(0.05)))
+        run(store.create(THINGS, "", "c", thing("c")))
+        self.assertEqual(seen, [("ADDED", "a"), ("ADDED", "c")])
+
+
+async def _sleep(seconds: float) -> None:
+    from twisted.internet.task import deferLater
+
+    await deferLater(reactor, seconds, lambda: None)
+
+
+class ForeignValueTests(SynchronousTestCase):
+    """Keys under the prefix that are not stored objects (another program's, or damaged) are skipped with a
+    warning, in the first list and in the watch, and the changes after them still arrive."""
+
+    def test_foreign_values_skipped(self) -> None:
+        from grafana_aggregator.storage.etcd_client import b64
+
+        store = EtcdStore(client_for(shared_etcd()), reactor, f"/test/{self.id()}")
+        self.addCleanup(lambda: run(store.close()))
+        prefix = f"/test/{self.id()}/example.grafana.app/things/"
+        run(store.client.call("kv/put", {"key": b64(f"{prefix}early".encode()), "value": b64(b"not json")},
+                              idempotent=False))
+        self.assertEqual(self.successResultOf(run(store.list(THINGS, None))).items, [])
+        seen: list[str] = []
+        store.watch(THINGS, None, store.current_resource_version(), lambda event: seen.append(event.name))
+        run(store.client.call("kv/put", {"key": b64(f"{prefix}late".encode()), "value": b64(b"[1]")},
+                              idempotent=False))
+        run(store.create(THINGS, "", "a", thing("a")))
+        self.assertEqual(seen, ["a"])
+        self.assertEqual([i["metadata"]["name"] for i in self.successResultOf(run(store.list(THINGS, None))).items],
+                         ["a"])
+        self.flushLoggedErrors()

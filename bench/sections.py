@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import collections
 import http.client
 import json
 import os
+import re
 import ssl
 import statistics
 import subprocess
@@ -504,9 +506,54 @@ def storage(ctx: Context) -> None:
     ctx.add(Row(section, "object size on disk", store["object_bytes"] / 1024, "KB"))
 
 
-NAMES = ("proxy", "bodies", "discovery", "availability", "watches", "storage")
+WORKERS_CONNECTIONS = (50, 200)
+
+
+def workers(ctx: Context) -> None:
+    """Small GETs at c=50 and c=200: the aggregator with `workers = 1` and with `workers = auto`, beside nginx.
+
+    nginx runs one worker process, the reference proxy of the other sections; the workers daemon is a
+    second aggregator (its own storage) with the same settings plus `workers = auto`.
+    """
+    auth = [f"Authorization: {AUTHORIZATION}"]
+    single = ctx.aggregator
+    nginx_url = f"https://127.0.0.1:{ctx.proxy.port}{SMALL_PATH}"
+    many = start_aggregator(ctx.processes, ctx.pki, name="aggregator-workers", workers="auto")
+    try:
+        name = register(many.api, ctx.pki, "bench.grafana.app", ctx.backend.port)
+        wait_available(many.api, name, "True", within=30)
+        deadline = time.monotonic() + 30
+        while many.api.request("GET", "/readyz")[0] != 200 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        processes = len(os.sched_getaffinity(0))
+        targets = {"single": f"{single.url}{SMALL_PATH}", "auto": f"{many.url}{SMALL_PATH}", "nginx": nginx_url}
+        for connections in WORKERS_CONNECTIONS:
+            measured: dict[str, WrkResult] = {}
+            for label, url in targets.items():
+                wrk(url, connections, 1, auth)  # warm up connections, pools and caches
+                measured[label] = wrk(url, connections, ctx.seconds, auth)
+            section = f"workers c={connections}"
+            _wrk_rows(ctx, section, "aggregator, workers = 1", measured["single"], None, "")
+            _wrk_rows(ctx, section, f"aggregator, workers = auto ({processes})", measured["auto"], measured["single"],
+                      "workers = 1")
+            _wrk_rows(ctx, section, "nginx proxy (1 worker)", measured["nginx"], None, "")
+            ctx.add(Row(section, "workers = auto vs workers = 1", measured["auto"].rps / measured["single"].rps, "×",
+                        1.0, "workers = 1", at_least=1.6 if connections == 200 else None))
+            ctx.add(Row(section, "workers = auto vs nginx proxy", measured["auto"].rps / measured["nginx"].rps, "×",
+                        1.0, "nginx proxy", at_least=0.12))
+        # How evenly the kernel spread the connections over the processes sharing the one socket.
+        served = collections.Counter(re.findall(r"worker=(\d+)", many.process.output()))
+        if served:
+            ctx.add(Row("workers", "busiest process's share of the requests", max(served.values()) / sum(served.values()),
+                        "×", 1 / processes, "an even share"))
+    finally:
+        ctx.processes.stop(many.process)
+
+
+NAMES = ("proxy", "bodies", "discovery", "availability", "watches", "storage", "workers")
 RUNNERS: dict[str, Callable[[Context], None]] = {"proxy": proxy, "bodies": bodies, "discovery": discovery,
-                                                 "availability": availability, "watches": watches, "storage": storage}
+                                                 "availability": availability, "watches": watches, "storage": storage,
+                                                 "workers": workers}
 
 
 ETCD_OBJECTS = 500

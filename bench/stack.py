@@ -97,7 +97,7 @@ _PROXY = """
 
 _AGGREGATOR_INI = """
 [paths]
-data = {folder}/data
+data = {data}
 
 [grafana-apiserver]
 listen = tcp:{port}:interface=127.0.0.1
@@ -110,6 +110,7 @@ proxy_client_key_file = {pki.client_key}
 apiservice_ca_bundle_file = {pki.ca}
 storage_type = file
 max_requests_inflight = 2000
+workers = {workers}
 
 [feature_toggles]
 kubernetesAggregator = true
@@ -203,16 +204,19 @@ class Aggregator:
         return f"https://127.0.0.1:{self.port}"
 
 
-def start_aggregator(processes: Processes, pki: Pki, extra_ini: str = "") -> Aggregator:
+def start_aggregator(processes: Processes, pki: Pki, extra_ini: str = "", name: str = "aggregator",
+                     workers: str = "1") -> Aggregator:
+    """The daemon with the bench's settings (plus `extra_ini`); another `name` gets its own ini and data folder."""
     folder = processes.folder
     port = free_port()
+    data = os.path.join(folder, "data" if name == "aggregator" else f"{name}-data")
     with open(os.path.join(folder, "tokens.csv"), "w") as handle:
         handle.write(f'{TOKEN},bench-admin,bench-admin-uid,"system:masters"\n')
-    ini = os.path.join(folder, "aggregator.ini")
+    ini = os.path.join(folder, f"{name}.ini")
     with open(ini, "w") as handle:
-        handle.write(_AGGREGATOR_INI.format(folder=folder, port=port, pki=pki) + extra_ini)
+        handle.write(_AGGREGATOR_INI.format(folder=folder, data=data, port=port, pki=pki, workers=workers) + extra_ini)
     twistd = os.path.join(BIN, "twistd")
-    process = processes.start("aggregator", [twistd, "--nodaemon", "--pidfile=", "grafana-aggregator", "--config", ini],
+    process = processes.start(name, [twistd, "--nodaemon", "--pidfile=", "grafana-aggregator", "--config", ini],
                               env={"PYTHONUNBUFFERED": "1"})
     deadline = time.monotonic() + 60
     while "serving on" not in process.output():

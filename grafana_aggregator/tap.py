@@ -8,22 +8,32 @@ real service against a MemoryReactorClock.
 from __future__ import annotations
 
 import datetime
+import functools
 import os
+import shutil
 import signal
-from collections.abc import Callable
+import sys
+import tempfile
+from collections.abc import Callable, Coroutine
 from typing import Any
 
-from attrs import field, frozen
+from attrs import evolve, field, frozen
 from twisted.application import service
 from twisted.application.internet import StreamServerEndpointService
 from twisted.internet import endpoints
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import UNIXServerEndpoint
+from twisted.internet.task import deferLater
 from twisted.internet.interfaces import IListeningPort, IReactorCore
 from twisted.logger import Logger
 from twisted.python import usage
+from twisted.web.client import readBody
+from twisted.web.http_headers import Headers
 
 from . import __version__
 from .aggregation.remote_discovery import DiscoveryCache
 from .aggregation.remote_openapi import RemoteOpenAPI
+from .aggregation.proxy import Proxy
 from .aggregation.routing import ProxyMaker, RoutingTable
 from .aggregation.upstream import UpstreamClients
 from .apimachinery.rest import serve_locally
@@ -49,6 +59,12 @@ from .identity.auth import (
 )
 from .identity.kubeconfig import ensure_admin_token, listening_url, write_kubeconfig
 from .identity.reviews import review_group_versions
+from .processes.channel import ChannelRoot
+from .processes.forward import OWNER, ForwardToOwner, WorkerTree
+from .processes.metrics import SummedMetricsResource
+from .processes.remote_store import ChannelStore, unix_agent
+from .processes.supervisor import LISTEN_FD, STATUS_FD, WORKER_ENV, WorkerSupervisor
+from .processes.worker import AdoptedEndpoint, OwnerWatch, StatusReporter, WorkerLogger, accept_one_at_a_time
 from .registry.apiservice import APISERVICES, APIServiceStrategy
 from .registry.externalname import EXTERNALNAMES, ExternalNameStrategy
 from .storage import IStore, StoreLockedError
@@ -102,8 +118,16 @@ class Options(usage.Options):
 
     def postOptions(self) -> None:
         flags = {key.flag: self[key.flag] for key in KEYS if key.flag}
+        #: (number, channel folder) when this process is a worker started by an owner (see processes/).
+        self.worker = worker_role(os.environ.get(WORKER_ENV))
         try:
             self.settings = load_settings(self["config"], flags)
+            if self.worker is not None:
+                from twisted.internet import reactor as worker_reactor
+
+                store = ChannelStore(unix_agent(worker_reactor, channel_socket(self.worker[1])), worker_reactor)
+                self.runtime = load_runtime(self.settings, store=store)
+                return
             if self.settings.listen:
                 from twisted.internet import reactor
 
@@ -115,6 +139,49 @@ class Options(usage.Options):
             self.runtime = load_runtime(self.settings)
         except ConfigError as error:
             raise usage.UsageError(str(error)) from None
+
+
+def worker_role(value: str | None) -> tuple[int, str, int] | None:
+    """The worker number, channel folder and owner's pid an owner gave its worker in the environment (None: not
+    a worker)."""
+    if not value:
+        return None
+    number, _, rest = value.partition(":")
+    owner, _, folder = rest.partition(":")
+    return int(number), folder, int(owner)
+
+
+def channel_socket(folder: str) -> str:
+    """The owner's end of the channel: the Unix socket the workers forward to."""
+    return os.path.join(folder, "owner.sock")
+
+
+def control_socket(folder: str, worker: int) -> str:
+    """A worker's control socket, where the owner reads its metrics."""
+    return os.path.join(folder, f"worker-{worker}.sock")
+
+
+def worker_command(options: Options, folder: str) -> Callable[[int], tuple[str, list[str], dict[str, str]]]:
+    """What starts worker n: this Python running `twistd grafana-aggregator` in the foreground with the owner's
+    config and flags; it logs to the owner's stdout, or, when the owner is a daemon with a log file, to
+    `<log file>.worker-<n>` (two processes must not write one twistd log file)."""
+    parent = getattr(options, "parent", None)
+    twistd: dict[str, Any] = parent if isinstance(parent, dict) else {}
+    logfile = twistd.get("logfile")
+    daemon_log = None
+    if "nodaemon" in twistd and not twistd.get("nodaemon") and logfile != "-":
+        daemon_log = os.path.abspath(logfile or "twistd.log")
+    flags = [f"--config={options['config']}"] if options["config"] else []
+    flags.extend(f"--{key.flag}={options[key.flag]}" for key in KEYS if key.flag and options[key.flag] is not None)
+    env = {name: value for name, value in os.environ.items() if not name.startswith("LISTEN_")}
+
+    def command(worker: int) -> tuple[str, list[str], dict[str, str]]:
+        log = f"{daemon_log}.worker-{worker}" if daemon_log else "-"
+        argv = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "--nodaemon", "--pidfile=",
+                f"--logfile={log}", "grafana-aggregator", *flags]
+        return sys.executable, argv, {**env, WORKER_ENV: f"{worker}:{os.getpid()}:{folder}"}
+
+    return command
 
 
 def _where_listen(settings: Settings) -> str:
@@ -137,8 +204,11 @@ class Runtime:
     remote_services: list[RemoteService] = field(factory=list)
 
 
-def load_runtime(settings: Settings) -> Runtime:
-    """Load every file the settings name; a problem becomes a ConfigError naming the key and the file."""
+def load_runtime(settings: Settings, store: IStore | None = None) -> Runtime:
+    """Load every file the settings name; a problem becomes a ConfigError naming the key and the file.
+
+    A worker passes the `store` it reads through the owner: it never opens (or locks) the file storage.
+    """
     where = f" in {settings.config_file}" if settings.config_file else ""
     try:
         if settings.tls_cert_file and settings.tls_private_key_file:
@@ -196,7 +266,8 @@ def load_runtime(settings: Settings) -> Runtime:
         with open(settings.apiservice_ca_bundle_file, "rb") as handle:
             pem = handle.read()
     try:
-        store = _etcd_store(settings, where) if settings.storage_type == "etcd" else FileStore.open(settings.storage_path)
+        if store is None:
+            store = _etcd_store(settings, where) if settings.storage_type == "etcd" else FileStore.open(settings.storage_path)
     except StoreLockedError as error:
         raise ConfigError(str(error)) from None
     except OSError as error:
@@ -255,11 +326,26 @@ def local_groups(now: Callable[[], datetime.datetime]) -> tuple[APIServiceStrate
     ]
 
 
-def make_service(settings: Settings, runtime: Runtime, reactor: IReactorCore) -> service.MultiService:
-    """Wire the daemon: storage, the informer, controllers, the routing table, the served tree and the listener."""
+def make_service(settings: Settings, runtime: Runtime, reactor: IReactorCore,
+                 worker_command: Callable[[str], Callable[[int], tuple[str, list[str], dict[str, str]]]] | None = None,
+                 ) -> service.MultiService:
+    """Wire the daemon: storage, the informer, controllers, the routing table, the served tree and the listener.
+
+    With `workers` above 1 (and `worker_command`, which makes the command of a worker from the channel
+    folder), this process is the owner: it also starts the workers on its listening socket and serves
+    them the owner channel.
+    """
     clock: Any = reactor
     top = service.MultiService()
     metrics = Metrics()
+    supervisor: WorkerSupervisor | None = None
+    folder = ""
+    if settings.workers > 1 and worker_command is not None:
+        folder = tempfile.mkdtemp(prefix="grafana-aggregator-")  # 0700: only this user reaches the channel
+        supervisor = WorkerSupervisor(reactor, settings.workers, worker_command(folder), metrics.registry,
+                                      stop_timeout=settings.shutdown_delay_duration + settings.shutdown_drain_timeout
+                                      + 10)
+
     store: IStore = InstrumentedStore(runtime.store, metrics.observe_storage, clock)
     readiness = ReadinessService()
     readiness.setServiceParent(top)
@@ -280,6 +366,8 @@ def make_service(settings: Settings, runtime: Runtime, reactor: IReactorCore) ->
     availability = AvailabilityController(store, informer, clients.client_for, clock, now, discovery,
                                           observe_probe=metrics.observe_probe, close_idle=clients.close_idle)
     clients.add_closed_listener(availability.backend_closed)
+    if supervisor is not None:
+        supervisor.on_unreachable_hint(availability.recheck, availability.backend_closed)
     remote_openapi = RemoteOpenAPI()
     openapi_controller = RemoteOpenAPIController(informer, remote_openapi, clients.client_for, clock,
                                                  on_unreachable=availability.recheck)
@@ -312,8 +400,14 @@ def make_service(settings: Settings, runtime: Runtime, reactor: IReactorCore) ->
     health.add("autoregister-completion", autoregistration.check, endpoints=("healthz", "readyz"))
     health.add("poststarthook/apiservice-status-available-controller", availability.check, endpoints=("readyz",))
     health.add("poststarthook/apiservice-discovery-controller", availability.check, endpoints=("readyz",))
+    metrics_resource: Any = MetricsResource(metrics)
+    if supervisor is not None:
+        workers = supervisor
+        health.add("workers", workers.check, endpoints=("readyz",))
+        metrics_resource = SummedMetricsResource(metrics, lambda: [
+            functools.partial(_metrics_of, reactor, control_socket(folder, n)) for n in workers.running_workers()])
     tree = build_tree(health=health, emulated_version=settings.emulated_version, apis=apis, openapi=openapi,
-                      metrics=MetricsResource(metrics))
+                      metrics=metrics_resource)
 
     for part in (informer, registration, autoregistration, availability):
         part.setServiceParent(top)
@@ -335,13 +429,28 @@ def make_service(settings: Settings, runtime: Runtime, reactor: IReactorCore) ->
     header_verifier = ReloadableVerifier(runtime.requestheader_ca)
     root = AuthenticatingRoot(tree, build_authenticator(settings, runtime, client_verifier, header_verifier),
                               in_flight=in_flight)
-    site = build_site(root, limits, clock, RequestAccounting(metrics, clock, Logger("grafana_aggregator.access")))
+    site = build_site(root, limits, clock, RequestAccounting(metrics, clock, WorkerLogger("grafana_aggregator.access", 0,
+                                                                            in_text=supervisor is not None)))
+    if supervisor is not None:
+        # The owner channel: the same tree, identity from the workers' headers (trusted on this socket only).
+        # Requests are counted and logged by the worker that accepted them, not again here.
+        channel_site = build_site(ChannelRoot(tree, in_flight), evolve(limits, max_connections_per_client=limits.max_connections),
+                                  clock, RequestAccounting(Metrics(), clock, _Quiet()))
+        channel = _ChannelService(supervisor, folder)
+        StreamServerEndpointService(UNIXServerEndpoint(reactor, channel_socket(folder), mode=0o600),
+                                    channel_site).setServiceParent(channel)
+        channel.setServiceParent(top)
+        supervisor.setServiceParent(top)
     graceful = GracefulServer(readiness, in_flight, watches, store, clock,
-                              settings.shutdown_delay_duration, settings.shutdown_drain_timeout)
+                              settings.shutdown_delay_duration, settings.shutdown_drain_timeout,
+                              before_close=supervisor.exited if supervisor is not None else None)
     graceful.setName("graceful")
     graceful.setServiceParent(top)
 
     def on_listening(port: IListeningPort) -> None:
+        if supervisor is not None:
+            accept_one_at_a_time(port)
+            supervisor.start_workers(port.fileno())  # type: ignore[attr-defined]
         url = listening_url(port, settings.bind_address, settings.secure_port)
         if runtime.admin_token is not None:
             write_kubeconfig(settings.kubeconfig_path, url, trust_anchor(runtime.serving.chain), runtime.admin_token)
@@ -367,6 +476,145 @@ def make_service(settings: Settings, runtime: Runtime, reactor: IReactorCore) ->
     return top
 
 
+class _Quiet(Logger):
+    """A logger that drops its events (the owner channel's access log: the worker logs each request)."""
+
+    def emit(self, level: Any, format: str | None = None, **kwargs: Any) -> None:
+        return None
+
+
+class _ChannelService(service.MultiService):
+    """The owner channel's listener: it closes only after every worker has exited (they forward while draining)."""
+
+    def __init__(self, supervisor: WorkerSupervisor, folder: str):
+        super().__init__()
+        self._supervisor = supervisor
+        self._folder = folder
+
+    def stopService(self) -> Any:
+        return Deferred.fromCoroutine(self._stop())
+
+    async def _stop(self) -> None:
+        await self._supervisor.exited()
+        await super().stopService()
+        shutil.rmtree(self._folder, ignore_errors=True)
+
+
+async def _metrics_of(reactor: Any, path: str) -> bytes:
+    """One worker's metrics exposition, read from its control socket (within two seconds)."""
+    agent = unix_agent(reactor, path, persistent=False)
+    request = agent.request(b"GET", b"http://worker/metrics", Headers())
+    timer = reactor.callLater(2, request.cancel)
+    try:
+        response = await request
+        body: bytes = await readBody(response)
+    finally:
+        if timer.active():
+            timer.cancel()
+    return body
+
+
+def make_worker_service(settings: Settings, runtime: Runtime, reactor: Any, worker: int, folder: str, owner_pid: int,
+                        status_fd: int | None = STATUS_FD, listen_fd: int = LISTEN_FD) -> service.MultiService:
+    """Wire a worker: authentication, its own routing table of the owner's APIServices, the proxy, the owner channel.
+
+    It accepts on the socket its owner passed down, reloads its certificates itself, and forwards
+    what it does not proxy to the owner.  etcd storage (a later issue) will make every process a full
+    replica instead: this is where a worker would then build `make_service` on its own store.
+    """
+    clock: Any = reactor
+    top = service.MultiService()
+    metrics = Metrics()
+    readiness = ReadinessService()
+    readiness.setServiceParent(top)
+    store = runtime.store
+    informer = Informer(store, (APISERVICES, EXTERNALNAMES), clock)
+    if isinstance(store, ChannelStore):
+        store.on_broken = informer.relist
+    clients = UpstreamClients(clock, runtime.proxy_client, runtime.apiservice_ca_bundle)
+    stripped = frozenset(h.lower() for h in (*settings.requestheader.username_headers,
+                                             *settings.requestheader.uid_headers,
+                                             *settings.requestheader.group_headers,
+                                             *settings.requestheader.extra_headers_prefixes))
+    status = StatusReporter(status_fd)
+    # The owner's availability controller re-probes a backend a proxied request could not reach.
+    proxies = ProxyMaker(clock, clients.agent_for, meter_for=metrics.upstream_meter, extra_stripped=stripped,
+                         on_unreachable=lambda name: status.report(f"unreachable {name}"))
+    clients.add_closed_listener(lambda host, port: status.report(f"closed {host} {port}"))
+    routing = RoutingTable(informer, [], DiscoveryCache(), proxies if settings.kubernetes_aggregator else None)
+    forwarded_watches: set[Any] = set()
+    owner = Proxy("owner", OWNER, unix_agent(reactor, channel_socket(folder)), clock, extra_stripped=stripped)
+    tree = WorkerTree(routing, ForwardToOwner(owner, forwarded_watches))
+    informer.setServiceParent(top)
+    ClosingService(clients.close).setServiceParent(top)
+
+    limits = _limits(settings)
+    in_flight = InFlight(limits)
+    client_verifier = ReloadableVerifier(runtime.client_ca)
+    header_verifier = ReloadableVerifier(runtime.requestheader_ca)
+    root = AuthenticatingRoot(tree, build_authenticator(settings, runtime, client_verifier, header_verifier),
+                              in_flight=in_flight)
+    site = build_site(root, limits, clock,
+                      RequestAccounting(metrics, clock, WorkerLogger("grafana_aggregator.access", worker, in_text=True)))
+
+    async def watches_ended() -> None:
+        """At shutdown, wait (up to the drain timeout) for the owner to end the watches this worker forwarded."""
+        waited = 0.0
+        while forwarded_watches and waited < settings.shutdown_drain_timeout:
+            await deferLater(clock, 0.1, lambda: None)
+            waited += 0.1
+
+    graceful = GracefulServer(readiness, in_flight, set(), store, clock, settings.shutdown_delay_duration,
+                              settings.shutdown_drain_timeout,
+                              before_close=lambda: Deferred.fromCoroutine(watches_ended()))
+    graceful.setName("graceful")
+    graceful.setServiceParent(top)
+    tls = ServingTLS(runtime.serving, [*runtime.client_ca, *runtime.requestheader_ca])
+    CertificateReloader(
+        clock, serving=runtime.serving, on_serving=tls.update,
+        client_ca_file=settings.client_ca_file, client_ca=runtime.client_ca,
+        on_client_ca=client_verifier.replace_cas,
+        requestheader_ca_file=settings.requestheader.client_ca_file, requestheader_ca=runtime.requestheader_ca,
+        on_requestheader_ca=header_verifier.replace_cas,
+        proxy_client=runtime.proxy_client, on_proxy_client=clients.replace_proxy_client,
+    ).setServiceParent(top)
+
+    def on_listening(port: IListeningPort) -> None:
+        informer.ready.addCallback(lambda _: status.report("ready"))
+        _log.info("worker {worker} accepting on the owner's socket", worker=worker)
+
+    listener = StreamServerEndpointService(TLSServerEndpoint(AdoptedEndpoint(reactor, listen_fd), tls, on_listening),
+                                           site)
+    listener._raiseSynchronously = True
+    listener.setName("https")
+    listener.setServiceParent(graceful)
+    control = StreamServerEndpointService(UNIXServerEndpoint(reactor, control_socket(folder, worker), mode=0o600),
+                                          build_site(MetricsResource(metrics), Limits(), clock,
+                                                     RequestAccounting(Metrics(), clock, _Quiet())))
+    control.setServiceParent(top)
+    ClosingService(_report(status, "not-ready")).setServiceParent(top)
+    OwnerWatch(clock, reactor.stop, owner_pid).setServiceParent(top)
+    return top
+
+
+def _report(status: StatusReporter, line: str) -> Callable[[], Coroutine[Any, Any, None]]:
+    async def report() -> None:
+        status.report(line)
+
+    return report
+
+
+def _limits(settings: Settings) -> Limits:
+    return Limits(
+        max_read_only_in_flight=settings.max_requests_inflight,
+        max_mutating_in_flight=settings.max_mutating_requests_inflight,
+        request_timeout=settings.request_timeout,
+        max_body_bytes=settings.max_request_body_bytes,
+        max_connections=settings.max_connections,
+        max_connections_per_client=settings.max_connections_per_client,
+    )
+
+
 def listening_port(top: service.MultiService) -> Any:
     """The listening port of a started daemon service (for tests and tools), or None before it listens."""
     graceful: Any = top.getServiceNamed("graceful")
@@ -384,10 +632,14 @@ def exit_cleanly_on_sigterm(reactor: Any) -> None:
 
 
 def makeService(options: Options) -> service.MultiService:
-    """twistd's entry point."""
+    """twistd's entry point: the daemon (the owner, with workers), or one worker when an owner started this process."""
     from twisted.internet import reactor
 
     exit_cleanly_on_sigterm(reactor)
     top = TextLoggingService(log_file(getattr(options, "parent", None)))
-    make_service(options.settings, options.runtime, reactor).setServiceParent(top)
+    if options.worker is not None:
+        make_worker_service(options.settings, options.runtime, reactor, *options.worker).setServiceParent(top)
+    else:
+        make_service(options.settings, options.runtime, reactor,
+                     worker_command=lambda folder: worker_command(options, folder)).setServiceParent(top)
     return top

@@ -17,6 +17,7 @@ ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
 #: Top to bottom; a package may import its own modules and any package in a lower layer.
 LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"tap", "example"}),
+    frozenset({"processes"}),
     frozenset({"web", "controllers"}),
     frozenset({"aggregation"}),
     frozenset({"tls"}),

@@ -151,6 +151,7 @@ class InstallTests(SynchronousTestCase):
         self.assertIsNone(log_file({"syslog": True, "nodaemon": False}))
         self.assertIsNone(log_file({"logger": "my.observer", "nodaemon": True}))
         self.assertIsNone(log_file(None))
+        self.assertIsNone(log_file({"logfile": None}))  # twist's options, not twistd's
         path = os.path.join(self.mktemp())
         os.makedirs(path)
         target = log_file({"nodaemon": False, "logfile": os.path.join(path, "daemon.log")})

@@ -36,6 +36,8 @@ MAIN_ARGV = [
     "grafana-aggregator",
     "--config",
     CONFIG,
+    "--workers",
+    "auto",
 ]
 LISTEN_ARGS = ["--listen", "systemd:domain=INET6:index=0"]
 
@@ -179,6 +181,8 @@ class ServiceUnitTests(SynchronousTestCase):
         self.assertEqual(self.service["RestartSec"], "5")
         self.assertEqual(self.service["KillSignal"], "SIGTERM")
         self.assertEqual(self.service["TimeoutStopSec"], "90")
+        # SIGTERM to the owner only, which drains its workers in order; SIGKILL for all at the timeout.
+        self.assertEqual(self.service["KillMode"], "mixed")
         self.assertEqual(self.service["LimitNOFILE"], "65536")
 
     def test_ordering_and_install(self) -> None:

@@ -51,7 +51,7 @@ _TOGGLES = "feature_toggles"
 
 #: Every setting the daemon reads.  Kinds: str, path (an existing file), dir, port, bool, address,
 #: list (comma separated), headers (comma separated HTTP header names), storage, version, count (a whole
-#: number ≥ 1), duration (seconds, or a number with ms, s, m or h).
+#: number ≥ 1), workers (a count, or auto), duration (seconds, or a number with ms, s, m or h).
 KEYS: tuple[Key, ...] = (
     _k("paths", "data", "data-dir", "str", "data",
        "Folder for everything the daemon keeps: storage, the self-signed serving certificate, the kubeconfig."),
@@ -123,6 +123,9 @@ KEYS: tuple[Key, ...] = (
     _k(_API, "max_connections_per_client", "max-connections-per-client", "count", "1024",
        "Open connections from one client IP address; past it a new connection from that address is closed at "
        "once.  Behind a load balancer that does not keep client addresses, every client shares one."),
+    _k(_API, "workers", "workers", "workers", "1",
+       "Processes serving the one listening address: a number, or auto for one per CPU this process may use.  "
+       "The first owns the storage and the controllers; see docs/operations.md, Workers."),
     _k(_TOGGLES, "kubernetesAggregator", None, "bool", "true",
        "Proxy registered remote API groups (off: only the local groups are served)."),
     _k(_TOGGLES, "grafanaAPIServerEnsureKubectlAccess", "ensure-kubectl-access", "bool", "false",
@@ -183,6 +186,8 @@ class Settings:
     etcd_cafile: str | None = None
     etcd_certfile: str | None = None
     etcd_keyfile: str | None = None
+    #: Processes serving the listening address (1: this process alone).
+    workers: int = 1
 
     @property
     def kubeconfig_path(self) -> str:
@@ -251,6 +256,23 @@ def _parse_count(text: str) -> int:
     return value
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity, which a container or systemd may narrow)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def _parse_workers(text: str) -> int:
+    if text.strip().lower() == "auto":
+        return usable_cpus()
+    try:
+        return _parse_count(text)
+    except ValueError as error:
+        raise ValueError(f"{error}; use a number of processes (1 or more) or auto") from None
+
+
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
@@ -297,6 +319,7 @@ _PARSERS: Mapping[str, Callable[[str], Any]] = {
     "storage": _parse_storage,
     "endpoints": _parse_endpoints,
     "count": _parse_count,
+    "workers": _parse_workers,
     "duration": _parse_duration,
     "version": _parse_version,
 }
@@ -362,7 +385,7 @@ def load_settings(config_file: str | None, flags: Mapping[str, str | None] | Non
     for name in ("secure_port", "bind_address", "storage_type", "emulated_version", "data", "max_requests_inflight",
                  "max_mutating_requests_inflight", "request_timeout", "shutdown_delay_duration",
                  "shutdown_drain_timeout", "max_request_body_bytes", "max_connections",
-                 "max_connections_per_client"):
+                 "max_connections_per_client", "workers"):
         if values[name] is None:
             raise ConfigError(f"{where(name)} must not be empty")
 
@@ -421,4 +444,5 @@ def load_settings(config_file: str | None, flags: Mapping[str, str | None] | Non
         etcd_cafile=values["etcd_cafile"],
         etcd_certfile=values["etcd_certfile"],
         etcd_keyfile=values["etcd_keyfile"],
+        workers=values["workers"],
     )

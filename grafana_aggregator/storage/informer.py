@@ -76,6 +76,14 @@ class Informer(Service):
         """Call `listener` with every event, after the index has applied it."""
         self._listeners.append(listener)
 
+    def relist(self) -> None:
+        """List and watch again soon: the store reported that a watch stopped (a remote store's stream ended)."""
+        listing = self._syncing is not None and not self._syncing.called
+        if not self.running or listing or (self._retry is not None and self._retry.active()):
+            return
+        self._cancel_watches()
+        self._retry = self._clock.callLater(0, self._sync)
+
     # Service life cycle.
 
     def startService(self) -> None:

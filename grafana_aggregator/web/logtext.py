@@ -111,8 +111,8 @@ class TextLogObserver:
 def log_file(options: Any) -> IO[Any] | None:
     """Where twistd would write its log for these twistd options (stdout or the log file, rotated on SIGUSR1),
     or None when it logs elsewhere (syslog) and should keep its own observer."""
-    if options is None or options.get("syslog") or options.get("logger"):
-        return None
+    if options is None or "nodaemon" not in options or options.get("syslog") or options.get("logger"):
+        return None  # not twistd (twist, a test), or logging elsewhere
     filename = options.get("logfile")
     if filename == "-" or (options.get("nodaemon") and not filename):
         return sys.stdout

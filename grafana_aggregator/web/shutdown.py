@@ -30,8 +30,11 @@ class GracefulServer(service.MultiService):
     """
 
     def __init__(self, readiness: ReadinessService, in_flight: InFlight, watches: set[Any], store: IStore,
-                 clock: Any, delay: float, drain_timeout: float):
+                 clock: Any, delay: float, drain_timeout: float,
+                 before_close: Callable[[], Deferred[Any]] | None = None):
         super().__init__()
+        #: Awaited after the watches end and before the store closes (the owner waits for its workers there).
+        self._before_close = before_close
         self._readiness = readiness
         self._in_flight = in_flight
         self._watches = watches
@@ -64,6 +67,8 @@ class GracefulServer(service.MultiService):
         # Let the last responses and the ends of the watch streams reach their clients before the reactor
         # stops and drops the connections.
         await deferLater(self._clock, FLUSH_GRACE, lambda: None)
+        if self._before_close is not None:
+            await self._before_close()
         await self._store.close()
         _log.info("shut down cleanly")
 

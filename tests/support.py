@@ -180,3 +180,40 @@ class RacingStore(MemoryStore):
             current["metadata"][self.touched_field] = {"touched": "yes"}
             await super().update(collection, namespace, name, current)
         return await super().update(collection, namespace, name, obj, expected_resource_version)
+
+
+
+class CycleCheck:
+    """Counts the objects of some types, made inside the `with` block, that only the cycle collector could free.
+
+    A finished request must be freed by reference counting: objects of it left in reference cycles cost a
+    collection of every generation they reach (the daemon's largest pauses, docs/performance.md).  The collector
+    is off inside the block, and objects that existed before it (earlier tests' leftovers) are not counted.
+    """
+
+    def __init__(self, *type_names: str):
+        self._names = frozenset(type_names)
+        self._before: set[int] = set()
+        self.counts: dict[str, int] = {}
+
+    def __enter__(self) -> CycleCheck:
+        import gc
+
+        gc.collect()
+        gc.disable()
+        self._before = {id(o) for o in gc.get_objects() if type(o).__name__ in self._names}
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import gc
+
+        flags = gc.get_debug()
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        try:
+            gc.collect()
+            self.counts = {name: sum(1 for o in gc.garbage if type(o).__name__ == name and id(o) not in self._before)
+                           for name in sorted(self._names)}
+        finally:
+            gc.garbage.clear()
+            gc.set_debug(flags)
+            gc.enable()

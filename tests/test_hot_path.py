@@ -41,6 +41,7 @@ from grafana_aggregator.identity.auth import (
 from grafana_aggregator.identity.impersonation import asks_to_impersonate
 from grafana_aggregator.web.metrics import Metrics, RequestAccounting
 from grafana_aggregator.web.root import transport_chain
+from tests.support import CycleCheck
 from grafana_aggregator.web.site import (
     BODY_READ_SIZE,
     ApiChannel,
@@ -91,6 +92,17 @@ class SiteTests(SynchronousTestCase):
         for request in self.resource.held:
             request.finish()  # type: ignore[attr-defined]
         self.agent.flush()
+
+    def test_finished_request_leaves_no_cycle(self) -> None:
+        """A request answered before its deadline is freed by reference counting: its timer lets go of it."""
+        with CycleCheck("ApiRequest", "RequestTimer") as check:
+            for path in ("one", "two"):
+                self.client.get(f"https://agg.test/{path}")
+            for request in self.resource.held:
+                request.finish()  # type: ignore[attr-defined]
+            self.agent.flush()
+            self.resource.held.clear()
+        self.assertEqual(check.counts, {"ApiRequest": 0, "RequestTimer": 0})
 
     def test_request_timeout_still_answers_504(self) -> None:
         """The shared deadlines fire at the request timeout, to the second."""

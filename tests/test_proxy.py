@@ -41,7 +41,7 @@ from grafana_aggregator.storage.memory import MemoryStore
 from grafana_aggregator.web.metrics import Metrics
 from grafana_aggregator.web.site import Limits, api_call, build_site
 
-from .support import ServedApis, serve_apis
+from .support import CycleCheck, ServedApis, serve_apis
 
 AVAILABLE = {"type": "Available", "status": "True", "reason": "Passed", "message": "all checks passed"}
 
@@ -195,6 +195,16 @@ class ProxyTests(SynchronousTestCase):
         client.flush()
         self.upstream.flush()
         client.flush()
+
+    def test_finished_exchange_leaves_no_cycle(self) -> None:
+        """A proxied request, once answered, is freed by reference counting: nothing of it is left in a reference
+        cycle for the garbage collector."""
+        client = self.front()
+        with CycleCheck("ApiRequest", "_Exchange", "_BodyRelay", "RequestTimer") as check:
+            for _ in range(3):
+                code, _, _ = self.call(client, "GET", "/apis/example.grafana.app/v0alpha1/dummy")
+                self.assertEqual(code, 200)
+        self.assertEqual(check.counts, {"ApiRequest": 0, "_Exchange": 0, "_BodyRelay": 0, "RequestTimer": 0})
 
     def test_forwards_path_query_and_body(self) -> None:
         """Method, path, query and body reach https://<ExternalName host>:<port> unchanged."""

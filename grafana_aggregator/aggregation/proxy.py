@@ -239,7 +239,7 @@ class _BodyRelay(StreamProtocol):
     """Relays a backend response body to the client, with back-pressure, until either side ends."""
 
     def __init__(self, exchange: _Exchange, large: bool):
-        self._exchange = exchange
+        self._exchange: _Exchange | None = exchange
         self._request = exchange.request
         self._large = large
         self.transport: Any = None
@@ -259,7 +259,11 @@ class _BodyRelay(StreamProtocol):
             self._request.unregisterProducer()  # type: ignore[attr-defined]
         except Exception:
             pass
-        self._exchange.body_over(reason)
+        exchange, self._exchange = self._exchange, None
+        if exchange is not None:
+            # Dropped first: the exchange refers to this relay, and a finished exchange is then freed by reference
+            # counting rather than left as a cycle for the garbage collector.
+            exchange.body_over(reason)
 
     def abort(self) -> None:
         """Stop the backend response (the client went away)."""

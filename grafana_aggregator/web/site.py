@@ -197,6 +197,10 @@ class Deadlines:
             self._arm(heap[0][0])
 
 
+def _nothing() -> None:
+    pass
+
+
 class RequestTimer:
     """The one deadline of a request: the Site's 504 by default, or what the resource serving it asks for.
 
@@ -241,6 +245,9 @@ class RequestTimer:
         if self._call is not None and self._call.active():
             self._call.cancel()
         self._call = None
+        # The expiry callback is the request's own method: dropping it breaks the request → call → timer → request
+        # cycle, so a finished request is freed by reference counting, not left to the garbage collector.
+        self._on_expiry = _nothing
 
     def _expire(self) -> None:
         self._call = None

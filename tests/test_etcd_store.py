@@ -9,6 +9,7 @@ from twisted.internet import reactor
 from twisted.trial.unittest import SynchronousTestCase
 
 from grafana_aggregator.storage import (
+    EXPIRED,
     Collection,
     ExpiredError,
     StorageUnavailableError,
@@ -56,6 +57,20 @@ class EtcdStoreTests(SynchronousTestCase):
         fresh = self.store()
         run(fresh.list(THINGS, None))
         self.assertRaises(ExpiredError, fresh.watch, THINGS, None, old, lambda event: None)
+
+    def test_cache_behind_compaction_expires_its_watches(self) -> None:
+        """When the cache's own etcd watch falls behind a compaction, every watch it serves gets EXPIRED (and no
+        more events), so its watchers list again instead of going stale."""
+        store = self.store()
+        run(store.create(THINGS, "", "a", thing("a")))
+        events: list[WatchEvent] = []
+        store.watch(THINGS, None, store.current_resource_version(), events.append)
+        store._compacted(store.current_resource_version())
+        self.assertEqual([e.type for e in events], [EXPIRED])
+        run(store.create(THINGS, "", "b", thing("b")))
+        self.assertEqual([e.type for e in events], [EXPIRED])
+        listed = self.successResultOf(run(store.list(THINGS, None)))
+        self.assertEqual([i["metadata"]["name"] for i in listed.items], ["a", "b"])
 
     def test_etcd_down_is_unavailable_soon(self) -> None:
         """With nothing listening, a call fails with StorageUnavailableError (503) well within its timeout."""

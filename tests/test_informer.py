@@ -203,6 +203,23 @@ class IndexTests(InformerTestCase):
         self.assertIsNone(informer.get(THINGS, "", "a"))
         self.assertEqual(informer.list(THINGS), [])
 
+    def test_expired_watch_lists_again(self) -> None:
+        """When the store ends the informer's watch as expired, the informer lists again and catches up on what
+        changed while it was not watching, telling its listeners."""
+        store = MemoryStore()
+        self.create(store, THINGS, "a")
+        informer = self.informer(store)
+        recorder = Recorder(informer)
+        informer.add_listener(recorder)
+        store._table.hub.expire(store.current_resource_version())
+        self.create(store, THINGS, "b")
+        self.assertIsNone(informer.get(THINGS, "", "b"))
+        self.clock.advance(0)
+        self.assertEqual([o["metadata"]["name"] for o in informer.list(THINGS)], ["a", "b"])
+        self.assertEqual(recorder.summary(), [("ADDED", "things", "", "b")])
+        self.create(store, THINGS, "c")
+        self.assertIsNotNone(informer.get(THINGS, "", "c"))
+
     def test_objects_are_shared(self) -> None:
         """The index keeps the objects it is given, not copies: the event's object is the one get returns, and
         every listener gets that same object."""

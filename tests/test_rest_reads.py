@@ -1045,6 +1045,21 @@ class WatchTests(SynchronousTestCase):
         kept = server.watch(f"{APISERVICES}?watch=true&resourceVersion=2")
         self.assertEqual(kept.summary(), [("ADDED", "v1.c.example", "3"), ("ADDED", "v1.d.example", "4")])
 
+    def test_store_expires_the_watch(self) -> None:
+        """When the store can no longer follow a watch (its history was compacted away), the client gets one ERROR
+        event with kube's 410 Expired Status, then the end of the stream, and relists."""
+        store = MemoryStore()
+        server = Server(self, store)
+        server.create(APISERVICES, new_apiservice("v1.a.example", "a.example", "v1"))
+        watch = server.watch(f"{APISERVICES}?watch=true&resourceVersion=1")
+        store._table.hub.expire(store.current_resource_version())
+        server.client.flush()
+        self.assertEqual(watch.events(), [{"type": "ERROR", "object": {
+            "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": "The resourceVersion for the provided watch is too old.", "reason": "Expired", "code": 410}}])
+        assert watch.ended is not None
+        self.assertTrue(watch.ended.check(ResponseDone))
+
     def test_bookmarks(self) -> None:
         """allowWatchBookmarks=true gives a BOOKMARK with the latest resourceVersion every 60 s."""
         server = Server(self)

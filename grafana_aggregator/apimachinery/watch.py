@@ -22,7 +22,7 @@ from typing import Any
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 
-from ..storage import ExpiredError, IWatch, WatchEvent
+from ..storage import EXPIRED, ExpiredError, IWatch, WatchEvent
 from .negotiation import JSON, Output
 from .query import (
     COSTLY_LIST,
@@ -163,6 +163,12 @@ class WatchStream:
 
     def _event(self, event: WatchEvent) -> None:
         if self._done:
+            return
+        if event.type == EXPIRED:
+            # The store can no longer follow this watch: kube's watch cache answers the same, and clients relist.
+            self._watch = None
+            self._send_error(StatusError(410, "The resourceVersion for the provided watch is too old.", "Expired"))
+            self._end()
             return
         self._last_rv = event.resource_version
         if self._everything:

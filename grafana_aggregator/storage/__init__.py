@@ -3,6 +3,7 @@
 from .interface import (
     AlreadyExistsError,
     Collection,
+    EXPIRED,
     ConflictError,
     ExpiredError,
     InvalidKeyError,
@@ -22,6 +23,7 @@ from .interface import (
 __all__ = [
     "AlreadyExistsError",
     "Collection",
+    "EXPIRED",
     "ConflictError",
     "ExpiredError",
     "IStore",

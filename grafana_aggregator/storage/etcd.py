@@ -248,6 +248,8 @@ class EtcdStore:
         # so every collection is listed again and its watches end (watchers list and watch again).
         _log.error("the etcd watch cache fell behind etcd's compaction (revision {revision}); relisting",
                    revision=compact_revision)
+        for cache in self._collections.values():
+            cache.hub.expire(max(compact_revision, cache.hub.resource_version))
         self._collections.clear()
         self._watch = None
         self._started = _Once(self._start)

@@ -21,7 +21,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from .interface import Collection, ExpiredError, IStore, IWatch, Object, WatchEvent
+from .interface import EXPIRED, Collection, ExpiredError, IStore, IWatch, Object, WatchEvent
 
 _log = Logger()
 
@@ -165,6 +165,10 @@ class Informer(Service):
                                         changed.name, previous=before))
 
     def _apply(self, event: WatchEvent) -> None:
+        if event.type == EXPIRED:
+            # The store lost track of what changed: list everything again (listeners see the differences).
+            self.relist()
+            return
         self.generation += 1
         objects = self._objects[event.collection]
         key = event.namespace, event.name

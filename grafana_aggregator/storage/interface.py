@@ -100,6 +100,11 @@ class WatchEvent:
     previous: Object | None = None
 
 
+#: The type of the last event a watch gets when the store can no longer follow it (the changes it would need
+#: were compacted away): the watch is over, and the watcher lists and watches again.
+EXPIRED = "EXPIRED"
+
+
 class IWatch(Interface):
     """A registered watch."""
 

@@ -10,7 +10,7 @@ from attrs import define, field
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from .interface import Collection, ExpiredError, IWatch, WatchEvent
+from .interface import EXPIRED, Collection, ExpiredError, IWatch, WatchEvent
 
 _log = Logger()
 
@@ -110,6 +110,21 @@ class WatchHub:
             self._delivering = outer
         self._drain()
         return subscription
+
+    def expire(self, resource_version: int) -> None:
+        """End every watch: each gets one EXPIRED event (at resource_version) and is cancelled; the store can no
+        longer tell them what changed."""
+        for collection, subscribers in list(self._subscribers.items()):
+            for subscription in list(subscribers):
+                if not subscription.active:
+                    continue
+                subscription.cancel()
+                try:
+                    subscription.on_event(WatchEvent(EXPIRED, {}, resource_version, collection,
+                                                     subscription.namespace or "", ""))
+                except Exception:
+                    _log.failure("a watch of {group}/{resource} failed on its EXPIRED event",
+                                 group=collection.group, resource=collection.resource)
 
     def _drain(self) -> None:
         """Deliver the queued events, unless a delivery further up the stack will."""

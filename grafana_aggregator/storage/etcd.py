@@ -251,6 +251,8 @@ class EtcdStore:
         for cache in self._collections.values():
             cache.hub.expire(max(compact_revision, cache.hub.resource_version))
         self._collections.clear()
+        if self._watch is not None:
+            self._watch.stop()  # closes the stream etcd ended (it would stay open otherwise)
         self._watch = None
         self._started = _Once(self._start)
 

@@ -326,6 +326,21 @@ def local_groups(now: Callable[[], datetime.datetime]) -> tuple[APIServiceStrate
     ]
 
 
+def serving_tls(settings: Settings, runtime: Runtime, clock: Any, client_verifier: ReloadableVerifier,
+                header_verifier: ReloadableVerifier, clients: UpstreamClients, top: service.MultiService) -> ServingTLS:
+    """The listener's TLS, kept current with the certificate files by a CertificateReloader under `top`."""
+    tls = ServingTLS(runtime.serving, [*runtime.client_ca, *runtime.requestheader_ca])
+    CertificateReloader(
+        clock, serving=runtime.serving, on_serving=tls.update,
+        client_ca_file=settings.client_ca_file, client_ca=runtime.client_ca,
+        on_client_ca=client_verifier.replace_cas,
+        requestheader_ca_file=settings.requestheader.client_ca_file, requestheader_ca=runtime.requestheader_ca,
+        on_requestheader_ca=header_verifier.replace_cas,
+        proxy_client=runtime.proxy_client, on_proxy_client=clients.replace_proxy_client,
+    ).setServiceParent(top)
+    return tls
+
+
 def make_service(settings: Settings, runtime: Runtime, reactor: IReactorCore,
                  worker_command: Callable[[str], Callable[[int], tuple[str, list[str], dict[str, str]]]] | None = None,
                  ) -> service.MultiService:
@@ -457,15 +472,7 @@ def make_service(settings: Settings, runtime: Runtime, reactor: IReactorCore,
             _log.info("kubectl access: export KUBECONFIG={path}", path=os.path.abspath(settings.kubeconfig_path))
         _log.info("grafana-aggregator {version} serving on {url}", version=__version__, url=url)
 
-    tls = ServingTLS(runtime.serving, [*runtime.client_ca, *runtime.requestheader_ca])
-    CertificateReloader(
-        clock, serving=runtime.serving, on_serving=tls.update,
-        client_ca_file=settings.client_ca_file, client_ca=runtime.client_ca,
-        on_client_ca=client_verifier.replace_cas,
-        requestheader_ca_file=settings.requestheader.client_ca_file, requestheader_ca=runtime.requestheader_ca,
-        on_requestheader_ca=header_verifier.replace_cas,
-        proxy_client=runtime.proxy_client, on_proxy_client=clients.replace_proxy_client,
-    ).setServiceParent(top)
+    tls = serving_tls(settings, runtime, clock, client_verifier, header_verifier, clients, top)
     endpoint = TLSServerEndpoint(listening_endpoint(reactor, settings.listen, settings.bind_address, settings.secure_port), tls, on_listening)
     listener = StreamServerEndpointService(endpoint, site)
     listener._raiseSynchronously = True
@@ -569,15 +576,7 @@ def make_worker_service(settings: Settings, runtime: Runtime, reactor: Any, work
                               before_close=lambda: Deferred.fromCoroutine(watches_ended()))
     graceful.setName("graceful")
     graceful.setServiceParent(top)
-    tls = ServingTLS(runtime.serving, [*runtime.client_ca, *runtime.requestheader_ca])
-    CertificateReloader(
-        clock, serving=runtime.serving, on_serving=tls.update,
-        client_ca_file=settings.client_ca_file, client_ca=runtime.client_ca,
-        on_client_ca=client_verifier.replace_cas,
-        requestheader_ca_file=settings.requestheader.client_ca_file, requestheader_ca=runtime.requestheader_ca,
-        on_requestheader_ca=header_verifier.replace_cas,
-        proxy_client=runtime.proxy_client, on_proxy_client=clients.replace_proxy_client,
-    ).setServiceParent(top)
+    tls = serving_tls(settings, runtime, clock, client_verifier, header_verifier, clients, top)
 
     def on_listening(port: IListeningPort) -> None:
         informer.ready.addCallback(lambda _: status.report("ready"))

@@ -112,7 +112,8 @@ class EtcdDaemonTests(TestCase):
                 api_version="apiregistration.k8s.io/v1", kind="APIService")
             start = api.get().metadata.resourceVersion
             created = api.create(body=apiservice("a.example"))
-            seen: list[Any] = [api.get(name="v1.a.example").metadata.resourceVersion == created.metadata.resourceVersion]
+            # The same object (the availability controller may already have written its status: compare uids).
+            seen: list[Any] = [api.get(name="v1.a.example").metadata.uid == created.metadata.uid]
             seen.append("v1.a.example" in [i.metadata.name for i in api.get().items])
             api.patch(name="v1.a.example", body={"spec": {"versionPriority": 20}},
                       content_type="application/merge-patch+json")

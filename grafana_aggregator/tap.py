@@ -12,6 +12,7 @@ import functools
 import os
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 from collections.abc import Callable, Coroutine
@@ -31,6 +32,7 @@ from twisted.web.client import readBody
 from twisted.web.http_headers import Headers
 
 from . import __version__
+from .aggregation.reachability import Reachability
 from .aggregation.remote_discovery import DiscoveryCache
 from .aggregation.remote_openapi import RemoteOpenAPI
 from .aggregation.proxy import Proxy
@@ -43,7 +45,9 @@ from .config.settings import KEYS, ConfigError, Settings, load_settings
 from .controllers.apiservice_metrics import follow_apiservice_availability
 from .controllers.autoregister import AutoRegistration
 from .controllers.availability import AvailabilityController
+from .controllers.leadership import LeaderOnly, any_ready
 from .controllers.local_apiservices import LocalAPIService, LocalAPIServiceRegistration
+from .controllers.replica_availability import AvailabilityFromViews
 from .controllers.remote_openapi import RemoteOpenAPIController
 from .identity.auth import (
     Authenticator,
@@ -71,6 +75,7 @@ from .storage import IStore, StoreLockedError
 from .storage.etcd import EtcdCheck, EtcdStore
 from .storage.etcd_client import DEFAULT_TIMEOUT as ETCD_TIMEOUT
 from .storage.etcd_client import make_client as make_etcd_client
+from .storage.etcd_lease import EtcdSession, LeaderElection, ReplicaViews
 from .storage.file import FileStore
 from .storage.informer import Informer
 from .storage.instrumented import InstrumentedStore
@@ -341,6 +346,36 @@ def serving_tls(settings: Settings, runtime: Runtime, clock: Any, client_verifie
     return tls
 
 
+def replica_name(settings: Settings) -> str:
+    """This replica's name among those sharing one etcd: `replica_name`, else host:port (host/pid-N on port 0)."""
+    if settings.replica_name:
+        return settings.replica_name
+    host = socket.gethostname()
+    if settings.listen is None and settings.secure_port:
+        return f"{host}:{settings.secure_port}"
+    return f"{host}/pid-{os.getpid()}"
+
+
+@frozen
+class Replication:
+    """What makes this process one of several replicas on one etcd: its lease, the election, the views board."""
+
+    name: str
+    session: EtcdSession
+    election: LeaderElection
+    views: ReplicaViews
+    reachability: Reachability
+
+
+def replication(settings: Settings, store: EtcdStore, clock: Any) -> Replication:
+    """The replica's session, leader election and availability board on the store's etcd client."""
+    name = replica_name(settings)
+    session = EtcdSession(store.client, clock, settings.etcd_lease_ttl)
+    election = LeaderElection(store.client, session, clock, settings.etcd_prefix, name)
+    views = ReplicaViews(store.client, session, clock, settings.etcd_prefix, "availability", name)
+    return Replication(name, session, election, views, Reachability(name))
+
+
 def make_service(settings: Settings, runtime: Runtime, reactor: IReactorCore,
                  worker_command: Callable[[str], Callable[[int], tuple[str, list[str], dict[str, str]]]] | None = None,
                  ) -> service.MultiService:
@@ -366,6 +401,11 @@ def make_service(settings: Settings, runtime: Runtime, reactor: IReactorCore,
     readiness.setServiceParent(top)
 
     now = wall_clock(clock)
+    # With etcd, this process is one replica of several: one leader runs the controllers that write.
+    replicas = replication(settings, runtime.store, clock) if isinstance(runtime.store, EtcdStore) else None
+    if replicas is not None:
+        for replica_part in (replicas.session, replicas.views, replicas.election):
+            replica_part.setServiceParent(top)
     # Storage and the one shared view of the APIServices and ExternalNames.
     informer = Informer(store, (APISERVICES, EXTERNALNAMES), clock)
     follow_apiservice_availability(informer, metrics)
@@ -379,7 +419,9 @@ def make_service(settings: Settings, runtime: Runtime, reactor: IReactorCore,
     clients = UpstreamClients(clock, runtime.proxy_client, runtime.apiservice_ca_bundle)
     discovery = DiscoveryCache()
     availability = AvailabilityController(store, informer, clients.client_for, clock, now, discovery,
-                                          observe_probe=metrics.observe_probe, close_idle=clients.close_idle)
+                                          observe_probe=metrics.observe_probe, close_idle=clients.close_idle,
+                                          reachability=replicas.reachability if replicas else None,
+                                          views=replicas.views if replicas else None)
     clients.add_closed_listener(availability.backend_closed)
     if supervisor is not None:
         supervisor.on_unreachable_hint(availability.recheck, availability.backend_closed)
@@ -397,7 +439,9 @@ def make_service(settings: Settings, runtime: Runtime, reactor: IReactorCore,
                                              *settings.requestheader.extra_headers_prefixes))
     proxies = ProxyMaker(clock, clients.agent_for, meter_for=metrics.upstream_meter,
                          on_unreachable=availability.recheck, extra_stripped=stripped)
-    routing = RoutingTable(informer, local, discovery, proxies if settings.kubernetes_aggregator else None)
+    routing = RoutingTable(informer, local, discovery, proxies if settings.kubernetes_aggregator else None,
+                           reachability=replicas.reachability if replicas else None,
+                           refused_here=lambda name: metrics.unreachable_here.labels(apiservice=name).inc())
     apis = ApisResource(routing, settings.emulated_version[1])
     openapi = OpenAPIResource([*groups, *reviews], settings.emulated_version,
                               remote=remote_openapi if settings.kubernetes_aggregator else None, clock=clock)
@@ -411,8 +455,14 @@ def make_service(settings: Settings, runtime: Runtime, reactor: IReactorCore,
         etcd_check.setServiceParent(top)
         health.add("etcd", etcd_check.check, endpoints=("readyz",))
     health.add("shutdown", readiness.check, endpoints=("readyz",))
-    health.add("poststarthook/local-apiservice-registration", registration.check)
-    health.add("autoregister-completion", autoregistration.check, endpoints=("healthz", "readyz"))
+    if replicas is None:
+        health.add("poststarthook/local-apiservice-registration", registration.check)
+        health.add("autoregister-completion", autoregistration.check, endpoints=("healthz", "readyz"))
+    else:
+        # The leader registers; every replica is ready once what it registers is stored.
+        health.add("poststarthook/local-apiservice-registration", any_ready(registration.check, registration.present))
+        health.add("autoregister-completion", any_ready(autoregistration.check, autoregistration.present),
+                   endpoints=("healthz", "readyz"))
     health.add("poststarthook/apiservice-status-available-controller", availability.check, endpoints=("readyz",))
     health.add("poststarthook/apiservice-discovery-controller", availability.check, endpoints=("readyz",))
     metrics_resource: Any = MetricsResource(metrics)
@@ -424,8 +474,17 @@ def make_service(settings: Settings, runtime: Runtime, reactor: IReactorCore,
     tree = build_tree(health=health, emulated_version=settings.emulated_version, apis=apis, openapi=openapi,
                       metrics=metrics_resource)
 
-    for part in (informer, registration, autoregistration, availability):
-        part.setServiceParent(top)
+    if replicas is None:
+        for part in (informer, registration, autoregistration, availability):
+            part.setServiceParent(top)
+    else:
+        informer.setServiceParent(top)
+        availability.setServiceParent(top)
+        leader_only = LeaderOnly(replicas.election)
+        for leader_part in (registration, autoregistration,
+                            AvailabilityFromViews(store, informer, replicas.views, now, clock, replicas.name)):
+            leader_part.setServiceParent(leader_only)
+        leader_only.setServiceParent(top)
     if settings.kubernetes_aggregator:
         openapi_controller.setServiceParent(top)
     ClosingService(clients.close).setServiceParent(top)

@@ -149,13 +149,14 @@ class ServedApis:
 
 def serve_apis(store: IStore, clock: IReactorTime, groups: Sequence[LocalGroupVersion] = (), *,
                emulated_minor: int = 33, proxy_for: ProxyFactory | None = None,
-               discovery: DiscoveryCache | None = None, start: bool = True) -> ServedApis:
+               discovery: DiscoveryCache | None = None, start: bool = True, **routing_options: Any) -> ServedApis:
     """The `/apis` tree over a store: the informer (started, unless told not to), the routing table and the
-    local groups' handlers, wired as `tap.make_service` wires them."""
+    local groups' handlers, wired as `tap.make_service` wires them (`routing_options` go to the RoutingTable)."""
     informer = Informer(store, (APISERVICES, EXTERNALNAMES), clock)
     watches: set[Any] = set()
     discovery = discovery if discovery is not None else DiscoveryCache()
-    routing = RoutingTable(informer, serve_locally(groups, store, clock, watches), discovery, proxy_for)
+    routing = RoutingTable(informer, serve_locally(groups, store, clock, watches), discovery, proxy_for,
+                           **routing_options)
     if start:
         informer.startService()
     return ServedApis(ApisResource(routing, emulated_minor), informer, routing, discovery, watches)

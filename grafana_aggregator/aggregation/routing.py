@@ -34,6 +34,7 @@ from ..registry.externalname import EXTERNALNAMES
 from ..storage import WatchEvent
 from ..storage.informer import Informer
 from .proxy import Proxy, UpstreamMeter
+from .reachability import Reachability
 from .remote_discovery import DiscoveryCache
 from .upstream import MAX_CONNECTIONS_PER_BACKEND, Backend, BackendUnresolvable, resolve_backend
 
@@ -56,6 +57,8 @@ class Route:
     available: bool = False
     #: Why a remote APIService has no proxy (no ExternalName, no host, a bad caBundle, proxying disabled).
     problem: str | None = None
+    #: With replicas: why this replica's own probe cannot reach the backend (it answers 503 itself).
+    unreachable_here: str | None = None
 
     @property
     def remote(self) -> bool:
@@ -72,11 +75,19 @@ class RoutingTable:
     :param local: the group-versions served in this process, each with its handler.
     :param discovery: the remote backends' discovery documents.
     :param proxy_for: makes the Proxy of an APIService for its backend (`None`: remote groups are not proxied).
+    :param reachability: with replicas, this replica's own view of the backends: it decides, once known,
+        whether a remote group-version is proxied here, whatever the shared condition says.
+    :param refused_here: called with the APIService's name for each request refused because of that view.
     """
 
     def __init__(self, informer: Informer, local: Sequence[tuple[LocalGroupVersion, IResource]],
-                 discovery: DiscoveryCache, proxy_for: ProxyFactory | None):
+                 discovery: DiscoveryCache, proxy_for: ProxyFactory | None,
+                 reachability: Reachability | None = None, refused_here: Callable[[str], None] | None = None):
         self._informer = informer
+        self._reachability = reachability
+        self.refused_here = refused_here or (lambda name: None)
+        #: This replica's name, for the 503 it answers when its own view says a backend is not reachable.
+        self.replica = reachability.replica if reachability is not None else ""
         self._discovery = discovery
         self._proxy_for = proxy_for
         self._local: dict[tuple[str, str], Route] = {}
@@ -91,6 +102,8 @@ class RoutingTable:
         #: The APIServices naming each ExternalName (namespace, name), so its change reaches them.
         self._naming: dict[tuple[str, str], set[str]] = {}
         informer.add_listener(self._changed)
+        if reachability is not None:
+            reachability.add_listener(self._rebuild_if_routed)
 
     # What requests and discovery read.
 
@@ -132,6 +145,10 @@ class RoutingTable:
             for name in sorted(self._naming.get((event.namespace, event.name), ())):
                 self._rebuild(name)
 
+    def _rebuild_if_routed(self, name: str) -> None:
+        if name in self._keys:
+            self._rebuild(name)
+
     def _drop(self, name: str) -> None:
         key = self._keys.pop(name, None)
         if key is not None:
@@ -159,6 +176,12 @@ class RoutingTable:
 
     def _route(self, name: str, apiservice: Object, reference: tuple[str, str], previous: Route | None) -> Route:
         available = is_available(apiservice)
+        unreachable_here = None
+        reach = self._reachability.get(name) if self._reachability is not None else None
+        if reach is not None:
+            # Each replica routes by its own probe: the shared condition may be True because another reaches it.
+            available = reach.reachable
+            unreachable_here = None if reach.reachable else reach.message
         if self._proxy_for is None:
             return Route(name, apiservice, available=available, problem="remote API groups are not proxied")
         externalname = self._informer.get(EXTERNALNAMES, *reference)
@@ -167,13 +190,14 @@ class RoutingTable:
         except BackendUnresolvable as error:
             return Route(name, apiservice, available=available, problem=str(error))
         if previous is not None and previous.proxy is not None and previous.proxy.backend == backend:
-            return Route(name, apiservice, proxy=previous.proxy, available=available)
+            return Route(name, apiservice, proxy=previous.proxy, available=available,
+                         unreachable_here=unreachable_here)
         try:
             proxy = self._proxy_for(name, backend)
         except BackendUnresolvable as error:
             _log.info("no backend for {apiservice}: {error}", apiservice=name, error=str(error))
             return Route(name, apiservice, available=available, problem=str(error))
-        return Route(name, apiservice, proxy=proxy, available=available)
+        return Route(name, apiservice, proxy=proxy, available=available, unreachable_here=unreachable_here)
 
 
 class ProxyMaker:

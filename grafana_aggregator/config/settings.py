@@ -101,6 +101,13 @@ KEYS: tuple[Key, ...] = (
     _k(_API, "etcd_cafile", "etcd-cafile", "path", None, "CA bundle that etcd's serving certificates chain to."),
     _k(_API, "etcd_certfile", "etcd-certfile", "path", None, "Client certificate presented to etcd (mutual TLS)."),
     _k(_API, "etcd_keyfile", "etcd-keyfile", "path", None, "Key of etcd_certfile."),
+    _k(_API, "etcd_lease_ttl", "etcd-lease-ttl", "count", "15",
+       "With storage_type = etcd: seconds of the lease that makes one replica the leader (the one writing "
+       "statuses) and keeps each replica's availability view; a leader cut off from etcd stops writing within "
+       "it, another takes over within twice it.  At least 2."),
+    _k(_API, "replica_name", "replica-name", "str", None,
+       "This replica's name among those sharing one etcd (default: host name and port, or host name and "
+       "process id when the port is 0); it must differ between replicas."),
     _k(_API, "emulated_version", "emulated-version", "version", DEFAULT_EMULATED_VERSION,
        "Kubernetes version reported by /version, 1.27 to 1.33: it selects the kubectl binary of a "
        "version-dispatching kubectl."),
@@ -186,6 +193,8 @@ class Settings:
     etcd_cafile: str | None = None
     etcd_certfile: str | None = None
     etcd_keyfile: str | None = None
+    etcd_lease_ttl: int = 15
+    replica_name: str | None = None
     #: Processes serving the listening address (1: this process alone).
     workers: int = 1
 
@@ -389,6 +398,8 @@ def load_settings(config_file: str | None, flags: Mapping[str, str | None] | Non
         if values[name] is None:
             raise ConfigError(f"{where(name)} must not be empty")
 
+    if values["etcd_lease_ttl"] is None or values["etcd_lease_ttl"] < 2:
+        raise ConfigError(f"{where('etcd_lease_ttl')} must be at least 2 (seconds), not {values['etcd_lease_ttl']}")
     if values["storage_type"] == "etcd" and not values["etcd_servers"]:
         raise ConfigError(f"{where('storage_type')} is etcd but {where('etcd_servers')} is empty: "
                           f"list the etcd endpoints (http://host:port or https://host:port)")
@@ -444,5 +455,7 @@ def load_settings(config_file: str | None, flags: Mapping[str, str | None] | Non
         etcd_cafile=values["etcd_cafile"],
         etcd_certfile=values["etcd_certfile"],
         etcd_keyfile=values["etcd_keyfile"],
+        etcd_lease_ttl=values["etcd_lease_ttl"],
+        replica_name=values["replica_name"] or None,
         workers=values["workers"],
     )

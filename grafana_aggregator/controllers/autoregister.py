@@ -169,6 +169,14 @@ class AutoRegistration(Service):
             return f"APIService not yet removed: {_go_list(sorted(self._stale))}"
         return "auto-registration has not run yet"
 
+    def present(self) -> str | None:
+        """None once every entry's APIService is stored (registered by this replica or by the leading one)."""
+        if not self._informer.synced():
+            return "auto-registration has not run yet"
+        missing = [service.name for service in self._services
+                   if self._informer.get(APISERVICES, "", service.name) is None]
+        return f"missing APIService: {_go_list(missing)}" if missing else None
+
     # Service life cycle.
 
     def startService(self) -> None:

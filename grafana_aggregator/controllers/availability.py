@@ -32,6 +32,8 @@ from __future__ import annotations
 
 import copy
 import datetime
+import hashlib
+import json
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -46,6 +48,7 @@ from twisted.python.failure import Failure
 from twisted.web.client import ResponseDone
 from twisted.web.iweb import IResponse
 
+from ..aggregation.reachability import Reachability
 from ..aggregation.remote_discovery import (
     MAX_DOCUMENT_BYTES,
     DiscoveryCache,
@@ -104,6 +107,80 @@ def probe_path(apiservice: dict[str, Any]) -> str:
 def _failed_request(url: str, reason: str) -> str:
     """A failed probe request as kube words it, with Go's `*url.Error` inside."""
     return f'failing or missing response from {url}: Get "{url}": {reason}'
+
+
+class ViewPublisher(Protocol):
+    """Where a replica publishes its own probe results when several replicas share one etcd (`ReplicaViews`)."""
+
+    def publish(self, subject: str, document: Any) -> None:
+        """Make this replica's document about subject `document`."""
+
+    def withdraw(self, subject: str) -> None:
+        """Remove this replica's document about subject."""
+
+
+def probed_digest(apiservice: dict[str, Any], externalname: dict[str, Any] | None) -> str:
+    """A short digest of what a probe depends on (the APIService's and its ExternalName's specs): replicas'
+    views of one APIService are comparable only when they were probed against the same digest."""
+    specs = [apiservice.get("spec"), (externalname or {}).get("spec")]
+    return hashlib.sha256(json.dumps(specs, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
+
+
+@define(eq=False)
+class ConditionWriter:
+    """Writes an APIService's `Available` condition to the store when it changes, with a resourceVersion
+    precondition and fresh reads on conflict.
+
+    :param store: where the status is written.
+    :param informer: the shared view of the APIServices (to skip writes that change nothing).
+    :param now: the wall-clock time written as `lastTransitionTime`.
+    """
+
+    _log = Logger()
+
+    _store: IStore
+    _informer: Informer
+    _now: Callable[[], datetime.datetime]
+    #: The status last written, by name: its own writes coming back by watch are not changes.
+    written: dict[str, Any] = field(init=False, factory=dict)
+
+    async def record(self, name: str, spec: Any, status: str, reason: str, message: str) -> None:
+        """Set the Available condition on the stored APIService, writing only when that changes its status."""
+        watched = available_condition(self._informer.get(APISERVICES, "", name) or {})
+        if (watched is not None and watched.get("status") == status and watched.get("reason", "") == reason
+                and watched.get("message", "") == message):
+            # The informer's copy is current (the store delivers events as it writes) and already says so:
+            # nothing to write, and no copies of the stored object to make (a resync checks every APIService).
+            return
+        for _ in range(CONFLICT_RETRIES):
+            try:
+                current = await self._store.get(APISERVICES, "", name)
+            except NotFoundError:
+                return
+            if is_local(current) or current.get("spec") != spec:
+                # Changed since the probe: the watch event brings a fresh probe.
+                return
+            old = copy.deepcopy(available_condition(current))
+            updated = copy.deepcopy(current)
+            set_condition(updated, new_condition(status, reason, message, self._now()))
+            if updated.get("status") == current.get("status"):
+                return
+            self.written[name] = updated["status"]
+            try:
+                await self._store.update(APISERVICES, "", name, updated,
+                                         expected_resource_version=int(current["metadata"]["resourceVersion"]))
+            except ConflictError:
+                continue
+            except NotFoundError:
+                return
+            # The message goes in `detail`: Twisted's legacy log bridge overwrites a `message` field.
+            self._log.info("APIService {name} availability changed from {old} to {new} ({reason}): {detail}",
+                           name=name, old=(old or {}).get("status"), new=status, reason=reason, detail=message)
+            return
+        # Every write met a newer object (another writer, or a store's cache still catching up after an outage):
+        # try again after the backoff, from a fresh read.
+        self._log.warn("APIService {name} kept changing; its status will be written after a backoff", name=name)
+        raise Retry()
 
 
 class _Body(StreamProtocol):
@@ -166,6 +243,10 @@ class AvailabilityController(Service):
     #: Called with (APIService name, "success" or "failure", seconds) after each backend probe (for metrics).
     _observe_probe: Callable[[str, str, float], None] | None = None
     _close_idle: Callable[[Backend], None] | None = None
+    #: This replica's own view of the backends, set after every probe (the routing table reads it).
+    _reachability: Reachability | None = None
+    #: With replicas on etcd: where probe results go instead of the store (the leader writes the condition).
+    _views: ViewPublisher | None = None
 
     #: True once every APIService stored at start has been checked once (a readiness signal).
     synced: bool = field(init=False, default=False)
@@ -174,11 +255,11 @@ class AvailabilityController(Service):
 
     _queue: WorkQueue | None = field(init=False, default=None)
     _unsynced: set[str] | None = field(init=False, default=None)
-    #: The status this controller last wrote, by name: its own writes coming back by watch are not changes.
-    _written: dict[str, Any] = field(init=False, factory=dict)
+    _writer: ConditionWriter = field(init=False)
     _loop: LoopingCall | None = field(init=False, default=None)
 
     def __attrs_post_init__(self) -> None:
+        self._writer = ConditionWriter(self._store, self._informer, self._now)
         self._informer.add_listener(self._changed)
 
     # Service life cycle.
@@ -277,7 +358,9 @@ class AvailabilityController(Service):
             previous = event.previous
             if previous is not None and previous.get("spec") == event.object.get("spec"):
                 status = event.object.get("status")
-                if status == previous.get("status") or status == self._written.get(event.name):
+                if (status == previous.get("status") or status == self._writer.written.get(event.name)
+                        or self._views is not None):
+                    # With views the leader keeps the status right; a probe depends on the spec only.
                     return
             queue.add(event.name)
         elif event.collection == EXTERNALNAMES:
@@ -292,8 +375,12 @@ class AvailabilityController(Service):
     def _forget(self, name: str) -> None:
         """Stop everything about a deleted APIService."""
         self.failures.pop(name, None)
-        self._written.pop(name, None)
+        self._writer.written.pop(name, None)
         self._discovery.forget(name)
+        if self._reachability is not None:
+            self._reachability.forget(name)
+        if self._views is not None:
+            self._views.withdraw(name)
         self._checked(name)
 
     def _checked(self, name: str) -> None:
@@ -339,11 +426,12 @@ class AvailabilityController(Service):
         spec = apiservice.get("spec")
         reference = service_reference(apiservice)
         externalname = self._informer.get(EXTERNALNAMES, *reference)
+        digest = probed_digest(apiservice, externalname)
         if externalname is None:
             # Nothing to retry: the ExternalName's arrival is an event that brings a fresh check.
             self.failures[name] = self.failures.get(name, 0) + 1
-            await self._record(name, spec, "False", SERVICE_NOT_FOUND,
-                               f'service/{reference[1]} in "{reference[0]}" is not present')
+            await self._conclude(name, spec, digest, "False", SERVICE_NOT_FOUND,
+                                 f'service/{reference[1]} in "{reference[0]}" is not present')
             self._discovery.forget(name)
             return
         backend: Backend | None = None
@@ -373,53 +461,29 @@ class AvailabilityController(Service):
             if self._observe_probe is not None:
                 self._observe_probe(name, "success" if failed is None else "failure", self._clock.seconds() - started)
         if failed is None:
-            await self._record(name, spec, "True", PASSED, PASSED_MESSAGE)
+            await self._conclude(name, spec, digest, "True", PASSED, PASSED_MESSAGE)
             return
         if backend is not None and self._close_idle is not None:
             self._close_idle(backend)
         try:
-            await self._record(name, spec, "False", FAILED_DISCOVERY_CHECK, failed)
+            await self._conclude(name, spec, digest, "False", FAILED_DISCOVERY_CHECK, failed)
         finally:
             self._discovery.forget(name)
         raise Retry()
 
+    async def _conclude(self, name: str, spec: Any, digest: str, status: str, reason: str, message: str) -> None:
+        """Act on a probe's result: this replica's own view, then the condition (or, with replicas, the view
+        published for the leader, who writes the condition from every replica's)."""
+        if self._reachability is not None:
+            self._reachability.set(name, status == "True", message)
+        if self._views is not None:
+            self._views.publish(name, {"digest": digest, "status": status, "reason": reason, "message": message})
+            return
+        await self._record(name, spec, status, reason, message)
+
     async def _record(self, name: str, spec: Any, status: str, reason: str, message: str) -> None:
         """Set the Available condition on the stored APIService, writing only when that changes its status."""
-        watched = available_condition(self._informer.get(APISERVICES, "", name) or {})
-        if (watched is not None and watched.get("status") == status and watched.get("reason", "") == reason
-                and watched.get("message", "") == message):
-            # The informer's copy is current (the store delivers events as it writes) and already says so:
-            # nothing to write, and no copies of the stored object to make (a resync checks every APIService).
-            return
-        for _ in range(CONFLICT_RETRIES):
-            try:
-                current = await self._store.get(APISERVICES, "", name)
-            except NotFoundError:
-                return
-            if is_local(current) or current.get("spec") != spec:
-                # Changed since the probe: the watch event brings a fresh probe.
-                return
-            old = copy.deepcopy(available_condition(current))
-            updated = copy.deepcopy(current)
-            set_condition(updated, new_condition(status, reason, message, self._now()))
-            if updated.get("status") == current.get("status"):
-                return
-            self._written[name] = updated["status"]
-            try:
-                await self._store.update(APISERVICES, "", name, updated,
-                                         expected_resource_version=int(current["metadata"]["resourceVersion"]))
-            except ConflictError:
-                continue
-            except NotFoundError:
-                return
-            # The message goes in `detail`: Twisted's legacy log bridge overwrites a `message` field.
-            self._log.info("APIService {name} availability changed from {old} to {new} ({reason}): {detail}",
-                           name=name, old=(old or {}).get("status"), new=status, reason=reason, detail=message)
-            return
-        # Every write met a newer object (another writer, or a store's cache still catching up after an outage):
-        # try again after the backoff, from a fresh read.
-        self._log.warn("APIService {name} kept changing; its status will be written after a backoff", name=name)
-        raise Retry()
+        await self._writer.record(name, spec, status, reason, message)
 
     async def _probe(self, client: ProbeClient, url: str) -> tuple[str | None, bytes]:
         """Up to PROBE_ATTEMPTS parallel requests: (None, body) at the first success, else the error that came last."""

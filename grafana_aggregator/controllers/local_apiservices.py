@@ -135,6 +135,13 @@ class LocalAPIServiceRegistration(Service):
         """The `poststarthook/local-apiservice-registration` health check."""
         return None if self.done else "the Local APIServices are not registered yet"
 
+    def present(self) -> str | None:
+        """None once every Local APIService is stored (registered by this replica or by the leading one)."""
+        if self._informer.synced() and all(self._informer.get(APISERVICES, "", name) is not None
+                                           for name in self._locals):
+            return None
+        return "the Local APIServices are not registered yet"
+
     # Service life cycle.
 
     def startService(self) -> None:

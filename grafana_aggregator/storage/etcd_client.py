@@ -141,6 +141,24 @@ class EtcdClient:
         """The member's status (its version, leader, revision): the health probe."""
         return await self.call("maintenance/status", {}, idempotent=True)
 
+    async def lease_grant(self, ttl: int) -> tuple[int, int]:
+        """A new lease of ttl seconds: (its ID, the TTL etcd granted, which may be longer)."""
+        answer = await self.call("lease/grant", {"TTL": str(ttl)}, idempotent=True)
+        return int(answer["ID"]), int(answer.get("TTL", 0))
+
+    async def lease_keepalive(self, lease: int) -> int:
+        """Renew a lease: the seconds it now has left, 0 when etcd no longer knows it (it expired)."""
+        answer = await self.call("lease/keepalive", {"ID": str(lease)}, idempotent=True)
+        return int((answer.get("result") or {}).get("TTL", 0))
+
+    async def lease_revoke(self, lease: int) -> None:
+        """End a lease now, deleting the keys attached to it (a lease etcd no longer knows is already gone)."""
+        try:
+            await self.call("lease/revoke", {"ID": str(lease)}, idempotent=True)
+        except StorageUnavailableError as error:
+            if "lease not found" not in str(error):
+                raise
+
     async def close(self) -> None:
         """Close the pooled connections (the store calls it when it closes)."""
         if self.pool is not None:

@@ -199,7 +199,7 @@ class GroupResource(ApiResource):
             return StatusResource(not_installed_yet() if not self._routing.synced() else not_found_path())
         if route.local is not None:
             return route.local
-        return ProxiedResource(route)
+        return ProxiedResource(route, self._routing)
 
     async def handle(self, request: IRequest) -> None:
         buckets = [b for b in sorted_by_group_and_version(self._routing.apiservices())
@@ -221,9 +221,10 @@ class ProxiedResource(Resource):
 
     isLeaf = True
 
-    def __init__(self, route: Route):
+    def __init__(self, route: Route, routing: RoutingTable | None = None):
         super().__init__()
         self._route = route
+        self._routing = routing
 
     def render(self, request: IRequest) -> int:
         route = self._route
@@ -233,6 +234,12 @@ class ProxiedResource(Resource):
         if proxy is None:
             return write_status(request, _unavailable())
         if not route.available:
+            if route.unreachable_here is not None and self._routing is not None:
+                # Another replica may reach it (the condition can be True): say that this one cannot, and count it.
+                self._routing.refused_here(route.name)
+                return write_status(request, service_unavailable(
+                    f"replica {self._routing.replica} cannot reach the backend of APIService {route.name}: "
+                    f"{route.unreachable_here}"))
             return write_status(request, service_unavailable())
         user = call.user
         if user is None:

@@ -151,6 +151,13 @@ class Metrics:
             ["apiservice", "reason"],
             registry=registry,
         )
+        self.unreachable_here = Counter(
+            "grafana_aggregator_replica_unreachable_requests_total",
+            "Requests this replica answered 503 because its own probe cannot reach the APIService's backend"
+            " (another replica may reach it).",
+            ["apiservice"],
+            registry=registry,
+        )
         self.longrunning = Gauge(
             "apiserver_longrunning_requests",
             "Gauge of all active long-running apiserver requests broken out by verb, group, version, resource,"

@@ -406,6 +406,7 @@ def make_service(settings: Settings, runtime: Runtime, reactor: IReactorCore,
     if replicas is not None:
         for replica_part in (replicas.session, replicas.views, replicas.election):
             replica_part.setServiceParent(top)
+        replicas.election.add_listener(functools.partial(_leadership_changed, metrics))
     # Storage and the one shared view of the APIServices and ExternalNames.
     informer = Informer(store, (APISERVICES, EXTERNALNAMES), clock)
     follow_apiservice_availability(informer, metrics)
@@ -540,6 +541,11 @@ def make_service(settings: Settings, runtime: Runtime, reactor: IReactorCore,
     for unknown in settings.unknown_keys:
         _log.warn("ignoring unknown setting {key} in {file}", key=unknown, file=settings.config_file)
     return top
+
+
+def _leadership_changed(metrics: Metrics, leading: bool) -> None:
+    metrics.leader.set(1 if leading else 0)
+    metrics.leader_changes.inc()
 
 
 class _Quiet(Logger):

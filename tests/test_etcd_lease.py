@@ -258,6 +258,15 @@ class LeaseTests(SynchronousTestCase):
         self.run_for(TTL / 4 + 0.1)
         self.assertTrue(self.b.election.is_leader)
 
+    def test_stop_does_not_wait_on_an_unreachable_etcd(self) -> None:
+        """Shutdown gives up revoking after a second; the lease then simply expires."""
+        self.a.session.startService()
+        self.a.client.cut = True
+        stopped = self.a.session.stopService()
+        self.assertNoResult(stopped)
+        self.clock.advance(1.0)
+        self.successResultOf(stopped)
+
     def test_reconnected_replica_campaigns_with_a_new_lease(self) -> None:
         """After losing its lease a replica gets a new one once etcd answers, and follows the new leader."""
         self.a.start()

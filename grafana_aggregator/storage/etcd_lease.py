@@ -27,6 +27,7 @@ from typing import Any
 from attrs import define, field
 from twisted.application.service import Service
 from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import TimeoutError as DeferredTimeoutError
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
@@ -43,6 +44,8 @@ DEFAULT_TTL = 15
 REPLICAS_FOLDER = ".replicas"
 #: Seconds between attempts while etcd cannot be reached (capped by a third of the TTL).
 RETRY_DELAY = 1.0
+#: Seconds shutdown waits for etcd to revoke the lease.
+REVOKE_TIMEOUT = 1.0
 
 
 def replicas_prefix(prefix: str) -> bytes:
@@ -102,11 +105,14 @@ class EtcdSession(Service):
         return Deferred.fromCoroutine(self._revoke(lease))
 
     async def _revoke(self, lease: int) -> None:
+        revoking = Deferred.fromCoroutine(self.client.lease_revoke(lease))
+        # Shutdown does not wait on an etcd that is away: the lease then expires by itself within its TTL.
+        revoking.addTimeout(REVOKE_TIMEOUT, self.clock)
         try:
-            await self.client.lease_revoke(lease)
-        except StorageError as error:
+            await revoking
+        except (StorageError, DeferredTimeoutError, CancelledError) as error:
             _log.warn("could not revoke lease {lease} on shutdown ({error}); it expires by itself", lease=lease,
-                      error=str(error))
+                      error=str(error) or type(error).__name__)
 
     @property
     def renew_interval(self) -> float:

@@ -158,6 +158,16 @@ class Metrics:
             ["apiservice"],
             registry=registry,
         )
+        self.leader = Gauge(
+            "grafana_aggregator_replica_leader",
+            "1 while this replica is the leader among the replicas sharing one etcd (it writes the statuses), else 0.",
+            registry=registry,
+        )
+        self.leader_changes = Counter(
+            "grafana_aggregator_replica_leadership_changes_total",
+            "Times this replica became or stopped being the leader.",
+            registry=registry,
+        )
         self.longrunning = Gauge(
             "apiserver_longrunning_requests",
             "Gauge of all active long-running apiserver requests broken out by verb, group, version, resource,"

@@ -158,6 +158,8 @@ class ReplicaLeaderTests(WalkthroughCase):
         self.assertLessEqual(written, 2 * TTL, f"status written {written:.2f} s after the leader died")
         self.assertEqual((condition or {}).get("reason"), "FailedDiscoveryCheck")
         self.assertEqual(await deferToThread(self.leader), survivor.name)
+        _, metrics = await survivor.request("GET", "/metrics")
+        self.assertIn("\ngrafana_aggregator_replica_leader 1.0\n", metrics)
         print(f"\nstatus written {written:.2f} s after the leader was killed (TTL {TTL} s)")  # noqa: T201
 
     async def test_replica_cut_off_from_backend_never_flips_the_condition(self) -> None:

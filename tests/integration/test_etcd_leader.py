@@ -207,3 +207,37 @@ class ReplicaLeaderTests(WalkthroughCase):
         self.assertIn(f"replica b cannot reach the backend of APIService {NAME}", body["message"])
         _, metrics = await b.request("GET", "/metrics")
         self.assertRegex(metrics, rf'grafana_aggregator_replica_unreachable_requests_total\{{apiservice="{NAME}"\}} [1-9]')
+
+    async def test_etcd_outage_then_a_leader_again(self) -> None:
+        """etcd stopped for longer than the TTL: no replica leads, /readyz names etcd; once it is back, a leader is
+        elected again by itself and status writes resume."""
+        await self.start_etcd()
+        replicas = [await self.start_replica(name) for name in ("a", "b")]
+        for replica in replicas:
+            await self.wait_ready(replica)
+        await self.wait_leader()
+        await deferToThread(self.etcd.stop)
+        await deferLater(reactor, 2 * TTL, lambda: None)
+        for replica in replicas:
+            code, body = await replica.request("GET", "/readyz?verbose")
+            self.assertEqual(code, 500, body)
+            self.assertIn("[-]etcd", body)
+            _, metrics = await replica.request("GET", "/metrics")
+            self.assertIn("\ngrafana_aggregator_replica_leader 0.0\n", metrics, f"{replica.name} still leads")
+        await deferToThread(self.etcd.start)
+        back = time.monotonic()
+        for replica in replicas:
+            await self.wait_ready(replica)
+        leader = await self.wait_leader()
+        self.assertIn(leader, ("a", "b"))
+        for path, obj in self.manifests_objects():
+            code, body = await replicas[0].request("POST", path, obj)
+            self.assertEqual(code, 201, body)
+        while time.monotonic() - back < 30:
+            condition = await self.condition(replicas[1])
+            if condition is not None:
+                break
+            await deferLater(reactor, 0.1, lambda: None)
+        else:
+            self.fail("no status was written after etcd came back")
+        self.assertEqual(condition["reason"], "FailedDiscoveryCheck")

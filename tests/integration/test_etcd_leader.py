@@ -19,6 +19,7 @@ from treq.client import HTTPClient
 from twisted.internet import reactor, ssl
 from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
+from twisted.protocols import portforward
 from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool
 
 from ..etcd import EtcdServer
@@ -66,6 +67,32 @@ class Replica:
             return response.code, text
 
 
+class CuttableRelay:
+    """A TCP relay from a loopback port to etcd that can be cut: every connection dropped, new ones refused."""
+
+    def __init__(self, port: int):
+        self.factory = portforward.ProxyFactory("127.0.0.1", port)
+        self.listening: Any = reactor.listenTCP(0, self.factory, interface="127.0.0.1")  # type: ignore[attr-defined]
+        self.url = f"http://127.0.0.1:{self.listening.getHost().port}"
+        self.connections: list[Any] = []
+        build = self.factory.buildProtocol
+
+        def tracked(address: Any) -> Any:
+            protocol = build(address)
+            self.connections.append(protocol)
+            return protocol
+
+        self.factory.buildProtocol = tracked  # type: ignore[method-assign]
+
+    async def cut(self) -> None:
+        await self.listening.stopListening()
+        for protocol in self.connections:
+            if protocol.transport is not None:
+                protocol.transport.abortConnection()
+            if protocol.peer is not None and protocol.peer.transport is not None:
+                protocol.peer.transport.abortConnection()
+
+
 class ReplicaLeaderTests(WalkthroughCase):
     """Leader election and per-replica availability over real processes and a real etcd."""
 
@@ -76,11 +103,11 @@ class ReplicaLeaderTests(WalkthroughCase):
         self.addCleanup(self.etcd.remove)
         await deferToThread(self.etcd.start)
 
-    async def start_replica(self, name: str, *flags: str) -> Replica:
+    async def start_replica(self, name: str, *flags: str, etcd: str = "") -> Replica:
         data = os.path.join(self.folder, f"data-{name}")
         os.makedirs(data, exist_ok=True)
         argv = [TWISTD, "--nodaemon", "--pidfile=", "grafana-aggregator", "--config", self.ini,
-                "--data-dir", data, "--storage-type", "etcd", "--etcd-servers", self.etcd.url,
+                "--data-dir", data, "--storage-type", "etcd", "--etcd-servers", etcd or self.etcd.url,
                 "--etcd-prefix", PREFIX, "--etcd-lease-ttl", str(TTL), "--replica-name", name, *flags]
         replica = Replica(name, data, self.spawn(DaemonProcess(), TWISTD, argv))
         replica.connect(await replica.process.serving)
@@ -241,3 +268,36 @@ class ReplicaLeaderTests(WalkthroughCase):
         else:
             self.fail("no status was written after etcd came back")
         self.assertEqual(condition["reason"], "FailedDiscoveryCheck")
+
+    async def leads(self, replica: Replica) -> bool:
+        _, metrics = await replica.request("GET", "/metrics")
+        return "\ngrafana_aggregator_replica_leader 1.0\n" in metrics
+
+    async def test_leader_cut_off_from_etcd_steps_down_within_the_ttl(self) -> None:
+        """The leader loses etcd (its connections dropped, new ones refused) but keeps serving: it stops leading
+        within the TTL, and the other replica leads within twice the TTL."""
+        await self.start_etcd()
+        relay = CuttableRelay(self.etcd.client_port)
+        self.addCleanup(lambda: relay.listening.stopListening())
+        a = await self.start_replica("a", etcd=relay.url)
+        await self.wait_ready(a)
+        self.assertEqual(await self.wait_leader(), "a")
+        b = await self.start_replica("b")
+        await self.wait_ready(b)
+        self.assertTrue(await self.leads(a))
+        await relay.cut()
+        cut_at = time.monotonic()
+        stepped_down = took_over = None
+        while time.monotonic() - cut_at < 3 * TTL and (stepped_down is None or took_over is None):
+            if stepped_down is None and not await self.leads(a):
+                stepped_down = time.monotonic() - cut_at
+            if took_over is None and await deferToThread(self.leader) == "b":
+                took_over = time.monotonic() - cut_at
+            await deferLater(reactor, 0.05, lambda: None)
+        self.assertIsNotNone(stepped_down, "a kept leading")
+        self.assertIsNotNone(took_over, "b never took over")
+        assert stepped_down is not None and took_over is not None
+        self.assertLessEqual(stepped_down, TTL)
+        self.assertLessEqual(took_over, 2 * TTL)
+        self.assertTrue(await self.leads(b))
+        print(f"\na stopped leading {stepped_down:.2f} s after the cut, b led after {took_over:.2f} s (TTL {TTL} s)")  # noqa: T201

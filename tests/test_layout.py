@@ -16,7 +16,7 @@ ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
 
 #: Top to bottom; a package may import its own modules and any package in a lower layer.
 LAYERS: tuple[frozenset[str], ...] = (
-    frozenset({"tap", "example"}),
+    frozenset({"tap", "migrate_cli", "example"}),
     frozenset({"processes"}),
     frozenset({"web", "controllers"}),
     frozenset({"aggregation"}),
@@ -28,7 +28,7 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"storage"}),
 )
 #: Modules allowed at the top of the package, besides the packages of LAYERS.
-TOP_LEVEL_MODULES = frozenset({"__init__", "tap"})
+TOP_LEVEL_MODULES = frozenset({"__init__", "tap", "migrate_cli"})
 
 
 def layer_of(part: str) -> int:

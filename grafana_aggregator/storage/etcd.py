@@ -38,6 +38,7 @@ from .interface import (
     Collection,
     ConflictError,
     ExpiredError,
+    InvalidKeyError,
     IStore,
     IWatch,
     ListResult,
@@ -305,6 +306,29 @@ class EtcdStore:
                 items.append(((parsed[1], parsed[2]), _decode(kv)))
         items.sort(key=lambda item: item[0])
         return ListResult([obj for _, obj in items], resource_version)
+
+    async def stored_keys(self) -> dict[Collection, set[Key]]:
+        """The (namespace, name) of every object under the prefix, by collection, read from etcd (what `migrate`
+        copies); keys bound to a lease (kept only while their owner lives) and keys that are not an object's are
+        left out."""
+        if self._closed:
+            raise StorageError("the etcd store is closed")
+        root = f"{self.prefix}/".encode()
+        answer = await self.client.call("kv/range", {"key": b64(root), "range_end": b64(prefix_end(root)),
+                                                     "keys_only": True}, idempotent=True)
+        found: dict[Collection, set[Key]] = {}
+        for kv in answer.get("kvs", ()):
+            parsed = self._parse_key(unb64(kv["key"]))
+            if parsed is None or int(kv.get("lease", 0) or 0):
+                continue
+            collection, namespace, name = parsed
+            try:
+                self._collection_prefix(collection)
+                validate_key(namespace, name)
+            except InvalidKeyError:
+                continue
+            found.setdefault(collection, set()).add((namespace, name))
+        return found
 
     async def create(self, collection: Collection, namespace: str, name: str, obj: Object) -> Object:
         """Store a new object if the key has no version; AlreadyExistsError otherwise."""

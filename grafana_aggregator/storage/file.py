@@ -305,6 +305,10 @@ class FileStore:
         """The objects as they were at resource_version; ExpiredError when the history no longer has it."""
         return self._table.list_at(collection, namespace, resource_version)
 
+    async def stored_keys(self) -> dict[Collection, set[tuple[str, str]]]:
+        """The (namespace, name) of every stored object, by collection (what `migrate` copies)."""
+        return self._table.keys()
+
     async def create(self, collection: Collection, namespace: str, name: str, obj: Object) -> Object:
         """Store a new object; AlreadyExistsError if the name is taken."""
         return self._commit(self._table.plan_create(collection, namespace, name, obj))

@@ -88,6 +88,10 @@ class ObjectTable:
         """Put an object read back from durable storage, as it is, without an event."""
         self._objects.setdefault(collection, {})[(namespace, name)] = obj
 
+    def keys(self) -> dict[Collection, set[tuple[str, str]]]:
+        """The (namespace, name) of every stored object, by collection (for copying a whole store)."""
+        return {collection: set(objects) for collection, objects in self._objects.items() if objects}
+
     def get(self, collection: Collection, namespace: str, name: str) -> Object:
         """A copy of the stored object; NotFoundError if missing."""
         validate_key(namespace, name)
@@ -252,6 +256,10 @@ class MemoryStore:
     async def list_at(self, collection: Collection, namespace: str | None, resource_version: int) -> ListResult:
         """The objects as they were at resource_version; ExpiredError when the history no longer has it."""
         return self._table.list_at(collection, namespace, resource_version)
+
+    async def stored_keys(self) -> dict[Collection, set[tuple[str, str]]]:
+        """The (namespace, name) of every stored object, by collection (what `migrate` copies)."""
+        return self._table.keys()
 
     async def create(self, collection: Collection, namespace: str, name: str, obj: Object) -> Object:
         """Store a new object; AlreadyExistsError if the name is taken."""

@@ -43,12 +43,12 @@ test: $(BIN)/.installed
 	$(BIN)/python -m twisted.trial tests
 
 # Benchmarks (not part of `make test`): backend, aggregator and reference nginx on loopback, a few minutes,
-# one table; `make bench BENCH_ARGS=--json` for machines.  wrk, nginx and etcd come from Debian's packages.
+# one table; `make bench BENCH_ARGS=--json` for machines.  wrk, nginx, etcd and etcdctl come from Debian's packages.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 bench: $(BIN)/.installed
-	@command -v wrk >/dev/null && command -v nginx >/dev/null && command -v curl >/dev/null && command -v etcd >/dev/null || { \
+	@command -v wrk >/dev/null && command -v nginx >/dev/null && command -v curl >/dev/null && command -v etcd >/dev/null && command -v etcdctl >/dev/null || { \
 	  $(SUDO) apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq wrk nginx-light curl etcd-server; }
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq wrk nginx-light curl etcd-server etcd-client; }
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 typecheck: $(BIN)/.installed

@@ -2,7 +2,7 @@
 
 Starts its own etcd on loopback (tests/etcd.py), then for each of N objects: an EtcdStore create (a compare-and-
 swap transaction, then the wait for the watch cache to hold it), a bare put of the same bytes (/v3/kv/put), an
-EtcdStore update, and another bare put, interleaved so that both see the same machine.  Prints one JSON line of
+EtcdStore update, and a bare compare-and-swap transaction (/v3/kv/txn) on the put key, interleaved so that both see the same machine.  Prints one JSON line of
 the milliseconds of each call.  Usage: .venv/bin/python bench/etcd_latency.py [--count N]
 """
 
@@ -39,19 +39,28 @@ async def main(reactor: object, count: int) -> None:
         client = make_client(reactor, [server.url])
         store = EtcdStore(client, reactor, "/bench")  # type: ignore[arg-type]
         await store.list(THINGS, None)
-        times: dict[str, list[float]] = {"create": [], "update": [], "put": []}
+        times: dict[str, list[float]] = {"create": [], "update": [], "put": [], "txn": []}
         value = b64(json.dumps(_object(0)).encode())
         for i in range(count):
             started = time.perf_counter()
             await store.create(THINGS, "", f"object-{i}", _object(i))
             times["create"].append((time.perf_counter() - started) * 1000)
+            key = b64(f"/bare/{i}".encode())
             for _ in range(2):
                 started = time.perf_counter()
-                await client.call("kv/put", {"key": b64(f"/bare/{i}".encode()), "value": value}, idempotent=False)
+                put = await client.call("kv/put", {"key": key, "value": value}, idempotent=False)
                 times["put"].append((time.perf_counter() - started) * 1000)
             started = time.perf_counter()
             await store.update(THINGS, "", f"object-{i}", _object(i + 1))
             times["update"].append((time.perf_counter() - started) * 1000)
+            # An update's bare equivalent: the same compare-and-swap on the key's mod_revision, then the put.
+            started = time.perf_counter()
+            answer = await client.txn([{"key": key, "target": "MOD", "result": "EQUAL",
+                                        "mod_revision": put["header"]["revision"]}],
+                                      [{"request_put": {"key": key, "value": value}}], [])
+            times["txn"].append((time.perf_counter() - started) * 1000)
+            if not answer.get("succeeded"):
+                raise RuntimeError(f"the bare compare-and-swap failed: {answer}")
         await store.close()
         print(json.dumps(times))
     finally:

@@ -11,7 +11,8 @@ from typing import Any
 class Row:
     """One figure: what was measured, its value, the reference measured beside it, and the target if any.
 
-    `ratio` is value / reference.  A target is a bound on the value (`at_most` or `at_least`, in the
+    `ratio` is value / reference, and none when either is below zero (a latency measured from a moment the
+    event may precede) or the reference is zero: such a quotient means nothing.  A target is a bound on the value (`at_most` or `at_least`, in the
     row's unit); a row without a target is informational.
     """
 
@@ -26,7 +27,7 @@ class Row:
 
     @property
     def ratio(self) -> float | None:
-        if self.reference is None or not self.reference or math.isnan(self.reference):
+        if self.reference is None or math.isnan(self.reference) or self.reference <= 0 or self.value < 0:
             return None
         return self.value / self.reference
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import collections
+import functools
 import http.client
 import json
 import os
@@ -11,6 +13,7 @@ import ssl
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,8 +21,10 @@ from typing import Any
 
 from .harness import (AUTHORIZATION, LARGE_BYTES, LARGE_PATH, SMALL_PATH, TOKEN, UPLOAD_PATH, VERSION, Api, Pki,
                       Process, Processes, RssSampler, WrkResult, cpu_seconds, free_port, percentile, wait_port, wrk)
+from . import propagation
 from .report import Results, Row
-from .stack import Aggregator, Nginx, register, start_aggregator, start_backend, start_reference_proxy, wait_available
+from .stack import (Aggregator, Etcd, Nginx, register, start_aggregator, start_backend, start_etcd,
+                    start_reference_proxy, wait_available)
 
 MB = 1024 * 1024
 BENCH = os.path.dirname(os.path.abspath(__file__))
@@ -577,8 +582,8 @@ ETCD_OBJECTS = 500
 
 
 def etcd(ctx: Context) -> None:
-    """EtcdStore create and update of 500 ~1 KB objects against a bare etcd put through the same gateway, on an
-    etcd started for the run, in a separate process."""
+    """EtcdStore create and update of 500 ~1 KB objects against a bare etcd put and a bare compare-and-swap txn
+    through the same gateway, on an etcd started for the run, in a separate process."""
     process = ctx.processes.start("etcd", [sys.executable, os.path.join(BENCH, "etcd_latency.py"),
                                            "--count", str(ETCD_OBJECTS)])
     try:
@@ -587,13 +592,191 @@ def etcd(ctx: Context) -> None:
     finally:
         ctx.processes.stop(process)
     section = "etcd"
-    reference = "bare etcd put"
-    for operation in ("create", "update"):
+    for operation, bare, reference in (("create", "put", "bare etcd put"),
+                                       ("update", "txn", "bare etcd txn: compare mod_revision, put")):
         for label, fraction in (("p50", 0.5), ("p99", 0.99)):
             at_most = 10.0 if (operation, label) == ("create", "p99") else None
             ctx.add(Row(section, f"EtcdStore {operation} {label}", percentile(report[operation], fraction), "ms",
-                        percentile(report["put"], fraction), reference, at_most=at_most))
+                        percentile(report[bare], fraction), reference, at_most=at_most))
 
 
 NAMES = (*NAMES, "etcd")
 RUNNERS["etcd"] = etcd
+
+
+PROPAGATION_WRITES = 200
+PROPAGATION_WRITERS = 4
+PROPAGATION_NAMESPACE = "bench-propagation"
+PROPAGATION_PREFIX = "/bench-replicas"
+EXTERNALNAMES = f"/apis/service.grafana.app/v0alpha1/namespaces/{PROPAGATION_NAMESPACE}/externalnames"
+
+
+@dataclass
+class _Writes:
+    """When each marked write was sent and when it was answered (time.monotonic())."""
+
+    sent: dict[str, float] = field(default_factory=dict)
+    answered: dict[str, float] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+
+
+def _write_all(marks: list[str], writers: int, write: Callable[[str], None]) -> _Writes:
+    """Write every mark, `writers` threads at a time (each its own sequence, one write at a time)."""
+    writes = _Writes()
+
+    def run(share: list[str]) -> None:
+        for mark in share:
+            writes.sent[mark] = time.monotonic()
+            try:
+                write(mark)
+            except Exception as error:  # noqa: BLE001 - a failed write is reported as a row, not a crash
+                writes.errors.append(f"{mark}: {error}")
+                continue
+            writes.answered[mark] = time.monotonic()
+
+    threads = [threading.Thread(target=run, args=(marks[i::writers],), daemon=True) for i in range(writers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    return writes
+
+
+def _aggregator_watch(name: str, daemon: Aggregator, resource_version: str, deadline: float) -> propagation.StreamWatch:
+    watch = propagation.StreamWatch(
+        name, propagation.https_to(daemon.port), "GET",
+        f"{EXTERNALNAMES}?watch=1&resourceVersion={resource_version}&allowWatchBookmarks=false", None,
+        {"Authorization": AUTHORIZATION, "Accept": "application/json"}, propagation.aggregator_marks, deadline)
+    watch.start()
+    return watch
+
+
+def _externalname(mark: str) -> dict[str, Any]:
+    return {"apiVersion": "service.grafana.app/v0alpha1", "kind": "ExternalName",
+            "metadata": {"name": mark, "namespace": PROPAGATION_NAMESPACE}, "spec": {"host": "localhost"}}
+
+
+_etcd_connections = threading.local()
+
+
+def _etcd_put(etcd: Etcd, prefix: str, value: str, mark: str) -> None:
+    """A bare put through etcd's gateway on the calling thread's keep-alive connection (as A keeps its own)."""
+    connection = getattr(_etcd_connections, "connection", None)
+    if connection is None or connection.port != etcd.port:
+        connection = _etcd_connections.connection = http.client.HTTPConnection("127.0.0.1", etcd.port, timeout=10)
+    connection.request("POST", "/v3/kv/put", body=json.dumps({"key": _b64(prefix + mark), "value": value}).encode(),
+                       headers={"Content-Type": "application/json"})
+    response = connection.getresponse()
+    answer = response.read()
+    if response.status != 200:
+        raise RuntimeError(f"etcd kv/put answered {response.status}: {answer[:200]!r}")
+
+
+def _b64(data: str) -> str:
+    return base64.b64encode(data.encode()).decode()
+
+
+def replicas(ctx: Context) -> None:
+    """Propagation from a write on one replica to a watch on another: two daemons (separate processes) on one
+    etcd started for the section, ExternalNames created through A and watched on B and on A itself, one writer
+    and then a few concurrent ones; beside the same with a bare etcd put and an etcd watch through the gateway.
+
+    Each latency is from the moment A answered the write (and from the moment it was sent) to the moment the
+    ADDED event was read from the watch stream.  A watch may get the event before the writer gets its answer,
+    so figures "from the answer" can be below zero.
+    """
+    section = "etcd replicas"
+    started: list[Process] = []
+    switch = sys.getswitchinterval()
+    try:
+        etcd = start_etcd(ctx.processes, name="etcd-replicas")
+        started.append(etcd.process)
+        a = start_aggregator(ctx.processes, ctx.pki, name="replica-a", etcd=etcd, etcd_prefix=PROPAGATION_PREFIX)
+        started.append(a.process)
+        b = start_aggregator(ctx.processes, ctx.pki, name="replica-b", etcd=etcd, etcd_prefix=PROPAGATION_PREFIX)
+        started.append(b.process)
+        sys.setswitchinterval(0.0005)  # the reading threads must not wait 5 ms for the GIL behind a writer
+        for writers in (1, PROPAGATION_WRITERS):
+            run = "seq" if writers == 1 else f"c{writers}"
+            label = "1 writer" if writers == 1 else f"{writers} writers"
+            marks = [f"prop-{run}-{i:04d}" for i in range(PROPAGATION_WRITES)]
+            deadline = time.monotonic() + 180
+            resource_version = b.api.json("GET", EXTERNALNAMES)["metadata"]["resourceVersion"]
+            on_b = _aggregator_watch("replica B", b, resource_version, deadline)
+            on_a = _aggregator_watch("replica A", a, resource_version, deadline)
+            apis = threading.local()
+            clients: list[Api] = []
+
+            def create(mark: str) -> None:
+                if not hasattr(apis, "api"):
+                    apis.api = Api(a.port)  # one keep-alive connection per writer
+                    clients.append(apis.api)
+                apis.api.json("POST", EXTERNALNAMES, _externalname(mark))
+
+            try:
+                writes = _write_all(marks, writers, create)
+                on_b.wait_for(marks, within=10)
+                on_a.wait_for(marks, within=10)
+            finally:
+                on_b.stop()
+                on_a.stop()
+                for client in clients:
+                    client.close()
+
+            # The reference: bare puts and an etcd watch on their prefix, through the same gateway.
+            prefix = f"/bench-bare/{run}/"
+            watch_body = json.dumps({"create_request": {"key": _b64(prefix), "range_end": _b64(prefix[:-1] + "0")}})
+            on_etcd = propagation.StreamWatch("etcd", propagation.http_to(etcd.port), "POST", "/v3/watch",
+                                              watch_body.encode(), {"Content-Type": "application/json"},
+                                              propagation.etcd_marks, time.monotonic() + 120)
+            on_etcd.start()
+            value = _b64(json.dumps(_externalname("x")))
+            try:
+                bare = _write_all(marks, writers, functools.partial(_etcd_put, etcd, prefix, value))
+                on_etcd.wait_for(marks, within=10)
+            finally:
+                on_etcd.stop()
+
+            figures = {
+                "write on A → watch on B": (writes, on_b.arrived),
+                "write on A → watch on A": (writes, on_a.arrived),
+                "bare etcd put → etcd watch": (bare, on_etcd.arrived),
+            }
+            measured = {(name, when): propagation.latencies(getattr(w, when), arrived)
+                        for name, (w, arrived) in figures.items() for when in ("answered", "sent")}
+            references = {"write on A → watch on B": "write on A → watch on A",
+                          "write on A → watch on A": "bare etcd put → etcd watch",
+                          "bare etcd put → etcd watch": None}
+            for name, reference in references.items():
+                for when, words in (("answered", "from the write's answer"), ("sent", "from sending the write")):
+                    for tag, fraction in (("p50", 0.5), ("p99", 0.99)):
+                        ref = percentile(measured[(reference, when)], fraction) if reference else None
+                        # The target is on propagation proper: from the acknowledged write to the other replica.
+                        target = 100.0 if name.endswith("on B") and (tag, when) == ("p99", "answered") else None
+                        ctx.add(Row(f"{section}, {label}", f"{name}, {words}: {tag}",
+                                    percentile(measured[(name, when)], fraction), "ms", ref, reference or "",
+                                    at_most=target))
+            round_trips = [1000 * (writes.answered[m] - writes.sent[m]) for m in writes.answered]
+            bare_trips = [1000 * (bare.answered[m] - bare.sent[m]) for m in bare.answered]
+            for tag, fraction in (("p50", 0.5), ("p99", 0.99)):
+                ctx.add(Row(f"{section}, {label}", f"create through A: round trip {tag}",
+                            percentile(round_trips, fraction), "ms", percentile(bare_trips, fraction), "bare etcd put"))
+            for name, (w, arrived) in figures.items():
+                seen = sum(1 for mark in w.answered if mark in arrived)
+                ctx.add(Row(f"{section}, {label}", f"{name}: events seen of acknowledged writes", seen, "",
+                            len(marks), "writes", at_least=len(marks)))
+            for what, problem in (("replica B watch", on_b.error), ("replica A watch", on_a.error),
+                                  ("etcd watch", on_etcd.error),
+                                  ("writes through A", "; ".join(writes.errors[:3])),
+                                  ("bare puts", "; ".join(bare.errors[:3]))):
+                if problem:
+                    ctx.add(Row(f"{section}, {label}", f"{what} failed: {problem[:100]}", float("nan"), "",
+                                at_most=0))
+    finally:
+        sys.setswitchinterval(switch)
+        for process in reversed(started):
+            ctx.processes.stop(process)
+
+
+NAMES = (*NAMES, "etcd-replicas")
+RUNNERS["etcd-replicas"] = replicas

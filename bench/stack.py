@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
@@ -108,7 +109,7 @@ token_auth_file = {folder}/tokens.csv
 proxy_client_cert_file = {pki.client_cert}
 proxy_client_key_file = {pki.client_key}
 apiservice_ca_bundle_file = {pki.ca}
-storage_type = file
+{storage}
 max_requests_inflight = 2000
 workers = {workers}
 
@@ -194,6 +195,37 @@ def start_reference_proxy(processes: Processes, pki: Pki, backend_port: int) -> 
 
 
 @dataclass
+class Etcd:
+    process: Process
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+def start_etcd(processes: Processes, name: str = "etcd", within: float = 30.0) -> Etcd:
+    """One etcd member (Debian's etcd-server) on free loopback ports, its data in the work folder, once healthy."""
+    port, peer = free_port(), f"http://127.0.0.1:{free_port()}"
+    url = f"http://127.0.0.1:{port}"
+    process = processes.start(name, ["etcd", "--name", name, "--data-dir", os.path.join(processes.folder, f"{name}-data"),
+                                     "--listen-client-urls", url, "--advertise-client-urls", url,
+                                     "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+                                     "--initial-cluster", f"{name}={peer}", "--log-level", "warn", "--logger", "zap"])
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=1) as answer:
+                if b'"true"' in answer.read():
+                    return Etcd(process, port)
+        except OSError:
+            pass
+        if process.popen.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"etcd did not become healthy within {within:g} s:\n{process.output()[-2000:]}")
+        time.sleep(0.05)
+
+
+@dataclass
 class Aggregator:
     process: Process
     port: int
@@ -205,8 +237,12 @@ class Aggregator:
 
 
 def start_aggregator(processes: Processes, pki: Pki, extra_ini: str = "", name: str = "aggregator",
-                     workers: str = "1") -> Aggregator:
-    """The daemon with the bench's settings (plus `extra_ini`); another `name` gets its own ini and data folder."""
+                     workers: str = "1", etcd: Etcd | None = None, etcd_prefix: str = "/registry") -> Aggregator:
+    """The daemon with the bench's settings (plus `extra_ini`); another `name` gets its own ini and data folder.
+
+    With `etcd` its objects are kept there under `etcd_prefix` (daemons given the same etcd and prefix are
+    replicas of one another), otherwise in file storage.
+    """
     folder = processes.folder
     port = free_port()
     data = os.path.join(folder, "data" if name == "aggregator" else f"{name}-data")
@@ -214,7 +250,10 @@ def start_aggregator(processes: Processes, pki: Pki, extra_ini: str = "", name: 
         handle.write(f'{TOKEN},bench-admin,bench-admin-uid,"system:masters"\n')
     ini = os.path.join(folder, f"{name}.ini")
     with open(ini, "w") as handle:
-        handle.write(_AGGREGATOR_INI.format(folder=folder, data=data, port=port, pki=pki, workers=workers) + extra_ini)
+        storage = (f"storage_type = etcd\netcd_servers = {etcd.url}\netcd_prefix = {etcd_prefix}" if etcd
+                   else "storage_type = file")
+        handle.write(_AGGREGATOR_INI.format(folder=folder, data=data, port=port, pki=pki, workers=workers,
+                                            storage=storage) + extra_ini)
     twistd = os.path.join(BIN, "twistd")
     process = processes.start(name, [twistd, "--nodaemon", "--pidfile=", "grafana-aggregator", "--config", ini],
                               env={"PYTHONUNBUFFERED": "1"})

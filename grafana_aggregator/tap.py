@@ -30,6 +30,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 from twisted.web.client import readBody
 from twisted.web.http_headers import Headers
+from twisted.web.resource import Resource
 
 from . import __version__
 from .aggregation.reachability import Reachability
@@ -67,6 +68,7 @@ from .processes.channel import ChannelRoot
 from .processes.forward import OWNER, ForwardToOwner, WorkerTree
 from .processes.metrics import SummedMetricsResource
 from .processes.remote_store import ChannelStore, unix_agent
+from .processes.replica import OwnerWorkersCheck, WorkersStatusResource, control_get
 from .processes.supervisor import LISTEN_FD, STATUS_FD, WORKER_ENV, WorkerSupervisor
 from .processes.worker import AdoptedEndpoint, OwnerWatch, StatusReporter, WorkerLogger, accept_one_at_a_time
 from .registry.apiservice import APISERVICES, APIServiceStrategy
@@ -127,6 +129,10 @@ class Options(usage.Options):
         self.worker = worker_role(os.environ.get(WORKER_ENV))
         try:
             self.settings = load_settings(self["config"], flags)
+            if self.worker is not None and self.settings.storage_type == "etcd":
+                # A full replica: its own etcd client and watch cache, nothing read through the owner.
+                self.runtime = load_runtime(self.settings)
+                return
             if self.worker is not None:
                 from twisted.internet import reactor as worker_reactor
 
@@ -346,14 +352,19 @@ def serving_tls(settings: Settings, runtime: Runtime, clock: Any, client_verifie
     return tls
 
 
-def replica_name(settings: Settings) -> str:
-    """This replica's name among those sharing one etcd: `replica_name`, else host:port (host/pid-N on port 0)."""
-    if settings.replica_name:
-        return settings.replica_name
-    host = socket.gethostname()
-    if settings.listen is None and settings.secure_port:
-        return f"{host}:{settings.secure_port}"
-    return f"{host}/pid-{os.getpid()}"
+def replica_name(settings: Settings, worker: int | None = None) -> str:
+    """This process's stable name among the replicas on one etcd: `replica_name`, else `<host>:<port>` (the port
+    the settings listen on: the `--listen` description's, else `secure_port`; `<host>/pid-<n>` on port 0), with
+    `/worker-<n>` for a worker."""
+    name = settings.replica_name
+    if not name:
+        port = str(settings.secure_port)
+        if settings.listen:
+            fields = settings.listen.split(":")
+            port = fields[1] if len(fields) > 1 and fields[1].isdigit() else "0"
+        host = socket.gethostname()
+        name = f"{host}:{port}" if port != "0" else f"{host}/pid-{os.getpid()}"
+    return f"{name}/worker-{worker}" if worker else name
 
 
 @frozen
@@ -367,9 +378,8 @@ class Replication:
     reachability: Reachability
 
 
-def replication(settings: Settings, store: EtcdStore, clock: Any) -> Replication:
+def replication(settings: Settings, store: EtcdStore, clock: Any, name: str) -> Replication:
     """The replica's session, leader election and availability board on the store's etcd client."""
-    name = replica_name(settings)
     session = EtcdSession(store.client, clock, settings.etcd_lease_ttl)
     election = LeaderElection(store.client, session, clock, settings.etcd_prefix, name)
     views = ReplicaViews(store.client, session, clock, settings.etcd_prefix, "availability", name)
@@ -378,12 +388,16 @@ def replication(settings: Settings, store: EtcdStore, clock: Any) -> Replication
 
 def make_service(settings: Settings, runtime: Runtime, reactor: IReactorCore,
                  worker_command: Callable[[str], Callable[[int], tuple[str, list[str], dict[str, str]]]] | None = None,
-                 ) -> service.MultiService:
+                 *, worker: int | None = None, worker_folder: str = "", owner_pid: int | None = None,
+                 status_fd: int | None = STATUS_FD, listen_fd: int = LISTEN_FD) -> service.MultiService:
     """Wire the daemon: storage, the informer, controllers, the routing table, the served tree and the listener.
 
     With `workers` above 1 (and `worker_command`, which makes the command of a worker from the channel
     folder), this process is the owner: it also starts the workers on its listening socket and serves
-    them the owner channel.
+    them the owner channel (file storage) or its control socket (etcd storage).  With `worker` (etcd
+    storage only), this process is that full-replica worker: the same wiring on its own store, accepting
+    on the owner's socket (`listen_fd`), reporting readiness on `status_fd`, its metrics and the owner's
+    in `worker_folder`, and stopping when the owner (`owner_pid`) is gone.
     """
     clock: Any = reactor
     top = service.MultiService()
@@ -395,6 +409,13 @@ def make_service(settings: Settings, runtime: Runtime, reactor: IReactorCore,
         supervisor = WorkerSupervisor(reactor, settings.workers, worker_command(folder), metrics.registry,
                                       stop_timeout=settings.shutdown_delay_duration + settings.shutdown_drain_timeout
                                       + 10)
+    if worker is not None:
+        folder = worker_folder
+    #: Every process on one etcd serves everything itself (no owner channel): the workers are full replicas.
+    full_replicas = settings.storage_type == "etcd"
+    #: This process's stable name among the replicas sharing the store (leader election's holder identity).
+    replica = replica_name(settings, worker)
+    status = StatusReporter(status_fd if worker is not None else None)
 
     store: IStore = InstrumentedStore(runtime.store, metrics.observe_storage, clock)
     readiness = ReadinessService()
@@ -402,7 +423,7 @@ def make_service(settings: Settings, runtime: Runtime, reactor: IReactorCore,
 
     now = wall_clock(clock)
     # With etcd, this process is one replica of several: one leader runs the controllers that write.
-    replicas = replication(settings, runtime.store, clock) if isinstance(runtime.store, EtcdStore) else None
+    replicas = replication(settings, runtime.store, clock, replica) if isinstance(runtime.store, EtcdStore) else None
     if replicas is not None:
         for replica_part in (replicas.session, replicas.views, replicas.election):
             replica_part.setServiceParent(top)
@@ -472,6 +493,15 @@ def make_service(settings: Settings, runtime: Runtime, reactor: IReactorCore,
         health.add("workers", workers.check, endpoints=("readyz",))
         metrics_resource = SummedMetricsResource(metrics, lambda: [
             functools.partial(_metrics_of, reactor, control_socket(folder, n)) for n in workers.running_workers()])
+    if worker is not None:
+        # A replica worker answers /readyz and /metrics itself: the owner's workers check, every process's metrics.
+        owner_workers = OwnerWorkersCheck(functools.partial(control_get, reactor, control_socket(folder, 0),
+                                                            b"/workers"), clock)
+        owner_workers.setServiceParent(top)
+        health.add("workers", owner_workers.check, endpoints=("readyz",))
+        metrics_resource = SummedMetricsResource(metrics, lambda: [
+            functools.partial(_metrics_of, reactor, control_socket(folder, n)) for n in range(settings.workers)
+            if n != worker and os.path.exists(control_socket(folder, n))])
     tree = build_tree(health=health, emulated_version=settings.emulated_version, apis=apis, openapi=openapi,
                       metrics=metrics_resource)
 
@@ -504,16 +534,23 @@ def make_service(settings: Settings, runtime: Runtime, reactor: IReactorCore,
     header_verifier = ReloadableVerifier(runtime.requestheader_ca)
     root = AuthenticatingRoot(tree, build_authenticator(settings, runtime, client_verifier, header_verifier),
                               in_flight=in_flight)
-    site = build_site(root, limits, clock, RequestAccounting(metrics, clock, WorkerLogger("grafana_aggregator.access", 0,
-                                                                            in_text=supervisor is not None)))
+    site = build_site(root, limits, clock, RequestAccounting(metrics, clock, WorkerLogger("grafana_aggregator.access",
+                                                                            worker or 0, in_text=supervisor is not None or worker is not None)))
     if supervisor is not None:
         # The owner channel: the same tree, identity from the workers' headers (trusted on this socket only).
         # Requests are counted and logged by the worker that accepted them, not again here.
         channel_site = build_site(ChannelRoot(tree, in_flight), evolve(limits, max_connections_per_client=limits.max_connections),
                                   clock, RequestAccounting(Metrics(), clock, _Quiet()))
         channel = _ChannelService(supervisor, folder)
-        StreamServerEndpointService(UNIXServerEndpoint(reactor, channel_socket(folder), mode=0o600),
-                                    channel_site).setServiceParent(channel)
+        if full_replicas:
+            # No channel: the owner's control socket, where replica workers read its metrics and workers check.
+            control_tree = Resource()
+            control_tree.putChild(b"metrics", MetricsResource(metrics))
+            control_tree.putChild(b"workers", WorkersStatusResource(supervisor.check))
+            _control_service(reactor, clock, control_socket(folder, 0), control_tree).setServiceParent(channel)
+        else:
+            StreamServerEndpointService(UNIXServerEndpoint(reactor, channel_socket(folder), mode=0o600),
+                                        channel_site).setServiceParent(channel)
         channel.setServiceParent(top)
         supervisor.setServiceParent(top)
     graceful = GracefulServer(readiness, in_flight, watches, store, clock,
@@ -526,6 +563,11 @@ def make_service(settings: Settings, runtime: Runtime, reactor: IReactorCore,
         if supervisor is not None:
             accept_one_at_a_time(port)
             supervisor.start_workers(port.fileno())  # type: ignore[attr-defined]
+        if worker is not None:
+            informer.ready.addCallback(lambda _: status.report("ready"))
+            _log.info("worker {worker} accepting on the owner's socket as replica {replica}", worker=worker,
+                      replica=replica)
+            return
         url = listening_url(port, settings.bind_address, settings.secure_port)
         if runtime.admin_token is not None:
             write_kubeconfig(settings.kubeconfig_path, url, trust_anchor(runtime.serving.chain), runtime.admin_token)
@@ -533,11 +575,18 @@ def make_service(settings: Settings, runtime: Runtime, reactor: IReactorCore,
         _log.info("grafana-aggregator {version} serving on {url}", version=__version__, url=url)
 
     tls = serving_tls(settings, runtime, clock, client_verifier, header_verifier, clients, top)
-    endpoint = TLSServerEndpoint(listening_endpoint(reactor, settings.listen, settings.bind_address, settings.secure_port), tls, on_listening)
+    server: Any = (AdoptedEndpoint(reactor, listen_fd) if worker is not None
+                   else listening_endpoint(reactor, settings.listen, settings.bind_address, settings.secure_port))
+    endpoint = TLSServerEndpoint(server, tls, on_listening)
     listener = StreamServerEndpointService(endpoint, site)
     listener._raiseSynchronously = True
     listener.setName("https")
     listener.setServiceParent(graceful)
+    if worker is not None:
+        # What a worker adds: its metrics on its control socket, not-ready first at shutdown, the owner watch.
+        _control_service(reactor, clock, control_socket(folder, worker), MetricsResource(metrics)).setServiceParent(top)
+        ClosingService(_report(status, "not-ready")).setServiceParent(top)
+        OwnerWatch(clock, reactor.stop, owner_pid if owner_pid is not None else os.getppid()).setServiceParent(top)
     for unknown in settings.unknown_keys:
         _log.warn("ignoring unknown setting {key} in {file}", key=unknown, file=settings.config_file)
     return top
@@ -546,6 +595,17 @@ def make_service(settings: Settings, runtime: Runtime, reactor: IReactorCore,
 def _leadership_changed(metrics: Metrics, leading: bool) -> None:
     metrics.leader.set(1 if leading else 0)
     metrics.leader_changes.inc()
+
+
+def _control_service(reactor: Any, clock: Any, path: str, resource: Any) -> StreamServerEndpointService:
+    """A control socket (mode 0600, in the private folder) serving `resource`; a socket left by a killed
+    process of the same number is removed first, or the new one could not listen."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    return StreamServerEndpointService(UNIXServerEndpoint(reactor, path, mode=0o600),
+                                       build_site(resource, Limits(), clock, RequestAccounting(Metrics(), clock, _Quiet())))
 
 
 class _Quiet(Logger):
@@ -588,12 +648,15 @@ async def _metrics_of(reactor: Any, path: str) -> bytes:
 
 def make_worker_service(settings: Settings, runtime: Runtime, reactor: Any, worker: int, folder: str, owner_pid: int,
                         status_fd: int | None = STATUS_FD, listen_fd: int = LISTEN_FD) -> service.MultiService:
-    """Wire a worker: authentication, its own routing table of the owner's APIServices, the proxy, the owner channel.
+    """Wire a worker on the socket its owner passed down; it reloads its certificates and logs its requests itself.
 
-    It accepts on the socket its owner passed down, reloads its certificates itself, and forwards
-    what it does not proxy to the owner.  etcd storage (a later issue) will make every process a full
-    replica instead: this is where a worker would then build `make_service` on its own store.
+    With file storage: authentication, its own routing table of the owner's APIServices, the proxy,
+    and everything else forwarded to the owner over the owner channel.  With etcd storage: a full
+    replica, `make_service` on its own etcd store, which serves everything itself.
     """
+    if settings.storage_type == "etcd":
+        return make_service(settings, runtime, reactor, worker=worker, worker_folder=folder, owner_pid=owner_pid,
+                            status_fd=status_fd, listen_fd=listen_fd)
     clock: Any = reactor
     top = service.MultiService()
     metrics = Metrics()

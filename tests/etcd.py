@@ -150,3 +150,14 @@ def client_for(server: EtcdServer, timeout: float = 5.0) -> Any:
     pool = HTTPConnectionPool(reactor)
     agent = Agent.usingEndpointFactory(reactor, Direct(), pool)
     return EtcdClient([server.url], HTTPClient(agent), reactor, timeout, pool)
+
+
+def etcdctl_binary() -> str:
+    """etcdctl (Debian's etcd-client), for the backup and restore test; SkipTest without it locally, an error in CI."""
+    binary = shutil.which("etcdctl")
+    if binary is None:
+        message = "etcdctl is not installed (apt-get install etcd-client): the etcd backup and restore test needs it"
+        if os.environ.get("CI"):
+            raise RuntimeError(message)
+        raise SkipTest(message)
+    return binary

@@ -56,3 +56,14 @@ class PercentileTests(SynchronousTestCase):
         self.assertEqual(percentile(samples, 0.99), 99.0)
         self.assertEqual(percentile([5.0], 0.99), 5.0)
         self.assertTrue(math.isnan(percentile([], 0.5)))
+
+
+class SignedFigureTests(SynchronousTestCase):
+    """Figures that can be below zero (a watch that hears of a write before its writer does) have no ratio."""
+
+    def test_no_ratio_across_zero(self) -> None:
+        """A ratio of a negative value or to a non-positive reference would read as a speed-up or nonsense: none."""
+        self.assertIsNone(Row("s", "f", -0.8, "ms", 0.2, "ref").ratio)
+        self.assertIsNone(Row("s", "f", 0.2, "ms", -0.19, "ref").ratio)
+        self.assertEqual(Row("s", "f", 0.0, "ms", 0.5, "ref").ratio, 0.0)
+        self.assertNotIn("-4.00", render(Results(machine={}, seconds=6, rows=[Row("s", "f", -0.8, "ms", 0.2, "r")])))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import datetime
 import os
+import socket
 from typing import Any
 
 import yaml
@@ -17,7 +18,12 @@ from twisted.web.server import Site
 
 from grafana_aggregator.config.settings import load_settings
 from grafana_aggregator.identity.kubeconfig import TOKEN_FILE, ensure_admin_token, server_url
-from grafana_aggregator.tap import Options, load_runtime, make_service
+from grafana_aggregator.controllers.availability import AvailabilityController
+from grafana_aggregator.processes.remote_store import ChannelStore
+from grafana_aggregator.processes.supervisor import WORKER_ENV
+from grafana_aggregator.processes.worker import OwnerWatch
+from grafana_aggregator.storage.etcd import EtcdStore
+from grafana_aggregator.tap import Options, load_runtime, make_service, make_worker_service, replica_name
 from grafana_aggregator.tls.certificates import ensure_self_signed, load_key_pair, trust_anchor
 
 from .support import CertificateAuthority
@@ -209,6 +215,63 @@ class MakeServiceTests(SynchronousTestCase):
         self.assertIsNone(readiness.check())
         top.stopService()
         self.assertEqual(readiness.check(), "the server is shutting down")
+
+
+class ReplicaWorkerTests(SynchronousTestCase):
+    """With etcd storage a worker is a full replica: its own store and the owner's whole wiring, no owner channel."""
+
+    def setUp(self) -> None:
+        self.folder = os.path.abspath(self.mktemp())
+        os.makedirs(self.folder)
+        self.etcd = {"data-dir": os.path.join(self.folder, "data"), "storage-type": "etcd",
+                     "etcd-servers": "http://127.0.0.1:2379", "workers": "3"}
+
+    def as_worker(self) -> None:
+        os.environ[WORKER_ENV] = f"2:{os.getppid()}:{self.folder}"
+        self.addCleanup(os.environ.pop, WORKER_ENV)
+
+    def test_worker_opens_its_own_etcd_store(self) -> None:
+        """A worker's options give it an etcd store of its own (with file storage, it reads through the owner)."""
+        self.as_worker()
+        options = Options()
+        options.parseOptions([f"--{flag}={value}" for flag, value in self.etcd.items()])
+        self.assertIsInstance(options.runtime.store, EtcdStore)
+        options = Options()
+        options.parseOptions(["--data-dir", os.path.join(self.folder, "data")])
+        self.assertIsInstance(options.runtime.store, ChannelStore)
+
+    def test_worker_runs_the_controllers_and_watches_its_owner(self) -> None:
+        """An etcd worker's service is make_service's wiring (controllers included) plus the owner watch."""
+        settings = load_settings(None, self.etcd)
+        top = make_worker_service(settings, load_runtime(settings), MemoryReactorClock(), 2, self.folder, os.getppid())
+        kinds = {type(part) for part in top}
+        self.assertIn(AvailabilityController, kinds)
+        self.assertIn(OwnerWatch, kinds)
+
+    def test_owner_serves_no_channel_but_a_control_socket(self) -> None:
+        """The etcd owner listens on its control socket (worker-0.sock), not on the owner channel."""
+        settings = load_settings(None, {**self.etcd, "bind-address": "127.0.0.1", "secure-port": "16443"})
+        reactor = MemoryReactorClock()
+        top = make_service(settings, load_runtime(settings), reactor,
+                           worker_command=lambda folder: lambda n: ("python", ["python"], {}))
+        channel = [part for part in top if type(part).__name__ == "_ChannelService"][0]
+        channel.startService()
+        self.addCleanup(channel.stopService)
+        sockets = {os.path.basename(server[0]) for server in reactor.unixServers}
+        self.assertEqual(sockets, {"worker-0.sock"})
+
+    def test_replica_names(self) -> None:
+        """The owner is `<host>:<port>`, a worker `<host>:<port>/worker-<n>`; the port is the listening one."""
+        settings = load_settings(None, {"data-dir": self.folder, "secure-port": "16443"})
+        host = socket.gethostname()
+        self.assertEqual(replica_name(settings, None), f"{host}:16443")
+        self.assertEqual(replica_name(settings, 2), f"{host}:16443/worker-2")
+        listen = load_settings(None, {"data-dir": self.folder, "listen": "tcp:7443:interface=127.0.0.1"})
+        self.assertEqual(replica_name(listen, 1), f"{host}:7443/worker-1")
+        named = load_settings(None, {"data-dir": self.folder, "replica-name": "eu-1"})
+        self.assertEqual((replica_name(named, None), replica_name(named, 3)), ("eu-1", "eu-1/worker-3"))
+        anywhere = load_settings(None, {"data-dir": self.folder, "listen": "tcp:0:interface=127.0.0.1"})
+        self.assertEqual(replica_name(anywhere, None), f"{host}/pid-{os.getpid()}")
 
 
 class PackagingTests(SynchronousTestCase):

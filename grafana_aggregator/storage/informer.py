@@ -21,7 +21,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from .interface import EXPIRED, Collection, ExpiredError, IStore, IWatch, Object, WatchEvent
+from .interface import EXPIRED, Collection, ExpiredError, IStore, IWatch, Object, StorageError, WatchEvent
 
 _log = Logger()
 
@@ -109,8 +109,15 @@ class Informer(Service):
         self._cancel_watches()
         if failure.check(CancelledError) or not self.running:
             return
-        _log.failure("could not list and watch {collections}; retrying in {delay} s", failure,
-                     collections=", ".join(c.resource for c in self._collections), delay=self._retry_delay)
+        collections = ", ".join(c.resource for c in self._collections)
+        if failure.check(StorageError):
+            # The store is away or refuses (etcd down, a rejected client certificate): one line, no traceback;
+            # the storage and etcd readiness checks say so too.
+            _log.warn("could not list and watch {collections}: {error}; retrying in {delay} s",
+                      collections=collections, error=str(failure.value), delay=self._retry_delay)
+        else:
+            _log.failure("could not list and watch {collections}; retrying in {delay} s", failure,
+                         collections=collections, delay=self._retry_delay)
         self._retry = self._clock.callLater(self._retry_delay, self._sync)
 
     async def _list_and_watch(self) -> None:

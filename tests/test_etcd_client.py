@@ -6,12 +6,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import CancelledError, Deferred, fail, succeed
 from twisted.internet.error import ConnectionLost, ConnectionRefusedError
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.python.failure import Failure
-from twisted.web.client import ResponseFailed
+from twisted.web.client import ResponseFailed, ResponseNeverReceived
 
 from grafana_aggregator.storage import ExpiredError, StorageFullError, StorageTimeoutError, StorageUnavailableError
 from grafana_aggregator.storage.etcd_client import EtcdClient
@@ -36,12 +36,16 @@ class FakeHTTP:
         answer = self.answers[url.split("/v3/")[0]]
         if answer is None:
             return Deferred()
+        if answer == SENT_NEVER_ANSWERED:
+            return Deferred(lambda d: d.errback(ResponseNeverReceived([Failure(CancelledError())])))
         if isinstance(answer, Exception):
             return fail(answer)
         return succeed(answer)
 
 
 OK = {"header": {"revision": "7"}}
+#: An answer never given to a request treq has sent: cancelling it fails as Twisted's Agent does.
+SENT_NEVER_ANSWERED = "sent, never answered"
 
 
 class EtcdClientTests(SynchronousTestCase):
@@ -86,6 +90,30 @@ class EtcdClientTests(SynchronousTestCase):
         clock.advance(0.2)
         failure = self.failureResultOf(call, StorageTimeoutError)
         self.assertEqual(str(failure.value), "etcd (http://a) did not answer kv/range within 5 s")
+
+    def test_deadline_cuts_a_request_treq_had_sent(self) -> None:
+        """A txn and a range that treq sent and etcd never answers (a stopped member: treq turns the deadline's
+        cancel into ResponseNeverReceived) time out as 504s with a clear message, and the next call goes to the
+        next endpoint."""
+        for call in (lambda client: client.txn([], [], []), lambda client: client.range(b"k")):
+            clock = Clock()
+            client, http = self.client({"http://a": SENT_NEVER_ANSWERED, "http://b": self.answer(200, OK)}, clock)
+            calling = Deferred.fromCoroutine(call(client))
+            clock.advance(5.1)
+            failure = self.failureResultOf(calling, StorageTimeoutError)
+            self.assertRegex(str(failure.value), r"^etcd \(http://a\) did not answer kv/(txn|range) within 5 s")
+            self.assertEqual(client.endpoint, "http://b")
+
+    def test_calls_failing_together_move_on_once(self) -> None:
+        """Two calls that time out together on one endpoint move the client on to the next endpoint once, not
+        twice (which would lead back to the endpoint that hangs)."""
+        clock = Clock()
+        client, _ = self.client({"http://a": SENT_NEVER_ANSWERED, "http://b": self.answer(200, OK)}, clock)
+        calls = [Deferred.fromCoroutine(client.txn([], [], [])) for _ in range(2)]
+        clock.advance(5.1)
+        for call in calls:
+            self.failureResultOf(call, StorageTimeoutError)
+        self.assertEqual(client.endpoint, "http://b")
 
     def test_all_endpoints_down(self) -> None:
         """When no endpoint can be reached the error names each one."""

@@ -302,6 +302,16 @@ class ViewsTests(SynchronousTestCase):
         self.assertEqual(self.b.views.views("v1.x"), self.a.views.views("v1.x"))
         self.assertIn("v1.x", heard)
 
+    def test_replica_names_with_slashes(self) -> None:
+        """Worker replicas are named `host:port/worker-n`: their views still belong to the right subject."""
+        worker = Replica(self.etcd, self.clock, "vm:6443/worker-2")
+        worker.start()
+        worker.views.publish("v1.x", {"status": "True"})
+        self.assertEqual(self.a.views.views("v1.x"), {"vm:6443/worker-2": {"status": "True"}})
+        late = Replica(self.etcd, self.clock, "c")
+        late.start()
+        self.assertEqual(late.views.views("v1.x"), {"vm:6443/worker-2": {"status": "True"}})
+
     def test_unchanged_view_is_not_written_again(self) -> None:
         """Publishing the same document twice writes once."""
         self.a.views.publish("v1.x", {"status": "True"})

@@ -11,6 +11,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from grafana_aggregator.storage import (
     EXPIRED,
     Collection,
+    ConflictError,
     ExpiredError,
     StorageUnavailableError,
     WatchEvent,
@@ -114,6 +115,42 @@ class EtcdStoreTests(SynchronousTestCase):
             spin(run(_sleep(0.05)))
         run(store.create(THINGS, "", "c", thing("c")))
         self.assertEqual(seen, [("ADDED", "a"), ("ADDED", "c")])
+
+    def test_stalled_watch_is_opened_again(self) -> None:
+        """When the cache's etcd stream stalls with its connection open (a member that hangs), a write whose
+        revision does not arrive in time opens the stream again, so the writer reads its own write at once."""
+        store = self.store()
+        run(store.list(THINGS, None))
+        deadline = time.monotonic() + 10
+        while not store.watching and time.monotonic() < deadline:
+            reactor.iterate(0.01)  # type: ignore[attr-defined]
+        assert store._watch is not None and store._watch._body is not None
+        store._watch._body.transport.pauseProducing()  # nothing more is read from this stream
+        created = self.successResultOf(run(store.create(THINGS, "", "a", thing("a")), timeout=10))
+        self.assertEqual(self.successResultOf(run(store.get(THINGS, "", "a")))["metadata"]["resourceVersion"],
+                         created["metadata"]["resourceVersion"])
+
+    def test_conflict_waits_for_the_cache(self) -> None:
+        """An update that conflicts because this replica's cache is behind (another replica wrote the object)
+        returns once the cache holds the newer object, so the caller's retry (kube's for a patch without a
+        resourceVersion) reads it instead of conflicting again."""
+        a = self.store()
+        b = EtcdStore(client_for(shared_etcd()), reactor, a.prefix)
+        self.addCleanup(lambda: run(b.close()))
+        created = self.successResultOf(run(a.create(THINGS, "", "x", thing("x"))))
+        self.successResultOf(run(b.list(THINGS, None)))
+        deadline = time.monotonic() + 10
+        while not (b.watching and b.current_resource_version() >= int(created["metadata"]["resourceVersion"])) \
+                and time.monotonic() < deadline:
+            reactor.iterate(0.01)  # type: ignore[attr-defined]
+        assert b._watch is not None and b._watch._body is not None
+        b._watch._body.transport.pauseProducing()  # b's cache falls behind
+        newer = self.successResultOf(run(a.update(THINGS, "", "x", {**thing("x"), "spec": {"n": 1}})))
+        stale = self.successResultOf(run(b.get(THINGS, "", "x")))
+        self.failureResultOf(run(b.update(THINGS, "", "x", stale, int(stale["metadata"]["resourceVersion"])),
+                                 timeout=10), ConflictError)
+        self.assertEqual(self.successResultOf(run(b.get(THINGS, "", "x")))["metadata"]["resourceVersion"],
+                         newer["metadata"]["resourceVersion"])
 
 
 async def _sleep(seconds: float) -> None:

@@ -10,7 +10,10 @@ whole prefix feeds it (so it knows the latest revision, which `current_resource_
 and the collections it has been asked about are kept in memory, each primed by one range at the cache's
 revision.  Gets, lists and the store's watches are served from it; a write returns once the cache holds it, so a
 writer reads its own write and the informer hears of it before the writer does.  A watch from before the cache
-was primed (or before the history it keeps) is Expired (410), as in kube-apiserver's watch cache.  `list_at`
+was primed (or before the history it keeps) is Expired (410), as in kube-apiserver's watch cache.  A write whose
+revision has not reached the cache within `WATCH_STALL` seconds takes the cache's etcd stream as stalled (a member
+that hangs keeps the connection and sends nothing) and opens it again on the next endpoint; a compare that fails
+because the cache is behind waits for the cache to hold the key's current revision, so a retry reads it.  `list_at`
 reads an older snapshot from etcd itself, for continue tokens.
 """
 
@@ -58,6 +61,9 @@ _log = Logger()
 CORE_GROUP = "core"
 #: Seconds between health probes of etcd (the `etcd` readyz check).
 HEALTH_INTERVAL = 1.0
+#: Seconds a write's revision may take to reach the cache before its etcd stream is taken as stalled (a member
+#: that hangs keeps the connection open and sends nothing) and opened again on the next endpoint.
+WATCH_STALL = 1.0
 
 Key = tuple[str, str]
 
@@ -128,6 +134,8 @@ class EtcdStore:
     _order: itertools.count[int] = field(init=False, factory=itertools.count)
     _full: str | None = field(init=False, default=None)
     _closed: bool = field(init=False, default=False)
+    #: When a stalled stream was last opened again.
+    _restarted: float = field(init=False, default=float("-inf"))
 
     def __attrs_post_init__(self) -> None:
         self._started = _Once(self._start)
@@ -264,11 +272,25 @@ class EtcdStore:
         waiter: Deferred[None] = Deferred()
         heapq.heappush(self._waiters, (revision, next(self._order), waiter))
         waiter.addTimeout(self.client.timeout, self.clock)
+        stall = self.clock.callLater(min(WATCH_STALL, self.client.timeout / 2), self._stalled, revision)
         try:
             await waiter
         except DeferredTimeoutError:
             _log.warn("the etcd watch cache has not caught up with revision {revision} after {timeout} s",
                       revision=revision, timeout=self.client.timeout)
+        finally:
+            if stall.active():
+                stall.cancel()
+
+    def _stalled(self, revision: int) -> None:
+        """A write's revision has not reached the cache in time: open the cache's etcd stream again."""
+        if revision > self._revision and self._watch is not None and not self._closed:
+            if self.clock.seconds() - self._restarted < WATCH_STALL:
+                return  # opened again a moment ago: give the new stream its time
+            self._restarted = self.clock.seconds()
+            _log.warn("the etcd watch cache has not seen revision {revision} (it is at {seen}): opening its stream "
+                      "again on another endpoint", revision=revision, seen=self._revision)
+            self._watch.restart()
 
     # -- IStore --------------------------------------------------------------------------------------------
 
@@ -338,8 +360,10 @@ class EtcdStore:
         await self._ready(collection)
         answer = await self._write(self.client.txn(
             [{"key": b64(key), "target": "VERSION", "result": "EQUAL", "version": "0"}],
-            [{"request_put": {"key": b64(key), "value": _encode(stored)}}], []))
+            [{"request_put": {"key": b64(key), "value": _encode(stored)}}],
+            [{"request_range": {"key": b64(key), "keys_only": True}}]))
         if not answer.get("succeeded"):
+            await self._catch_up(answer)
             raise AlreadyExistsError(f"{name} already exists")
         return await self._written(stored, answer)
 
@@ -363,9 +387,9 @@ class EtcdStore:
                        "mod_revision": str(expected_resource_version)}
         answer = await self._write(self.client.txn(
             [compare], [{"request_put": {"key": b64(key), "value": _encode(stored)}}],
-            [{"request_range": {"key": b64(key), "count_only": True}}]))
+            [{"request_range": {"key": b64(key), "keys_only": True}}]))
         if not answer.get("succeeded"):
-            if not int(answer["responses"][0]["response_range"].get("count", 0)):
+            if not await self._catch_up(answer):
                 raise NotFoundError(f"{name} not found")
             raise ConflictError(MODIFIED_MESSAGE)
         return await self._written(stored, answer)
@@ -456,6 +480,15 @@ class EtcdStore:
         if self._full is not None:
             self._full = None
         return answer
+
+    async def _catch_up(self, answer: dict[str, Any]) -> bool:
+        """After a compare that failed (the key's state in etcd is not what this cache holds), wait until the cache
+        holds the key's current revision, so that a caller who reads again and retries sees it; whether the key
+        exists."""
+        kvs = answer["responses"][0]["response_range"].get("kvs") or []
+        if kvs:  # (a deletion's revision is not known here: a missing key is not waited for)
+            await self._wait_for(int(kvs[0]["mod_revision"]))
+        return bool(kvs)
 
     async def _written(self, stored: Object, answer: dict[str, Any]) -> Object:
         revision = int(answer["header"]["revision"])

@@ -13,7 +13,9 @@ cannot have applied it; once it may have reached etcd, its outcome is unknown an
 StorageUnavailableError rather than a second compare-and-swap that could answer AlreadyExists for its own write.
 
 Every call has one deadline (across its retries): past it the caller gets a StorageTimeoutError (504), and an
-etcd that cannot be reached at all gives a StorageUnavailableError (503).  Watches are streams re-established
+etcd that cannot be reached at all gives a StorageUnavailableError (503).  A timeout also moves the client on, so
+a member that hangs (stopped, partitioned: its connections open but never answered) costs one call, not every
+call; calls failing together on one endpoint move on once.  Watches are streams re-established
 on the next endpoint from the last revision seen plus one, so no event is missed or repeated.
 """
 
@@ -111,9 +113,11 @@ class EtcdClient:
         """The endpoint calls go to first."""
         return self.endpoints[self._current]
 
-    def rotate(self) -> None:
-        """Move on to the next endpoint (the current one failed)."""
-        self._current = (self._current + 1) % len(self.endpoints)
+    def rotate(self, failed: str | None = None) -> None:
+        """Move on to the next endpoint (the current one failed); when failed is given, only if it is still the
+        current one (calls that fail together move on once, not once each, which could lead back to it)."""
+        if failed is None or failed == self.endpoint:
+            self._current = (self._current + 1) % len(self.endpoints)
 
     async def range(self, key: bytes, range_end: bytes | None = None, revision: int = 0,
                     count_only: bool = False) -> dict[str, Any]:
@@ -175,10 +179,11 @@ class EtcdClient:
             if remaining <= 0:
                 break
             attempt = Deferred.fromCoroutine(self._post(f"{endpoint}{GATEWAY}{method}", data))
-            attempt.addTimeout(remaining, self.clock)
+            attempt.addTimeout(remaining, self.clock, onTimeoutCancel=_timed_out)
             try:
                 return await attempt
             except (DeferredTimeoutError, CancelledError):
+                self.rotate(endpoint)  # a member that hangs (stopped, partitioned) is not asked first again
                 raise StorageTimeoutError(f"etcd ({endpoint}) did not answer {method} within {self.timeout:g} s") from None
             except _GatewayError as error:
                 if error.code == _OUT_OF_RANGE:
@@ -190,11 +195,12 @@ class EtcdClient:
                 problems.append(f"{endpoint}: {error.message}")
             except Exception as error:
                 if not (idempotent or _never_sent(error)):
-                    self.rotate()
+                    self.rotate(endpoint)
                     raise StorageUnavailableError(
-                        f"etcd ({endpoint}) went away during {method}; its outcome is unknown: {error}") from None
+                        f"etcd ({endpoint}) went away during {method}; its outcome is unknown: {_describe(error)}"
+                    ) from None
                 problems.append(f"{endpoint}: {_describe(error)}")
-            self.rotate()
+            self.rotate(endpoint)
         if not problems:
             raise StorageTimeoutError(f"etcd did not answer {method} within {self.timeout:g} s")
         raise StorageUnavailableError(f"etcd cannot be reached ({'; '.join(problems)})")
@@ -227,6 +233,12 @@ class _GatewayError(Exception):
         self.status = status
         self.code = code
         self.message = message
+
+
+def _timed_out(result: object, timeout: float) -> Any:
+    """The deadline cancelled the attempt: a timeout, whatever the cancel became (treq's Agent wraps it in
+    ResponseNeverReceived once the request was sent)."""
+    raise DeferredTimeoutError(timeout, "etcd call")
 
 
 def _describe(error: BaseException) -> str:
@@ -333,9 +345,19 @@ class EtcdWatch:
         _log.warn("the etcd watch on {url} from revision {revision} ended ({why}); opening it again",
                   url=url, revision=self.next_revision,
                   why=_describe(result.value) if hasattr(result, "value") else "the stream closed")
-        self.client.rotate()
+        self.client.rotate(url[:-len(GATEWAY + "watch")])
         self._retry = self.client.clock.callLater(self._delay, self.start)
         self._delay = min(self._delay * 2, WATCH_RETRY_MAX)
+
+    def restart(self) -> None:
+        """Close the stream, which looks stalled (a member that hangs keeps the connection and sends nothing), so
+        that it opens again on the next endpoint from the last revision delivered plus one."""
+        if self._stopped:
+            return
+        if self._body is not None:
+            self._body.close()
+        elif self._stream is not None:
+            self._stream.cancel()
 
     def stop(self) -> None:
         """Close the stream and open it no more."""

@@ -11,7 +11,7 @@
   never writes as leader after that.  The others campaign every quarter TTL, so one takes over within
   TTL + TTL/4 of the old leader's last renewal (or at once when the old leader stopped cleanly).
 - `ReplicaViews` is a board of small JSON documents, one per (subject, replica), under
-  `<prefix>/.replicas/<board>/<subject>/<replica>`, each bound to its replica's lease: what a replica
+  `<prefix>/.replicas/<board>/<subject>/<replica>` (both percent-encoded), each bound to its replica's lease: what a replica
   published disappears when it dies.  Every replica reads the whole board from a watch.
 
 The `.replicas` segment cannot be an API group (a group is a DNS subdomain, which never starts with a
@@ -21,6 +21,7 @@ dot), so these keys never mix with the stored objects.
 from __future__ import annotations
 
 import json
+from urllib.parse import quote, unquote
 from collections.abc import Callable
 from typing import Any
 
@@ -347,7 +348,8 @@ class ReplicaViews(Service):
         return replicas_prefix(self.prefix) + self.board.encode() + b"/"
 
     def _key(self, subject: str, replica: str) -> bytes:
-        return self.folder + subject.encode() + b"/" + replica.encode()
+        # Both segments percent-encoded: replica names carry slashes (`host:6443/worker-2`).
+        return self.folder + quote(subject, safe="").encode() + b"/" + quote(replica, safe="").encode()
 
     # Reading.
 
@@ -427,7 +429,7 @@ class ReplicaViews(Service):
         if not key.startswith(self.folder):
             return None
         subject, _, replica = key[len(self.folder):].decode("utf-8", "replace").rpartition("/")
-        return (subject, replica) if subject and replica else None
+        return (unquote(subject), unquote(replica)) if subject and replica else None
 
     def _put(self, key: bytes, value: str) -> str | None:
         parsed = self._parse(key)

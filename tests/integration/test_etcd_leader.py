@@ -1,7 +1,8 @@
 # -*- test-case-name: tests.integration.test_etcd_leader -*-
-"""Two aggregator replicas on one etcd, as real processes: when the leader is SIGKILLed, status writes resume on
-the other within twice the lease TTL; a replica cut off from a backend (the backend refuses its client
-certificate) never flips the shared `Available` condition, and answers 503 for that backend itself."""
+"""Two aggregator replicas on a 3-member etcd cluster, as real processes: when the leader is SIGKILLed, status writes
+resume on the other within twice the lease TTL; a leader cut off from etcd stops leading within the TTL; a replica
+cut off from a backend (the backend refuses its client certificate) never flips the shared `Available` condition,
+and answers 503 for that backend itself; after an etcd outage a leader is elected again by itself."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from twisted.internet.threads import deferToThread
 from twisted.protocols import portforward
 from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool
 
-from ..etcd import EtcdServer
+from ..etcd import EtcdCluster
 from .test_daemon import TWISTD, DaemonProcess
 from .test_seed_walkthrough import REPO, WalkthroughCase
 
@@ -99,15 +100,15 @@ class ReplicaLeaderTests(WalkthroughCase):
     timeout = 240
 
     async def start_etcd(self) -> None:
-        self.etcd = EtcdServer()
-        self.addCleanup(self.etcd.remove)
-        await deferToThread(self.etcd.start)
+        self.cluster = EtcdCluster()
+        self.addCleanup(self.cluster.remove)
+        await deferToThread(self.cluster.start)
 
     async def start_replica(self, name: str, *flags: str, etcd: str = "") -> Replica:
         data = os.path.join(self.folder, f"data-{name}")
         os.makedirs(data, exist_ok=True)
         argv = [TWISTD, "--nodaemon", "--pidfile=", "grafana-aggregator", "--config", self.ini,
-                "--data-dir", data, "--storage-type", "etcd", "--etcd-servers", etcd or self.etcd.url,
+                "--data-dir", data, "--storage-type", "etcd", "--etcd-servers", etcd or ",".join(self.cluster.urls),
                 "--etcd-prefix", PREFIX, "--etcd-lease-ttl", str(TTL), "--replica-name", name, *flags]
         replica = Replica(name, data, self.spawn(DaemonProcess(), TWISTD, argv))
         replica.connect(await replica.process.serving)
@@ -123,11 +124,17 @@ class ReplicaLeaderTests(WalkthroughCase):
         self.fail(f"replica {replica.name} not ready: {await replica.request('GET', '/readyz?verbose')}")
 
     def leader(self) -> str:
+        """The replica holding the leader key, as the first member that answers says."""
         key = base64.b64encode(f"{PREFIX}/.replicas/leader".encode()).decode()
-        request = urllib.request.Request(f"{self.etcd.url}/v3/kv/range", data=json.dumps({"key": key}).encode())
-        with urllib.request.urlopen(request, timeout=5) as answer:
-            kvs = json.load(answer).get("kvs") or []
-        return str(json.loads(base64.b64decode(kvs[0]["value"]))["replica"]) if kvs else ""
+        for member in self.cluster.members:
+            request = urllib.request.Request(f"{member.url}/v3/kv/range", data=json.dumps({"key": key}).encode())
+            try:
+                with urllib.request.urlopen(request, timeout=5) as answer:
+                    kvs = json.load(answer).get("kvs") or []
+            except OSError:
+                continue
+            return str(json.loads(base64.b64decode(kvs[0]["value"]))["replica"]) if kvs else ""
+        return ""
 
     async def wait_leader(self, within: float = 15.0) -> str:
         deadline = time.monotonic() + within
@@ -243,7 +250,7 @@ class ReplicaLeaderTests(WalkthroughCase):
         for replica in replicas:
             await self.wait_ready(replica)
         await self.wait_leader()
-        await deferToThread(self.etcd.stop)
+        await deferToThread(self.cluster.kill_all)
         await deferLater(reactor, 2 * TTL, lambda: None)
         for replica in replicas:
             code, body = await replica.request("GET", "/readyz?verbose")
@@ -251,7 +258,7 @@ class ReplicaLeaderTests(WalkthroughCase):
             self.assertIn("[-]etcd", body)
             _, metrics = await replica.request("GET", "/metrics")
             self.assertIn("\ngrafana_aggregator_replica_leader 0.0\n", metrics, f"{replica.name} still leads")
-        await deferToThread(self.etcd.start)
+        await deferToThread(self.cluster.start)
         back = time.monotonic()
         for replica in replicas:
             await self.wait_ready(replica)
@@ -277,15 +284,17 @@ class ReplicaLeaderTests(WalkthroughCase):
         """The leader loses etcd (its connections dropped, new ones refused) but keeps serving: it stops leading
         within the TTL, and the other replica leads within twice the TTL."""
         await self.start_etcd()
-        relay = CuttableRelay(self.etcd.client_port)
-        self.addCleanup(lambda: relay.listening.stopListening())
-        a = await self.start_replica("a", etcd=relay.url)
+        relays = [CuttableRelay(member.client_port) for member in self.cluster.members]
+        for relay in relays:
+            self.addCleanup(relay.listening.stopListening)
+        a = await self.start_replica("a", etcd=",".join(relay.url for relay in relays))
         await self.wait_ready(a)
         self.assertEqual(await self.wait_leader(), "a")
         b = await self.start_replica("b")
         await self.wait_ready(b)
         self.assertTrue(await self.leads(a))
-        await relay.cut()
+        for relay in relays:
+            await relay.cut()
         cut_at = time.monotonic()
         stepped_down = took_over = None
         while time.monotonic() - cut_at < 3 * TTL and (stepped_down is None or took_over is None):

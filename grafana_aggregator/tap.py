@@ -45,11 +45,13 @@ from .config.remote_services import RemoteService, RemoteServicesError, load_rem
 from .config.settings import KEYS, ConfigError, Settings, load_settings
 from .controllers.apiservice_metrics import follow_apiservice_availability
 from .controllers.autoregister import AutoRegistration
+from .controllers.bundled import BundledGroup
 from .controllers.availability import AvailabilityController
 from .controllers.leadership import LeaderOnly, any_ready
 from .controllers.local_apiservices import LocalAPIService, LocalAPIServiceRegistration
 from .controllers.replica_availability import AvailabilityFromViews
 from .controllers.remote_openapi import RemoteOpenAPIController
+from .example import bundled as bundled_example
 from .identity.auth import (
     Authenticator,
     ChainVerifier,
@@ -502,14 +504,29 @@ def make_service(settings: Settings, runtime: Runtime, reactor: IReactorCore,
         metrics_resource = SummedMetricsResource(metrics, lambda: [
             functools.partial(_metrics_of, reactor, control_socket(folder, n)) for n in range(settings.workers)
             if n != worker and os.path.exists(control_socket(folder, n))])
+    # The bundled example group (grafanaAPIServerWithExperimentalAPIs): installed once the store is listed,
+    # unless a remote APIService of its name wins.
+    bundled_gv, bundled_handler = bundled_example.bundled_example(clock, now())
+
+    def install_bundled() -> None:
+        routing.add_local(bundled_gv, bundled_handler)
+        openapi.add_group(bundled_gv)
+        registration.add(LocalAPIService(bundled_gv.group, bundled_gv.version, bundled_example.GROUP_PRIORITY_MINIMUM,
+                                         bundled_example.VERSION_PRIORITY))
+
+    bundled = BundledGroup(store, informer, bundled_example.NAME, f"{bundled_gv.group}/{bundled_gv.version}",
+                           settings.experimental_apis, install_bundled,
+                           frozenset(remote.name for remote in runtime.remote_services),
+                           lambda name: metrics.bundled_conflicts.labels(apiservice=name).inc(), now)
     tree = build_tree(health=health, emulated_version=settings.emulated_version, apis=apis, openapi=openapi,
                       metrics=metrics_resource)
 
     if replicas is None:
-        for part in (informer, registration, autoregistration, availability):
+        for part in (informer, bundled, registration, autoregistration, availability):
             part.setServiceParent(top)
     else:
         informer.setServiceParent(top)
+        bundled.setServiceParent(top)
         availability.setServiceParent(top)
         leader_only = LeaderOnly(replicas.election)
         for leader_part in (registration, autoregistration,

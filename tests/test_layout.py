@@ -16,7 +16,8 @@ ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
 
 #: Top to bottom; a package may import its own modules and any package in a lower layer.
 LAYERS: tuple[frozenset[str], ...] = (
-    frozenset({"tap", "migrate_cli", "example"}),
+    frozenset({"tap", "migrate_cli"}),
+    frozenset({"example"}),
     frozenset({"processes"}),
     frozenset({"web", "controllers"}),
     frozenset({"aggregation"}),

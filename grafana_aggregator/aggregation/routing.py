@@ -92,10 +92,10 @@ class RoutingTable:
         self._proxy_for = proxy_for
         self._local: dict[tuple[str, str], Route] = {}
         self._local_resources: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        #: Counts the local group-versions added after start (discovery is rebuilt when it changes).
+        self._local_generation = 0
         for gv, handler in local:
-            key = (gv.group, gv.version)
-            self._local[key] = Route(f"{gv.version}.{gv.group}", local=handler)
-            self._local_resources[key] = aggregated_resources(gv.infos)
+            self._put_local(gv, handler)
         self._remote: dict[tuple[str, str], Route] = {}
         #: The group-version each APIService's route is under, by APIService name.
         self._keys: dict[str, tuple[str, str]] = {}
@@ -104,6 +104,20 @@ class RoutingTable:
         informer.add_listener(self._changed)
         if reachability is not None:
             reachability.add_listener(self._rebuild_if_routed)
+
+    def _put_local(self, gv: LocalGroupVersion, handler: IResource) -> None:
+        key = (gv.group, gv.version)
+        self._local[key] = Route(f"{gv.version}.{gv.group}", local=handler)
+        self._local_resources[key] = aggregated_resources(gv.infos)
+
+    def add_local(self, gv: LocalGroupVersion, handler: IResource) -> None:
+        """Serve a group-version in this process from now on (one installed after start); a remote route of the
+        same group-version is dropped."""
+        self._put_local(gv, handler)
+        self._local_generation += 1
+        for name, key in list(self._keys.items()):
+            if key == (gv.group, gv.version):
+                self._rebuild(name)
 
     # What requests and discovery read.
 
@@ -134,7 +148,7 @@ class RoutingTable:
     @property
     def generation(self) -> Hashable:
         """Changes whenever what discovery is built from (APIServices, backends' documents) changes."""
-        return self._informer.generation, self._discovery.generation
+        return self._informer.generation, self._discovery.generation, self._local_generation
 
     # Keeping the table current.
 

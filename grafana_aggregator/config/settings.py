@@ -137,6 +137,9 @@ KEYS: tuple[Key, ...] = (
        "Proxy registered remote API groups (off: only the local groups are served)."),
     _k(_TOGGLES, "grafanaAPIServerEnsureKubectlAccess", "ensure-kubectl-access", "bool", "false",
        "Write <storage_path>/grafana.kubeconfig with the server's CA and an admin token, at every start."),
+    _k(_TOGGLES, "grafanaAPIServerWithExperimentalAPIs", "with-experimental-apis", "bool", "false",
+       "Serve the example group example.grafana.app/v0alpha1 in this process, as a Local APIService; a remote "
+       "APIService of that name, when one exists, wins (see docs/operations.md, The bundled example group)."),
 )
 
 KEYS_BY_FLAG = {k.flag: k for k in KEYS if k.flag}
@@ -197,6 +200,8 @@ class Settings:
     replica_name: str | None = None
     #: Processes serving the listening address (1: this process alone).
     workers: int = 1
+    #: Serve the bundled example group in process (feature toggle grafanaAPIServerWithExperimentalAPIs).
+    experimental_apis: bool = False
 
     @property
     def kubeconfig_path(self) -> str:
@@ -441,6 +446,7 @@ def load_settings(config_file: str | None, flags: Mapping[str, str | None] | Non
         emulated_version=values["emulated_version"],
         kubernetes_aggregator=bool(values["kubernetesAggregator"]),
         ensure_kubectl_access=bool(values["grafanaAPIServerEnsureKubectlAccess"]),
+        experimental_apis=bool(values["grafanaAPIServerWithExperimentalAPIs"]),
         unknown_keys=tuple(unknown),
         max_requests_inflight=values["max_requests_inflight"],
         max_mutating_requests_inflight=values["max_mutating_requests_inflight"],

@@ -131,6 +131,12 @@ class LocalAPIServiceRegistration(Service):
         self.done = False
         informer.add_listener(self._changed)
 
+    def add(self, local: LocalAPIService) -> None:
+        """Keep one more Local APIService from now on (a group-version installed after start)."""
+        self._locals[local.name] = local
+        if self._queue is not None and self.running and self._informer.synced():
+            self._queue.add(local.name)
+
     def check(self) -> str | None:
         """The `poststarthook/local-apiservice-registration` health check."""
         return None if self.done else "the Local APIServices are not registered yet"

@@ -158,6 +158,13 @@ class Metrics:
             ["apiservice"],
             registry=registry,
         )
+        self.bundled_conflicts = Counter(
+            "grafana_aggregator_bundled_api_conflicts_total",
+            "Starts at which a bundled group-version was not installed because a remote APIService of its name "
+            "exists (grafanaAPIServerWithExperimentalAPIs).",
+            ["apiservice"],
+            registry=registry,
+        )
         self.leader = Gauge(
             "grafana_aggregator_replica_leader",
             "1 while this replica is the leader among the replicas sharing one etcd (it writes the statuses), else 0.",

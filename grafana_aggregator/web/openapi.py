@@ -101,22 +101,33 @@ class OpenAPIResource(ApiResource):
                  remote: RemoteDocuments | None = None, clock: IReactorTime | None = None):
         super().__init__()
         self._clock = clock
-        kinds: list[KindInfo] = [k.info for g in groups for k in getattr(g, "kinds")]
-        title_version = f"v{emulated_version[0]}.{emulated_version[1]}.0"
-        self._swagger = swagger_v2(kinds_by_group_version(kinds), title="Kubernetes", version=title_version)
-        self._local_v3 = {key: _json_document(doc) for key, doc in v3_documents(kinds).items()}
+        self._title_version = f"v{emulated_version[0]}.{emulated_version[1]}.0"
+        self._kinds: list[KindInfo] = []
+        #: Counts the local group-versions added after start: the merged documents are rebuilt when it changes.
+        self._local_generation = 0
+        self._build_local([k.info for g in groups for k in getattr(g, "kinds")])
         self._remote = remote
         #: Remote v3 documents as last served: the source dict (by identity) and its serialization.
         self._remote_v3: dict[str, tuple[JSON, _Document]] = {}
-        self._v2_generation: int | None = None
-        self._v3_generation: int | None = None
+        self._v2_generation: tuple[int, int] | None = None
+        self._v3_generation: tuple[int, int] | None = None
         self._v2_json = self._v2_protobuf = self._v3_index = _Document(b"", "application/json", "")
         self._v3: dict[str, _Document] = {}
         self._current_v2()
         self._current_v3()
 
-    def _generation(self) -> int:
-        return self._remote.generation if self._remote is not None else 0
+    def _build_local(self, kinds: list[KindInfo]) -> None:
+        self._kinds = kinds
+        self._swagger = swagger_v2(kinds_by_group_version(kinds), title="Kubernetes", version=self._title_version)
+        self._local_v3 = {key: _json_document(doc) for key, doc in v3_documents(kinds).items()}
+
+    def add_group(self, group: object) -> None:
+        """Document a group-version served in this process from now on (installed after start)."""
+        self._build_local([*self._kinds, *(k.info for k in getattr(group, "kinds"))])
+        self._local_generation += 1
+
+    def _generation(self) -> tuple[int, int]:
+        return self._local_generation, self._remote.generation if self._remote is not None else 0
 
     def _current_v2(self) -> None:
         """Rebuild the merged `/openapi/v2` (JSON and protobuf) if the remote side changed since."""

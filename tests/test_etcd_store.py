@@ -181,3 +181,55 @@ class ForeignValueTests(SynchronousTestCase):
         self.assertEqual([i["metadata"]["name"] for i in self.successResultOf(run(store.list(THINGS, None))).items],
                          ["a"])
         self.flushLoggedErrors()
+
+
+class HungMemberTests(SynchronousTestCase):
+    """A replica that only reads follows writes made through others even when the member its watch stream
+    follows hangs (SIGSTOP keeps its connections open and silent): the etcd health probe moves the stream."""
+
+    timeout = 120
+
+    def test_watch_moves_off_a_hung_member(self) -> None:
+        from grafana_aggregator.storage.etcd import EtcdCheck
+
+        from .etcd import EtcdCluster
+
+        cluster = EtcdCluster()
+        self.addCleanup(cluster.remove)
+        cluster.start()
+        prefix = f"/test/{self.id()}"
+        # The member that hangs is a raft follower, so that writes go on without an election.
+        leader = cluster.leader()
+        hung = next(index for index in range(len(cluster.members)) if index != leader)
+        others = [url for index, url in enumerate(cluster.urls) if index != hung]
+        writer = EtcdStore(client_for_urls(others), reactor, prefix)
+        reader = EtcdStore(client_for_urls([cluster.urls[hung], *others]), reactor, prefix)
+        for store in (writer, reader):
+            self.addCleanup(lambda store=store: run(store.close()))
+            run(store.list(THINGS, None))
+        deadline = time.monotonic() + 10
+        while not reader.watching and time.monotonic() < deadline:
+            reactor.iterate(0.01)  # type: ignore[attr-defined]
+        assert reader._watch is not None
+        self.assertEqual(reader._watch.endpoint, cluster.urls[hung])
+        check = EtcdCheck(reader, reactor, interval=0.5)
+        check.startService()
+        self.addCleanup(check.stopService)
+        cluster.members[hung].pause()
+        self.addCleanup(cluster.members[hung].resume)
+        created = self.successResultOf(run(writer.create(THINGS, "", "a", thing("a")), timeout=15))
+        deadline = time.monotonic() + 10
+        while reader.current_resource_version() < int(created["metadata"]["resourceVersion"]) \
+                and time.monotonic() < deadline:
+            reactor.iterate(0.01)  # type: ignore[attr-defined]
+        self.assertEqual(self.successResultOf(run(reader.get(THINGS, "", "a")))["metadata"]["resourceVersion"],
+                         created["metadata"]["resourceVersion"])
+        self.assertNotEqual(reader._watch.endpoint, cluster.urls[hung])
+
+
+
+def client_for_urls(urls: list[str]) -> EtcdClient:
+    """An EtcdClient of several members, in this order (the test helper's client, given every endpoint)."""
+    client: EtcdClient = client_for(shared_etcd(), timeout=2.0)
+    client.endpoints = list(urls)
+    return client

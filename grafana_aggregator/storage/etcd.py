@@ -61,6 +61,8 @@ _log = Logger()
 CORE_GROUP = "core"
 #: Seconds between health probes of etcd (the `etcd` readyz check).
 HEALTH_INTERVAL = 1.0
+#: Seconds the member a watch stream follows has to answer the health probe before the stream moves.
+WATCH_MEMBER_TIMEOUT = 1.0
 #: Seconds a write's revision may take to reach the cache before its etcd stream is taken as stalled (a member
 #: that hangs keeps the connection open and sends nothing) and opened again on the next endpoint.
 WATCH_STALL = 1.0
@@ -591,6 +593,8 @@ class EtcdCheck(Service):
     async def _probe_once(self) -> None:
         try:
             await self.store.client.status()
+            # The members the watch streams follow must answer too: a hung one would leave this cache stale.
+            await self.store.client.check_watches(timeout=WATCH_MEMBER_TIMEOUT)
         except StorageError as error:
             if self._problem is None:
                 _log.warn("etcd is not answering: {error}", error=str(error))

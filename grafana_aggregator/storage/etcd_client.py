@@ -102,6 +102,8 @@ class EtcdClient:
     pool: HTTPConnectionPool | None = None
     #: Index of the endpoint that answered last: every call starts there.
     _current: int = field(init=False, default=0)
+    #: The watch streams open now (their members are checked by `check_watches`).
+    _watches: set[EtcdWatch] = field(init=False, factory=set)
 
     def __attrs_post_init__(self) -> None:
         if not self.endpoints:
@@ -223,8 +225,34 @@ class EtcdClient:
               on_compacted: Callable[[int], None]) -> EtcdWatch:
         """Stream the changes of key..range_end from start_revision: see EtcdWatch."""
         watch = EtcdWatch(self, key, range_end, start_revision, on_events, on_compacted)
+        self._watches.add(watch)
         watch.start()
         return watch
+
+    async def check_watches(self, timeout: float) -> list[str]:
+        """Ask each member a watch stream follows for its status; the streams of a member that does not answer
+        within timeout open again on another endpoint, and those members are returned.
+
+        A member that hangs (stopped, or cut off) keeps its connections open and sends nothing: a watch on it
+        would stay silent, and a replica that only reads would never learn of other replicas' writes.
+        """
+        if len(self.endpoints) < 2:
+            return []
+        followed = sorted({w.endpoint for w in self._watches if w.connected and w.endpoint})
+        silent = []
+        for endpoint in followed:
+            asking = Deferred.fromCoroutine(self._post(f"{endpoint}{GATEWAY}maintenance/status", b"{}"))
+            asking.addTimeout(timeout, self.clock)
+            try:
+                await asking
+            except Exception as error:
+                silent.append(endpoint)
+                for watch in [w for w in self._watches if w.endpoint == endpoint]:
+                    _log.warn("etcd member {endpoint} does not answer ({why}): its watch stream opens again on "
+                              "another member", endpoint=endpoint, why=_describe(error))
+                    self.rotate(endpoint)
+                    watch.restart()
+        return silent
 
 
 class _GatewayError(Exception):
@@ -265,6 +293,8 @@ class EtcdWatch:
     on_compacted: Callable[[int], None]
     #: Whether the stream is open and etcd said it created the watch.
     connected: bool = field(init=False, default=False)
+    #: The endpoint the stream was opened on ("" before).
+    endpoint: str = field(init=False, default="")
     _stopped: bool = field(init=False, default=False)
     _stream: Deferred[Any] | None = field(init=False, default=None)
     _retry: IDelayedCall | None = field(init=False, default=None)
@@ -280,7 +310,8 @@ class EtcdWatch:
         request = {"create_request": {"key": b64(self.key), "range_end": b64(self.range_end),
                                       "start_revision": str(self.next_revision), "prev_kv": True,
                                       "progress_notify": True}}
-        url = f"{self.client.endpoint}{GATEWAY}watch"
+        self.endpoint = self.client.endpoint
+        url = f"{self.endpoint}{GATEWAY}watch"
         posting = self.client.http.post(url, data=json.dumps(request).encode("ascii"),
                                         headers={b"Content-Type": [b"application/json"]})
         posting.addTimeout(self.client.timeout, self.client.clock)
@@ -319,6 +350,7 @@ class EtcdWatch:
         if result.get("compact_revision") and result.get("canceled"):
             self._stopped = True
             self.connected = False
+            self.client._watches.discard(self)
             self.on_compacted(int(result["compact_revision"]))
             return
         if result.get("created"):
@@ -363,6 +395,7 @@ class EtcdWatch:
         """Close the stream and open it no more."""
         self._stopped = True
         self.connected = False
+        self.client._watches.discard(self)
         if self._retry is not None and self._retry.active():
             self._retry.cancel()
         self._retry = None

@@ -119,6 +119,19 @@ class RoutingTable:
             if key == (gv.group, gv.version):
                 self._rebuild(name)
 
+    def remove_local(self, group: str, version: str) -> None:
+        """Stop serving a group-version in this process (one installed after start); a remote APIService of it,
+        if any, is routed again."""
+        key = (group, version)
+        if self._local.pop(key, None) is None:
+            return
+        self._local_resources.pop(key, None)
+        self._local_generation += 1
+        for apiservice in self._informer.list(APISERVICES):
+            spec = apiservice.get("spec") or {}
+            if (spec.get("group"), spec.get("version")) == key:
+                self._rebuild(apiservice["metadata"]["name"])
+
     # What requests and discovery read.
 
     def lookup(self, group: str, version: str) -> Route | None:

@@ -137,6 +137,28 @@ class LocalAPIServiceRegistration(Service):
         if self._queue is not None and self.running and self._informer.synced():
             self._queue.add(local.name)
 
+    def remove(self, name: str) -> None:
+        """Stop keeping a Local APIService (its group-version is no longer served here) and delete it, as kube's
+        CRD registration does, unless someone took it over (its automanaged label is gone)."""
+        if self._locals.pop(name, None) is None:
+            return
+        self._registered.discard(name)
+        if self.running:
+            deleting = Deferred.fromCoroutine(self._delete(name))
+            deleting.addErrback(lambda failure: _log.failure("deleting Local APIService {name} failed", failure,
+                                                             name=name))
+
+    async def _delete(self, name: str) -> None:
+        current = self._informer.get(APISERVICES, "", name)
+        if current is None or _labels(current).get(AUTOMANAGED_LABEL) not in (ONSTART, "true"):
+            return
+        try:
+            await self._store.delete(APISERVICES, "", name,
+                                     expected_resource_version=int(current["metadata"]["resourceVersion"]))
+        except (NotFoundError, ConflictError):
+            return
+        _log.info("deleted Local APIService {name}: its group-version is no longer served", name=name)
+
     def check(self) -> str | None:
         """The `poststarthook/local-apiservice-registration` health check."""
         return None if self.done else "the Local APIServices are not registered yet"

@@ -122,8 +122,16 @@ class OpenAPIResource(ApiResource):
         self._local_v3 = {key: _json_document(doc) for key, doc in v3_documents(kinds).items()}
 
     def add_group(self, group: object) -> None:
-        """Document a group-version served in this process from now on (installed after start)."""
-        self._build_local([*self._kinds, *(k.info for k in getattr(group, "kinds"))])
+        """Document a group-version served in this process from now on (installed after start), in place of
+        what was documented for that group-version before."""
+        infos = [k.info for k in getattr(group, "kinds")]
+        key = (getattr(group, "group"), getattr(group, "version"))
+        self._build_local([*(k for k in self._kinds if (k.group, k.version) != key), *infos])
+        self._local_generation += 1
+
+    def remove_group(self, group: str, version: str) -> None:
+        """Stop documenting a group-version served in this process (its last kind is gone)."""
+        self._build_local([k for k in self._kinds if (k.group, k.version) != (group, version)])
         self._local_generation += 1
 
     def _generation(self) -> tuple[int, int]:

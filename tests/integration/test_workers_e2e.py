@@ -154,7 +154,7 @@ class WorkersTests(WorkersCase):
             chunks: list[bytes] = []
             streams.append((treq.collect(response, chunks.append), chunks))
 
-        for n in range(10):
+        for n in range(24):  # enough that both processes take some, even when one is busier
             await open_watch(n)
         created = await self.client.post(url + EXTERNALNAMES, json=externalname("seen"), headers=self.headers)
         self.assertEqual(created.code, 201)

@@ -97,7 +97,7 @@ class EtcdWorkersTests(WorkersCase):
         daemon, url = await self.start_replicas()
         await self.create(url, "first")
         streams: list[tuple[Any, list[bytes]]] = []
-        for _ in range(15):
+        for _ in range(36):  # enough that every process takes some, even when one is busier
             response = await self.client.get(url + EXTERNALNAMES + "?watch=true", headers=self.headers,
                                              unbuffered=True, timeout=PATIENCE)
             self.assertEqual(response.code, 200)

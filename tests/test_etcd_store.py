@@ -153,6 +153,29 @@ class EtcdStoreTests(SynchronousTestCase):
                          newer["metadata"]["resourceVersion"])
 
 
+class ConsistentReadTests(SynchronousTestCase):
+    """sync() is kube's consistent read: once it returns, this replica's cache holds every write committed
+    before it, including another replica's."""
+
+    def test_sync_waits_for_another_replicas_write(self) -> None:
+        prefix = f"/test/{self.id()}"
+        writer = EtcdStore(client_for(shared_etcd()), reactor, prefix)
+        reader = EtcdStore(client_for(shared_etcd()), reactor, prefix)
+        for store in (writer, reader):
+            self.addCleanup(lambda store=store: run(store.close()))
+            run(store.list(THINGS, None))
+        deadline = time.monotonic() + 10
+        while not reader.watching and time.monotonic() < deadline:
+            reactor.iterate(0.01)  # type: ignore[attr-defined]
+        assert reader._watch is not None and reader._watch._body is not None
+        reader._watch._body.transport.pauseProducing()  # the reader's cache falls behind
+        created = self.successResultOf(run(writer.create(THINGS, "", "a", thing("a"))))
+        self.failureResultOf(run(reader.get(THINGS, "", "a")))  # stale: not there yet
+        self.successResultOf(run(reader.sync(), timeout=10))
+        self.assertEqual(self.successResultOf(run(reader.get(THINGS, "", "a")))["metadata"]["resourceVersion"],
+                         created["metadata"]["resourceVersion"])
+
+
 async def _sleep(seconds: float) -> None:
     from twisted.internet.task import deferLater
 

@@ -1323,3 +1323,43 @@ class StorageAwayTests(SynchronousTestCase):
         reply = server.get(f"{APISERVICES}/v1.a.example")
         self.assertEqual((reply.code, reply.json()["reason"], reply.json()["message"]), (504, "Timeout", (
             "the storage did not answer in time: etcd (http://127.0.0.1:2379) did not answer kv/range within 5 s")))
+
+
+class SyncingStore(MemoryStore):
+    """A memory store that counts the consistent reads asked of it, and can fail them as an unreachable etcd."""
+
+    syncs = 0
+    unreachable = False
+
+    async def sync(self) -> None:
+        self.syncs += 1
+        if self.unreachable:
+            from grafana_aggregator.storage import StorageUnavailableError
+
+            raise StorageUnavailableError("etcd cannot be reached")
+
+
+class ConsistentReadTests(SynchronousTestCase):
+    """resourceVersion "" (kubectl's get and list) is a consistent read: the store is synced first; "0" (any)
+    and a specific resourceVersion are served as they are; a store that cannot sync gives a 503 Status."""
+
+    def test_which_reads_sync(self) -> None:
+        store = SyncingStore()
+        server = Server(self, store)
+        server.seed(apiservice("v1.a.example", "a.example", "v1"))
+        for url, syncs in ((APISERVICES, 1), (f"{APISERVICES}?resourceVersion=0", 0),
+                           (f"{APISERVICES}/v1.a.example", 1), (f"{APISERVICES}/v1.a.example?resourceVersion=0", 0),
+                           (f"{APISERVICES}?resourceVersion=1", 0)):
+            before = store.syncs
+            self.assertEqual(server.get(url).code, 200, url)
+            self.assertEqual(store.syncs - before, syncs, url)
+
+    def test_unreachable_store_is_503(self) -> None:
+        store = SyncingStore()
+        server = Server(self, store)
+        server.seed(apiservice("v1.a.example", "a.example", "v1"))
+        store.unreachable = True
+        for url in (APISERVICES, f"{APISERVICES}/v1.a.example"):
+            reply = server.get(url)
+            self.assertEqual((reply.code, reply.json()["reason"]), (503, "ServiceUnavailable"), url)
+        self.assertEqual(server.get(f"{APISERVICES}?resourceVersion=0").code, 200)

@@ -21,6 +21,7 @@ from .query import (
     let_reactor_run,
     list_options,
     parse_resource_version,
+    single,
 )
 from ..storage import ExpiredError
 from .resourcerequest import ResourceRequest, respond
@@ -32,6 +33,8 @@ async def get(call: ResourceRequest) -> None:
     """GET one object."""
     target = call.target
     try:
+        if not single(call.query, "resourceVersion"):
+            await call.store.sync()  # resourceVersion "": consistent, as kube reads it (not "0": any)
         obj = await call.store.get(target.collection, target.key_namespace, target.name)
     except Exception as error:
         raise call.storage_error(error, target.name) from None
@@ -52,6 +55,8 @@ async def list_collection(call: ResourceRequest) -> None:
             # Every page comes from the first page's snapshot, as etcd (and kube over it) serves them.
             result = await call.store.list_at(call.target.collection, call.target.namespace, token_rv)
         else:
+            if not version:
+                await call.store.sync()  # resourceVersion "": consistent, as kube reads it (not "0": any)
             result = await call.store.list(call.target.collection, call.target.namespace)
     except ExpiredError:
         raise StatusError(410, "The provided continue parameter is too old to display a consistent list result. "

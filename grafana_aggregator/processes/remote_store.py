@@ -180,6 +180,9 @@ class ChannelStore:
     async def probe_write(self) -> None:
         return None
 
+    async def sync(self) -> None:
+        return None
+
     def current_resource_version(self) -> int:
         return 0
 

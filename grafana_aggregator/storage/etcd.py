@@ -462,6 +462,12 @@ class EtcdStore:
     async def probe_write(self) -> None:
         """Nothing to probe: the next write says whether etcd takes writes again."""
 
+    async def sync(self) -> None:
+        """Wait until the watch cache has caught up with etcd's current revision (one key-less read of it), as
+        kube's consistent reads from its cache do: a write through another replica is then seen here too."""
+        answer = await self.client.range(self.prefix.encode() + b"/", count_only=True)
+        await self._wait_for(int(answer["header"]["revision"]))
+
     async def close(self) -> None:
         """Stop the cache's watch and the waiting writers."""
         self._closed = True

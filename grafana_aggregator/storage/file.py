@@ -357,6 +357,9 @@ class FileStore:
         """Why writes fail (the disk is full, the quota used up) since one failed so; None once one succeeds."""
         return self._full
 
+    async def sync(self) -> None:
+        """Reads always see every write (one process owns the files): nothing to wait for."""
+
     async def probe_write(self) -> None:
         """While writes fail for lack of room, rewrite the resourceVersion reservation as it is (a write that
         changes nothing): when it succeeds, writes work again; StorageFullError when it does not."""

@@ -65,6 +65,9 @@ class InstrumentedStore:
     async def probe_write(self) -> None:
         await self._store.probe_write()
 
+    async def sync(self) -> None:
+        await self._store.sync()
+
     async def close(self) -> None:
         await self._store.close()
 

@@ -174,6 +174,10 @@ class IStore(Interface):
     async def probe_write() -> None:
         """While writes fail, try a write that changes nothing stored; StorageFullError if it fails too."""
 
+    async def sync() -> None:
+        """Return once reads see every write committed before the call (kube's consistent read, resourceVersion
+        ""); StorageUnavailableError or StorageTimeoutError when that cannot be known now."""
+
     async def close() -> None:
         """Flush and release the store (the lock, for file storage)."""
 

@@ -310,5 +310,8 @@ class MemoryStore:
     async def probe_write(self) -> None:
         """Nothing to probe."""
 
+    async def sync(self) -> None:
+        """Reads always see every write: nothing to wait for."""
+
     async def close(self) -> None:
         """Nothing to release."""

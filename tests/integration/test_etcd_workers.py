@@ -88,7 +88,9 @@ class EtcdWorkersTests(WorkersCase):
             self.assertIn(b'"while-frozen"', b"".join(chunks))
         finally:
             os.kill(daemon.process.pid, signal.SIGCONT)
-        self.assertEqual(served_by(daemon.output, b"POST"), {1, 2}, daemon.output.decode()[-3000:])
+        # The owner was frozen: every write was served by a worker (which ones is the kernel's choice).
+        writers = served_by(daemon.output, b"POST")
+        self.assertTrue(writers and writers <= {1, 2}, daemon.output.decode()[-3000:])
         self.assertEqual(await daemon.stop(), 0)
         await done
 

@@ -538,14 +538,7 @@ def make_service(settings: Settings, runtime: Runtime, reactor: IReactorCore,
     ClosingService(clients.close).setServiceParent(top)
 
     # Authentication, limits and the TLS listener.
-    limits = Limits(
-        max_read_only_in_flight=settings.max_requests_inflight,
-        max_mutating_in_flight=settings.max_mutating_requests_inflight,
-        request_timeout=settings.request_timeout,
-        max_body_bytes=settings.max_request_body_bytes,
-        max_connections=settings.max_connections,
-        max_connections_per_client=settings.max_connections_per_client,
-    )
+    limits = _limits(settings)
     in_flight = InFlight(limits)
     client_verifier = ReloadableVerifier(runtime.client_ca)
     header_verifier = ReloadableVerifier(runtime.requestheader_ca)

@@ -75,8 +75,6 @@ class BundledGroup(Service):
     _now: Callable[[], datetime.datetime]
     #: "installed", "conflict" or "off" once decided in this start; None before.
     decision: str | None = field(init=False, default=None)
-    _warned: bool = field(init=False, default=False)
-    _installed: bool = field(init=False, default=False)
     _writing: Deferred[None] | None = field(init=False, default=None)
 
     def __attrs_post_init__(self) -> None:
@@ -100,17 +98,13 @@ class BundledGroup(Service):
         elif (stored is not None and not is_local(stored)) or self._name in self._remote_in_file:
             self.decision = "conflict"
             self._count_conflict(self._name)
-            if not self._warned:
-                self._warned = True
-                _log.warn("{detail}", detail=conflict_message(self._name, self._group_version), apiservice=self._name,
-                          toggle=TOGGLE)
+            _log.warn("{detail}", detail=conflict_message(self._name, self._group_version), apiservice=self._name,
+                      toggle=TOGGLE)
         else:
             self.decision = "installed"
-            if not self._installed:
-                self._installed = True
-                self._install()
-                _log.info("serving the bundled {group_version} in process ({toggle} is on)",
-                          group_version=self._group_version, toggle=TOGGLE)
+            self._install()
+            _log.info("serving the bundled {group_version} in process ({toggle} is on)",
+                      group_version=self._group_version, toggle=TOGGLE)
         self._reconcile()
 
     def _changed(self, event: WatchEvent) -> None:

@@ -52,7 +52,7 @@ from .interface import (
     WatchEvent,
     validate_path_segment,
 )
-from .memory import ADDED, DELETED, MODIFIED, MODIFIED_MESSAGE, validate_key
+from .memory import ADDED, DELETED, MODIFIED, MODIFIED_MESSAGE, stamped, validate_key
 from .watch import DEFAULT_HISTORY_SIZE, WatchHub
 
 _log = Logger()
@@ -78,23 +78,6 @@ def _decode(kv: dict[str, Any]) -> Object:
         raise ValueError("the value is not a JSON object with metadata")
     obj["metadata"]["resourceVersion"] = str(kv["mod_revision"])
     return obj
-
-
-def _stamped(obj: Object, name: str, namespace: str) -> Object:
-    """A deep copy of obj whose metadata carries its key (resourceVersion is set once the write is done)."""
-    if not isinstance(obj, dict):
-        raise TypeError(f"a stored object must be a dict, not {type(obj).__name__}")
-    result = copy.deepcopy(obj)
-    metadata = result.setdefault("metadata", {})
-    if not isinstance(metadata, dict):
-        raise TypeError(f"metadata must be a dict, not {type(metadata).__name__}")
-    metadata["name"] = name
-    if namespace:
-        metadata["namespace"] = namespace
-    else:
-        metadata.pop("namespace", None)
-    metadata.pop("resourceVersion", None)
-    return result
 
 
 def _encode(obj: Object) -> str:
@@ -358,7 +341,7 @@ class EtcdStore:
         """Store a new object if the key has no version; AlreadyExistsError otherwise."""
         validate_key(namespace, name)
         key = self._key(collection, namespace, name)
-        stored = _stamped(obj, name, namespace)
+        stored = stamped(obj, name, namespace, None)
         await self._ready(collection)
         answer = await self._write(self.client.txn(
             [{"key": b64(key), "target": "VERSION", "result": "EQUAL", "version": "0"}],
@@ -380,7 +363,7 @@ class EtcdStore:
         """Replace an existing object, only if its mod_revision is still expected_resource_version when given."""
         validate_key(namespace, name)
         key = self._key(collection, namespace, name)
-        stored = _stamped(obj, name, namespace)
+        stored = stamped(obj, name, namespace, None)
         await self._ready(collection)
         if expected_resource_version is None:
             compare = {"key": b64(key), "target": "VERSION", "result": "GREATER", "version": "0"}

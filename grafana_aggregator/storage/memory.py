@@ -42,8 +42,9 @@ def validate_key(namespace: str, name: str) -> None:
         validate_path_segment(namespace, "namespace")
 
 
-def _stamped(obj: Object, name: str, namespace: str, resource_version: int) -> Object:
-    """A deep copy of obj whose metadata carries its key and resourceVersion."""
+def stamped(obj: Object, name: str, namespace: str, resource_version: int | None) -> Object:
+    """A deep copy of obj whose metadata carries its key and resourceVersion (None: none yet, as etcd learns
+    it once the write is done)."""
     if not isinstance(obj, dict):
         raise TypeError(f"a stored object must be a dict, not {type(obj).__name__}")
     result = copy.deepcopy(obj)
@@ -55,7 +56,10 @@ def _stamped(obj: Object, name: str, namespace: str, resource_version: int) -> O
         metadata["namespace"] = namespace
     else:
         metadata.pop("namespace", None)
-    metadata["resourceVersion"] = str(resource_version)
+    if resource_version is None:
+        metadata.pop("resourceVersion", None)
+    else:
+        metadata["resourceVersion"] = str(resource_version)
     return result
 
 
@@ -156,7 +160,7 @@ class ObjectTable:
         if (namespace, name) in self._objects.get(collection, {}):
             raise AlreadyExistsError(f"{name} already exists")
         rv = self.resource_version + 1
-        return Change(ADDED, collection, namespace, name, rv, _stamped(obj, name, namespace, rv), None)
+        return Change(ADDED, collection, namespace, name, rv, stamped(obj, name, namespace, rv), None)
 
     def plan_update(
         self,
@@ -172,7 +176,7 @@ class ObjectTable:
         if expected_resource_version is not None and str(expected_resource_version) != _version(current):
             raise ConflictError(MODIFIED_MESSAGE)
         rv = self.resource_version + 1
-        return Change(MODIFIED, collection, namespace, name, rv, _stamped(obj, name, namespace, rv), current)
+        return Change(MODIFIED, collection, namespace, name, rv, stamped(obj, name, namespace, rv), current)
 
     def plan_delete(
         self,
@@ -192,7 +196,7 @@ class ObjectTable:
             raise ConflictError(f"Precondition failed: ResourceVersion in precondition: {expected_resource_version}, "
                                 f"ResourceVersion in object meta: {_version(current)}")
         rv = self.resource_version + 1
-        return Change(DELETED, collection, namespace, name, rv, _stamped(current, name, namespace, rv), current)
+        return Change(DELETED, collection, namespace, name, rv, stamped(current, name, namespace, rv), current)
 
     def apply(self, change: Change) -> Object:
         """Make a planned change current, announce it, and return what the writer gets back (a copy)."""

@@ -385,9 +385,12 @@ def _extension_rules(s: Schema, path: str) -> list[FieldError]:
 
 # Pruning (kube's pruning.Prune, PruneNonNullableNullsWithoutDefaults and the ObjectMeta coercion).
 
-def _prune(value: Any, s: Schema | None, path: str, unknown: list[str]) -> None:
+def _prune(value: Any, s: Schema | None, path: str, unknown: list[str], keep_unknown: bool = False) -> None:
+    """Drop the fields s does not declare (kube's prune), or, under x-kubernetes-preserve-unknown-fields
+    (`keep_unknown`, kube's skipPrune), keep them and go on pruning inside the declared ones."""
     if s is not None and s.get("x-kubernetes-preserve-unknown-fields") is True:
-        _skip_prune(value, s, path, unknown)
+        keep_unknown = True
+    if keep_unknown and s is None:
         return
     if isinstance(value, dict):
         if s is None:
@@ -404,33 +407,14 @@ def _prune(value: Any, s: Schema | None, path: str, unknown: list[str]) -> None:
                 _prune(value[key], properties[key], _join(path, key), unknown)
             elif "additionalProperties" in s:
                 _prune(value[key], _additional_schema(s), _join(path, key), unknown)
-            else:
+            elif not keep_unknown:
                 if key not in META_FIELDS or path:
                     unknown.append(_join(path, key))
                 del value[key]
     elif isinstance(value, list):
         items = s.get("items") if s is not None and isinstance(s.get("items"), Mapping) else None
         for index, item in enumerate(value):
-            _prune(item, items, f"{path}[{index}]", unknown)
-
-
-def _skip_prune(value: Any, s: Schema | None, path: str, unknown: list[str]) -> None:
-    if s is None:
-        return
-    if isinstance(value, dict):
-        embedded = s.get("x-kubernetes-embedded-resource") is True
-        properties: Mapping[str, Any] = s.get("properties") or {}
-        for key in list(value):
-            if embedded and key in META_FIELDS:
-                continue
-            if key in properties:
-                _prune(value[key], properties[key], _join(path, key), unknown)
-            elif "additionalProperties" in s:
-                _prune(value[key], _additional_schema(s), _join(path, key), unknown)
-    elif isinstance(value, list):
-        items = s.get("items") if isinstance(s.get("items"), Mapping) else None
-        for index, item in enumerate(value):
-            _skip_prune(item, items, f"{path}[{index}]", unknown)
+            _prune(item, items, f"{path}[{index}]", unknown, keep_unknown)
 
 
 def _prune_nulls(value: Any, s: Schema | None) -> None:

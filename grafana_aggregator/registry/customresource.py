@@ -12,9 +12,9 @@ without printer columns gets kube's default `Age` column.
 from __future__ import annotations
 
 import datetime
-import json
 from typing import Any
 
+from ..apimachinery.gotypes import go_format
 from ..apimachinery.jsonpath import JSONPathError, Step, find, parse
 from ..apimachinery.strategy import (
     CREATION_TIMESTAMP_DESCRIPTION,
@@ -106,7 +106,7 @@ def _cell(column_type: str, value: Any, now: datetime.datetime) -> Any:
     if value is None:
         return None
     if column_type == "string":
-        return value if isinstance(value, str) else _go_text(value)
+        return value if isinstance(value, str) else go_format(value)
     if column_type == "integer":
         if isinstance(value, bool):
             return None
@@ -129,28 +129,13 @@ def _cell(column_type: str, value: Any, now: datetime.datetime) -> Any:
     return None
 
 
-def _go_text(value: Any) -> str:
-    """How Go's fmt prints a decoded JSON value (what client-go's JSONPath printer writes for a string column)."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        return repr(int(value)) if value.is_integer() and abs(value) < 1e21 else repr(value)
-    if isinstance(value, (int, str)):
-        return str(value)
-    if isinstance(value, list):
-        return "[" + " ".join(_go_text(item) for item in value) + "]"
-    if isinstance(value, dict):
-        return "map[" + " ".join(f"{key}:{_go_text(value[key])}" for key in sorted(value)) + "]"
-    return json.dumps(value)
-
-
 def _field_text(value: Any) -> str:
     """A selectable field's value as a field selector compares it."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (int, str)):
         return str(value)
-    return _go_text(value)
+    return go_format(value)
 
 
 __all__ = ["CustomResourceStrategy", "DEFAULT_COLUMNS", "served_versions", "version_of"]

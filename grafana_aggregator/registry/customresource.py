@@ -97,7 +97,7 @@ class CustomResourceStrategy(Strategy):
         fields = super().selectable_fields(obj)
         for name, path in self._selectable:
             found = find(obj, path)
-            fields[name] = _field_text(found[0]) if found else ""
+            fields[name] = go_format(found[0]) if found else ""
         return fields
 
 
@@ -127,15 +127,6 @@ def _cell(column_type: str, value: Any, now: datetime.datetime) -> Any:
             return "<invalid>"
         return human_duration(now - moment)
     return None
-
-
-def _field_text(value: Any) -> str:
-    """A selectable field's value as a field selector compares it."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, str)):
-        return str(value)
-    return go_format(value)
 
 
 __all__ = ["CustomResourceStrategy", "DEFAULT_COLUMNS", "served_versions", "version_of"]

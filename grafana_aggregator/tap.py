@@ -39,13 +39,16 @@ from .aggregation.remote_openapi import RemoteOpenAPI
 from .aggregation.proxy import Proxy
 from .aggregation.routing import ProxyMaker, RoutingTable
 from .aggregation.upstream import UpstreamClients
-from .apimachinery.rest import serve_locally
+from .apimachinery.rest import GroupVersionResource, serve_locally
+from .apimachinery.structural import structural_errors
 from .apimachinery.strategy import LocalGroupVersion, wall_clock
 from .config.remote_services import RemoteService, RemoteServicesError, load_remote_services
 from .config.settings import KEYS, ConfigError, Settings, load_settings
 from .controllers.apiservice_metrics import follow_apiservice_availability
 from .controllers.autoregister import AutoRegistration
 from .controllers.bundled import BundledGroup
+from .controllers.crds import CRDController
+from .controllers.customresources import CRD_GROUP_PRIORITY_MINIMUM, CRD_VERSION_PRIORITY, CustomResourceServing
 from .controllers.availability import AvailabilityController
 from .controllers.leadership import LeaderOnly, any_ready
 from .controllers.local_apiservices import LocalAPIService, LocalAPIServiceRegistration
@@ -75,6 +78,7 @@ from .processes.supervisor import LISTEN_FD, STATUS_FD, WORKER_ENV, WorkerSuperv
 from .processes.worker import AdoptedEndpoint, OwnerWatch, StatusReporter, WorkerLogger, accept_one_at_a_time
 from .registry.apiservice import APISERVICES, APIServiceStrategy
 from .registry.externalname import EXTERNALNAMES, ExternalNameStrategy
+from .registry.customresourcedefinition import CUSTOMRESOURCEDEFINITIONS, CustomResourceDefinitionStrategy
 from .storage import IStore, StoreLockedError
 from .storage.etcd import EtcdCheck, EtcdStore
 from .storage.etcd_client import DEFAULT_TIMEOUT as ETCD_TIMEOUT
@@ -320,6 +324,7 @@ def build_authenticator(settings: Settings, runtime: Runtime, client_verifier: C
 #: The group-versions served in this process, and their Local APIServices' priorities.
 LOCAL_APISERVICES = (
     LocalAPIService("apiregistration.k8s.io", "v1", 18000, 15),
+    LocalAPIService("apiextensions.k8s.io", "v1", 16700, 15),
     LocalAPIService("service.grafana.app", "v0alpha1", 15000, 1),
 )
 #: The self-review group-versions served in this process (kubectl auth can-i / whoami), with kube's priorities.
@@ -335,6 +340,7 @@ def local_groups(now: Callable[[], datetime.datetime]) -> tuple[APIServiceStrate
     apiservices = APIServiceStrategy(clock=now)
     return apiservices, [
         LocalGroupVersion("apiregistration.k8s.io", "v1", (apiservices,)),
+        LocalGroupVersion("apiextensions.k8s.io", "v1", (CustomResourceDefinitionStrategy(structural_errors),)),
         LocalGroupVersion("service.grafana.app", "v0alpha1", (ExternalNameStrategy(),)),
     ]
 
@@ -431,7 +437,7 @@ def make_service(settings: Settings, runtime: Runtime, reactor: IReactorCore,
             replica_part.setServiceParent(top)
         replicas.election.add_listener(functools.partial(_leadership_changed, metrics))
     # Storage and the one shared view of the APIServices and ExternalNames.
-    informer = Informer(store, (APISERVICES, EXTERNALNAMES), clock)
+    informer = Informer(store, (APISERVICES, EXTERNALNAMES, CUSTOMRESOURCEDEFINITIONS), clock)
     follow_apiservice_availability(informer, metrics)
     apiservice_strategy, groups = local_groups(now)
     registration = LocalAPIServiceRegistration(store, informer, apiservice_strategy,
@@ -521,15 +527,33 @@ def make_service(settings: Settings, runtime: Runtime, reactor: IReactorCore,
     tree = build_tree(health=health, emulated_version=settings.emulated_version, apis=apis, openapi=openapi,
                       metrics=metrics_resource)
 
+    # CustomResourceDefinitions: their status controllers, and the kinds of the established ones served here.
+    crd_controller = CRDController(store, informer, clock, now)
+
+    def install_custom_resources(gv: LocalGroupVersion) -> None:
+        routing.add_local(gv, GroupVersionResource(gv.group, gv.version, list(gv.kinds), store, clock,
+                                                   watches=watches))
+        openapi.add_group(gv)
+        registration.add(LocalAPIService(gv.group, gv.version, CRD_GROUP_PRIORITY_MINIMUM, CRD_VERSION_PRIORITY))
+
+    def uninstall_custom_resources(group: str, version: str) -> None:
+        routing.remove_local(group, version)
+        openapi.remove_group(group, version)
+        registration.remove(f"{version}.{group}")
+
+    custom_resources = CustomResourceServing(informer, install_custom_resources, uninstall_custom_resources)
+
     if replicas is None:
-        for part in (informer, bundled, registration, autoregistration, availability):
+        for part in (informer, bundled, custom_resources, registration, autoregistration, availability,
+                     crd_controller):
             part.setServiceParent(top)
     else:
         informer.setServiceParent(top)
         bundled.setServiceParent(top)
+        custom_resources.setServiceParent(top)
         availability.setServiceParent(top)
         leader_only = LeaderOnly(replicas.election)
-        for leader_part in (registration, autoregistration,
+        for leader_part in (registration, autoregistration, crd_controller,
                             AvailabilityFromViews(store, informer, replicas.views, now, clock, replicas.name)):
             leader_part.setServiceParent(leader_only)
         leader_only.setServiceParent(top)

@@ -79,6 +79,7 @@ EXTERNALNAME_COLUMNS = [
 VERBS = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
 APISERVICE_KIND = {"group": "apiregistration.k8s.io", "version": "v1", "kind": "APIService"}
 EXTERNALNAME_KIND = {"group": "service.grafana.app", "version": "v0alpha1", "kind": "ExternalName"}
+CRD_KIND = {"group": "apiextensions.k8s.io", "version": "v1", "kind": "CustomResourceDefinition"}
 
 
 def apiservice(name: str, group: str, version: str, group_priority: int = 1000, version_priority: int = 15,
@@ -819,12 +820,15 @@ class DiscoveryTests(SynchronousTestCase):
         self.assertEqual([v["version"] for v in groups[0]["versions"]], expected)
 
     def test_legacy_local_groups(self) -> None:
-        """After registration the legacy list holds the two local groups, apiregistration first."""
+        """After registration the legacy list holds the local groups, apiregistration first."""
         reply = self.registered().get(f"{HOST}/apis", accept="application/json, */*")
         self.assertEqual(reply.json(), {"kind": "APIGroupList", "apiVersion": "v1", "groups": [
             {"name": "apiregistration.k8s.io",
              "versions": [{"groupVersion": "apiregistration.k8s.io/v1", "version": "v1"}],
              "preferredVersion": {"groupVersion": "apiregistration.k8s.io/v1", "version": "v1"}},
+            {"name": "apiextensions.k8s.io",
+             "versions": [{"groupVersion": "apiextensions.k8s.io/v1", "version": "v1"}],
+             "preferredVersion": {"groupVersion": "apiextensions.k8s.io/v1", "version": "v1"}},
             {"name": "service.grafana.app",
              "versions": [{"groupVersion": "service.grafana.app/v0alpha1", "version": "v0alpha1"}],
              "preferredVersion": {"groupVersion": "service.grafana.app/v0alpha1", "version": "v0alpha1"}},
@@ -838,7 +842,7 @@ class DiscoveryTests(SynchronousTestCase):
         legacy = server.get(f"{HOST}/apis").json()["groups"]
         aggregated = server.get(f"{HOST}/apis", accept=AGGREGATED).json()["items"]
         self.assertEqual(([g["name"] for g in legacy], [g["metadata"]["name"] for g in aggregated]),
-                         (["apiregistration.k8s.io", "top.example", "service.grafana.app"],) * 2)
+                         (["apiregistration.k8s.io", "top.example", "apiextensions.k8s.io", "service.grafana.app"],) * 2)
 
 
     def test_aggregated(self) -> None:
@@ -857,6 +861,13 @@ class DiscoveryTests(SynchronousTestCase):
                         {"resource": "apiservices", "responseKind": APISERVICE_KIND, "scope": "Cluster",
                          "singularResource": "apiservice", "verbs": VERBS, "categories": ["api-extensions"],
                          "subresources": [{"subresource": "status", "responseKind": APISERVICE_KIND,
+                                           "verbs": ["get", "patch", "update"]}]}]}]},
+                {"metadata": {"name": "apiextensions.k8s.io"}, "versions": [
+                    {"version": "v1", "freshness": "Current", "resources": [
+                        {"resource": "customresourcedefinitions", "responseKind": CRD_KIND, "scope": "Cluster",
+                         "singularResource": "customresourcedefinition", "verbs": VERBS, "shortNames": ["crd", "crds"],
+                         "categories": ["api-extensions"],
+                         "subresources": [{"subresource": "status", "responseKind": CRD_KIND,
                                            "verbs": ["get", "patch", "update"]}]}]}]},
                 {"metadata": {"name": "service.grafana.app"}, "versions": [
                     {"version": "v0alpha1", "freshness": "Current", "resources": [
@@ -888,7 +899,7 @@ class DiscoveryTests(SynchronousTestCase):
         self.assertEqual(reply.code, 200)
         self.assertNotEqual(reply.header("etag"), etag)
         self.assertEqual([g["metadata"]["name"] for g in reply.json()["items"]],
-                         ["apiregistration.k8s.io", "service.grafana.app", "a.example"])
+                         ["apiregistration.k8s.io", "apiextensions.k8s.io", "service.grafana.app", "a.example"])
 
 
 class WatchTests(SynchronousTestCase):
@@ -1194,7 +1205,7 @@ class LocalAPIServiceRegistrationTests(SynchronousTestCase):
         return server.run(server.store.list(APISERVICE_COLLECTION, "")).items  # type: ignore[no-any-return]
 
     def test_creates_local_apiservices(self) -> None:
-        """On an empty store both Local APIServices are created, labelled automanaged and available."""
+        """On an empty store every Local APIService is created, labelled automanaged and available."""
         server = Server(self)
         self.start(server)
         stored = self.stored(server)
@@ -1218,14 +1229,17 @@ class LocalAPIServiceRegistrationTests(SynchronousTestCase):
                     "status": {"conditions": [LOCAL_CONDITION]}}
 
         self.assertEqual(stored, [
-            expected("v0alpha1.service.grafana.app", "service.grafana.app", "v0alpha1", 15000, 1, "2",
+            expected("v0alpha1.service.grafana.app", "service.grafana.app", "v0alpha1", 15000, 1, "3",
                      stored[0]["metadata"]["uid"]),
-            expected("v1.apiregistration.k8s.io", "apiregistration.k8s.io", "v1", 18000, 15, "1",
+            expected("v1.apiextensions.k8s.io", "apiextensions.k8s.io", "v1", 16700, 15, "2",
                      stored[1]["metadata"]["uid"]),
+            expected("v1.apiregistration.k8s.io", "apiregistration.k8s.io", "v1", 18000, 15, "1",
+                     stored[2]["metadata"]["uid"]),
         ])
-        self.assertNotEqual(stored[0]["metadata"]["uid"], stored[1]["metadata"]["uid"])
+        self.assertEqual(len({item["metadata"]["uid"] for item in stored}), 3)
         rows = server.get(APISERVICES, accept=TABLE).json()["rows"]
         self.assertEqual([row["cells"] for row in rows], [["v0alpha1.service.grafana.app", "Local", "True", "0s"],
+                                                          ["v1.apiextensions.k8s.io", "Local", "True", "0s"],
                                                           ["v1.apiregistration.k8s.io", "Local", "True", "0s"]])
 
     def test_restores_spec(self) -> None:
@@ -1242,9 +1256,9 @@ class LocalAPIServiceRegistrationTests(SynchronousTestCase):
         restored = server.get(f"{APISERVICES}/v0alpha1.service.grafana.app").json()
         self.assertEqual(restored["spec"], {"group": "service.grafana.app", "version": "v0alpha1",
                                             "groupPriorityMinimum": 15000, "versionPriority": 1})
-        self.assertEqual((restored["metadata"]["resourceVersion"], restored["metadata"]["generation"]), ("4", 3))
+        self.assertEqual((restored["metadata"]["resourceVersion"], restored["metadata"]["generation"]), ("5", 3))
         self.assertEqual(restored["metadata"]["labels"], {"kube-aggregator.kubernetes.io/automanaged": "onstart"})
-        self.assertEqual(server.store.current_resource_version(), 4)
+        self.assertEqual(server.store.current_resource_version(), 5)
 
     def test_second_start_writes_nothing(self) -> None:
         """A start with everything in place writes nothing."""
@@ -1253,7 +1267,7 @@ class LocalAPIServiceRegistrationTests(SynchronousTestCase):
         before = self.stored(server)
         server.clock.advance(3600)
         self.start(server)
-        self.assertEqual((server.store.current_resource_version(), self.stored(server)), (2, before))
+        self.assertEqual((server.store.current_resource_version(), self.stored(server)), (3, before))
 
     def test_unlabelled_apiservice_left_alone(self) -> None:
         """An existing APIService without the automanaged label is never changed, as kube's autoregister does."""

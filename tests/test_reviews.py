@@ -565,7 +565,8 @@ class DaemonWiringTests(SynchronousTestCase):
         self.assertEqual([(g["name"], [v["version"] for v in g["versions"]], g["preferredVersion"]["version"])
                           for g in groups],
                          [("apiregistration.k8s.io", ["v1"], "v1"), ("authentication.k8s.io", ["v1", "v1beta1"], "v1"),
-                          ("authorization.k8s.io", ["v1"], "v1"), ("service.grafana.app", ["v0alpha1"], "v0alpha1")])
+                          ("authorization.k8s.io", ["v1"], "v1"), ("apiextensions.k8s.io", ["v1"], "v1"),
+                          ("service.grafana.app", ["v0alpha1"], "v0alpha1")])
         self.assertEqual(self.get("/apis/authentication.k8s.io/v1beta1"), {
             "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "authentication.k8s.io/v1beta1",
             "resources": [{"name": "selfsubjectreviews", "singularName": "selfsubjectreview", "namespaced": False,

@@ -195,6 +195,10 @@ def api_resource_list(group: str, version: str, kinds: Sequence[KindInfo]) -> di
         if info.has_status:
             resources.append({"name": f"{info.plural}/status", "singularName": "", "namespaced": info.namespaced,
                               "kind": info.kind, "verbs": ["get", "patch", "update"]})
+        if info.has_scale:
+            resources.append({"name": f"{info.plural}/scale", "singularName": "", "namespaced": info.namespaced,
+                              "group": "autoscaling", "version": "v1", "kind": "Scale",
+                              "verbs": ["get", "patch", "update"]})
     return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": f"{group}/{version}",
             "resources": resources}
 
@@ -211,8 +215,15 @@ def aggregated_resources(kinds: Sequence[KindInfo]) -> list[dict[str, Any]]:
             entry["shortNames"] = list(info.short_names)
         if info.categories:
             entry["categories"] = list(info.categories)
+        subresources = []
         if info.has_status:
-            entry["subresources"] = [{"subresource": "status", "responseKind": kind, "verbs": ["get", "patch", "update"]}]
+            subresources.append({"subresource": "status", "responseKind": kind, "verbs": ["get", "patch", "update"]})
+        if info.has_scale:
+            subresources.append({"subresource": "scale", "responseKind": {"group": "autoscaling", "version": "v1",
+                                                                           "kind": "Scale"},
+                                 "verbs": ["get", "patch", "update"]})
+        if subresources:
+            entry["subresources"] = subresources
         resources.append(entry)
     return resources
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .strategy import Object
 
 #: The fields of metav1.ObjectMeta; any other key under `metadata` is unknown.
 OBJECT_META_FIELDS = frozenset({
@@ -18,7 +17,7 @@ OBJECT_META_FIELDS = frozenset({
 })
 
 
-def prune_unknown_fields(obj: Object, schema: Mapping[str, Any]) -> list[str]:
+def prune_unknown_fields(obj: dict[str, Any], schema: Mapping[str, Any]) -> list[str]:
     """Remove fields the kind's schema does not declare and return their paths (kube drops them too)."""
     unknown: list[str] = []
     if not schema:

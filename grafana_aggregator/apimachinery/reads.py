@@ -38,7 +38,7 @@ async def get(call: ResourceRequest) -> None:
         obj = await call.store.get(target.collection, target.key_namespace, target.name)
     except Exception as error:
         raise call.storage_error(error, target.name) from None
-    call.respond(200, obj)
+    call.respond(200, call.kind.on_read(obj))
 
 
 async def list_collection(call: ResourceRequest) -> None:
@@ -75,7 +75,8 @@ async def list_collection(call: ResourceRequest) -> None:
         if options.match == "Exact" and wanted != result.resource_version:
             raise StatusError(410, "The resourceVersion for the provided list is too old.", "Expired")
     list_rv = token_rv or result.resource_version
-    items = [i for i in result.items if call.matches(i, options.labels, options.fields)]
+    on_read = call.kind.on_read
+    items = [item for item in map(on_read, result.items) if call.matches(item, options.labels, options.fields)]
     if start_after:
         items = [i for i in items if _key(i) > start_after]
     meta: dict[str, Any] = {"resourceVersion": str(list_rv)}

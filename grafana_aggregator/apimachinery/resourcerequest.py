@@ -29,7 +29,6 @@ from ..storage import (
 from .fielderrors import FieldError
 from .gotypes import decode_error
 from .negotiation import MAX_BODY_BYTES, Decoded, Output, decode_object, encode
-from .pruning import prune_unknown_fields
 from .query import Query, field_validation, single
 from .status import StatusError
 from .strategy import Object, Strategy, wall_clock
@@ -75,10 +74,15 @@ def respond(request: IRequest, code: int, body: Any, output: Output, warnings: S
     request.setHeader(b"Cache-Control", b"no-cache, private")
     request.setHeader(b"Content-Length", str(len(data)).encode())
     for warning in warnings:
-        request.responseHeaders.addRawHeader(b"Warning", f'299 - "{_escape(warning)}"'.encode())
+        add_warning(request, warning)
     if request.method != b"HEAD":
         request.write(data)
     request.finish()
+
+
+def add_warning(request: IRequest, text: str) -> None:
+    """A `Warning: 299` header, as kube sends its warnings (kubectl prints them as `Warning: <text>`)."""
+    request.responseHeaders.addRawHeader(b"Warning", f'299 - "{_escape(text)}"'.encode())
 
 
 def _escape(text: str) -> str:
@@ -230,7 +234,7 @@ class ResourceRequest:
     def apply_field_validation(self, decoded: Decoded, obj: Object, from_body: bool = True) -> None:
         """Prune unknown fields, then warn about them and duplicates, or refuse them, as fieldValidation says."""
         mode = field_validation(self.query)
-        problems = [f'unknown field "{path}"' for path in prune_unknown_fields(obj, self.info.schema)]
+        problems = [f'unknown field "{path}"' for path in self.kind.prune(obj)]
         problems += [f'duplicate field "{name}"' for name in decoded.duplicates]
         if not problems or mode == "Ignore":
             return

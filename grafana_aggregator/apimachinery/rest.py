@@ -26,7 +26,8 @@ from .negotiation import PATCH_TYPES, STRATEGIC_MERGE_PATCH, Output, media_type,
 from .query import flag, write_options
 from .gotypes import go_quote
 from .resource import ApiResource
-from .resourcerequest import ResourceRequest, Target, request_header, respond
+from .scale import serve_scale
+from .resourcerequest import ResourceRequest, Target, add_warning, request_header, respond
 from .status import StatusError, method_not_allowed, not_found_path
 from .strategy import LocalGroupVersion, Strategy
 from .watch import WatchStream, watch
@@ -91,19 +92,31 @@ class GroupVersionResource(ApiResource):
         if watch_prefix:
             segments = segments[1:]
         target = self._target(segments)
+        for warning in target.kind.warnings():
+            add_warning(request, warning)
         if output is None:
             raise StatusError(406, "only the following media types are accepted: application/json, application/yaml, "
                                    "application/json;as=Table;v=v1;g=meta.k8s.io", "NotAcceptable")
         call = ResourceRequest(request, target, query, output, self._store, self._clock)
-        if target.name and target.subresource not in ("", "status"):
+        if target.name and target.subresource not in ("", "status", "scale"):
             raise not_found_path()
         if target.subresource == "status" and not target.kind.info.has_status:
             raise not_found_path()
+        if target.subresource == "scale":
+            if not target.kind.info.has_scale or watch_prefix or flag(query, "watch"):
+                raise not_found_path()
+            if method in ("PUT", "PATCH"):
+                _check_write_options(method, call)
+            await serve_scale(call, method, target.kind.scale_paths())
+            return
         if watch_prefix or flag(query, "watch"):
             if method != "GET":
                 raise method_not_allowed()
             await watch(call, self.watches)
             return
+        refusal = target.kind.refuse_create() if method == "POST" else None
+        if refusal:
+            raise StatusError(405, refusal, "MethodNotAllowed")
         verb = VERBS.get((bool(target.name), method))
         if verb is None or (target.subresource == "status" and method not in ("GET", "PUT", "PATCH")):
             raise method_not_allowed()

@@ -17,6 +17,7 @@ from twisted.internet.interfaces import IReactorTime
 from ..storage import Collection
 from .fielderrors import FieldError
 from .gotypes import GoType
+from .pruning import prune_unknown_fields
 
 Object = dict[str, Any]
 
@@ -90,6 +91,8 @@ class KindInfo:
     short_names: tuple[str, ...] = ()
     categories: tuple[str, ...] = ()
     has_status: bool = True
+    #: The kind has kube's scale subresource (autoscaling/v1 Scale), as a CRD can give it.
+    has_scale: bool = False
     #: Verbs of the main resource, in the order discovery lists them.
     verbs: tuple[str, ...] = ("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")
     #: OpenAPI v3 schema of the whole object (with descriptions, for kubectl explain); see registry modules.
@@ -109,9 +112,12 @@ class KindInfo:
         """Where objects of the kind are stored."""
         return Collection(self.group, self.plural)
 
+    #: The kind of its lists, when not `<kind>List` (a CRD's spec.names.listKind).
+    list_kind_name: str = ""
+
     @property
     def list_kind(self) -> str:
-        return f"{self.kind}List"
+        return self.list_kind_name or f"{self.kind}List"
 
 
 class Strategy:
@@ -150,6 +156,36 @@ class Strategy:
                 new_meta[key] = old_meta[key]
             else:
                 new_meta.pop(key, None)
+
+    def prune(self, obj: Object) -> list[str]:
+        """Drop the fields the kind does not know, in place, and return their paths (for fieldValidation)."""
+        return prune_unknown_fields(obj, self.info.schema)
+
+    def on_read(self, obj: Object) -> Object:
+        """An object as read from storage is answered (a custom resource gets the defaults its schema has now)."""
+        return obj
+
+    #: Deleting an object of this kind always goes through a finalizer (kube's CRDs add theirs on delete).
+    finalizes_deletion: bool = False
+
+    def prepare_for_delete(self, obj: Object, now: datetime.datetime) -> None:
+        """Adjust an object being marked for deletion (add a finalizer, a condition), in place."""
+
+    def write_warnings(self, obj: Object) -> list[str]:
+        """Warnings an accepted create or update of this object is answered with."""
+        return []
+
+    def scale_paths(self) -> dict[str, Any]:
+        """The scale subresource's specReplicasPath, statusReplicasPath and labelSelectorPath (when has_scale)."""
+        return {}
+
+    def refuse_create(self) -> str | None:
+        """Why creates are refused now (kube refuses them while a CRD terminates), or None."""
+        return None
+
+    def warnings(self) -> list[str]:
+        """Warnings every request to this kind is answered with (a deprecated version's, say)."""
+        return []
 
     def validate(self, obj: Object) -> list[FieldError]:
         """Field errors of an object about to be created (metadata is checked by the handler)."""

@@ -208,6 +208,7 @@ class WatchStream:
         out = self._out
         if self._done or out is None:
             return
+        obj = self._call.kind.on_read(obj)
         if self._table:
             out.write(self._line(kind, obj))
         else:

@@ -47,11 +47,10 @@ from .negotiation import (
     decode_yaml,
     media_type,
 )
-from .pruning import prune_unknown_fields
 from .query import delete_options, dry_run, field_manager, field_validation, patch_options, selectors
 from .resourcerequest import ResourceRequest, respond
 from .status import StatusError, method_not_allowed
-from .strategy import KindInfo, Object, rfc3339
+from .strategy import KindInfo, Object, Strategy, rfc3339
 from .validation import validate_object_meta, validate_object_meta_update
 
 GENERATE_NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
@@ -121,6 +120,7 @@ def prepare_new(call: ResourceRequest, obj: Object) -> None:
     errors = _unique(_validate_meta(call, obj) + call.kind.validate(obj))
     if errors:
         raise call.invalid(meta.get("name") or meta.get("generateName", ""), errors)
+    call.warnings.extend(call.kind.write_warnings(obj))
 
 
 # -- update ----------------------------------------------------------------------------------------
@@ -173,6 +173,8 @@ def prepare_update(call: ResourceRequest, new: Object, old: Object, manager: str
             meta["generation"] = int(old_meta.get("generation", 1)) + 1
     if errors:
         raise call.invalid(call.target.name, errors)
+    if subresource != "status":
+        call.warnings.extend(kind.write_warnings(new))
     if operation != "Apply":
         new = ssa.update_managed_fields(old, new, manager, operation, rfc3339(call.now()),
                                         call.info.api_version, subresource=subresource,
@@ -186,11 +188,22 @@ async def _write_update(call: ResourceRequest, new: Object, expected: int) -> No
         return
     target = call.target
     try:
+        if finalized(new):
+            await call.store.delete(target.collection, target.key_namespace, target.name,
+                                    expected_resource_version=expected)
+            call.respond(200, new)
+            return
         stored = await call.store.update(target.collection, target.key_namespace, target.name, new,
                                          expected_resource_version=expected)
     except Exception as error:
         raise call.storage_error(error, target.name) from None
     call.respond(200, stored)
+
+
+def finalized(obj: Object) -> bool:
+    """Whether an update leaves an object that is being deleted with no finalizer: kube deletes it then."""
+    meta = obj.get("metadata") or {}
+    return bool(meta.get("deletionTimestamp")) and not meta.get("finalizers")
 
 
 def reset_fields(call: ResourceRequest) -> tuple[str, ...]:
@@ -276,7 +289,7 @@ def _strategic_merge(call: ResourceRequest, body: bytes, old: Object) -> Object:
         raise _patch_invalid(shown(), problem)
     converted: Object = convert_from_unstructured(patched, go_type)
     problems = [f'duplicate field "{path}"' for path in decoded.duplicates] if mode != "Ignore" else []
-    problems += sorted(f'unknown field "{path}"' for path in prune_unknown_fields(converted, call.info.schema))
+    problems += sorted(f'unknown field "{path}"' for path in call.kind.prune(converted))
     if problems and mode == "Strict":
         raise _patch_invalid(shown(), "strict decoding error: " + ", ".join(problems))
     if problems and mode == "Warn":
@@ -356,6 +369,11 @@ async def _store_patched(call: ResourceRequest, new: Object, old: Object) -> Non
         call.respond(200, new)
         return
     try:
+        if finalized(new):
+            await call.store.delete(target.collection, target.key_namespace, target.name,
+                                    expected_resource_version=expected)
+            call.respond(200, new)
+            return
         stored = await call.store.update(target.collection, target.key_namespace, target.name, new,
                                          expected_resource_version=expected)
     except ConflictError:
@@ -390,6 +408,12 @@ async def delete(call: ResourceRequest) -> None:
                 raise ConflictError(f"Precondition failed: ResourceVersion in precondition: {expected_rv}, "
                                     f"ResourceVersion in object meta: {actual_rv}")
             deleted = current
+            if current["metadata"].get("finalizers") or call.kind.finalizes_deletion:
+                call.respond(200, mark_deleted(current, call.now(), call.kind))
+                return
+        elif current["metadata"].get("finalizers") or call.kind.finalizes_deletion:
+            call.respond(200, await _delete_finalized(call, current, expected_rv, expected_uid))
+            return
         else:
             deleted = await call.store.delete(
                 target.collection, target.key_namespace, target.name,
@@ -401,6 +425,42 @@ async def delete(call: ResourceRequest) -> None:
         call.respond(200, deleted)
         return
     respond(call.request, 200, _deleted_status(call, deleted["metadata"].get("uid", "")), call.output, call.warnings)
+
+
+def mark_deleted(obj: Object, now: Any, kind: Strategy) -> Object:
+    """A copy of an object with finalizers as a delete leaves it: deletionTimestamp set (once), grace period 0,
+    and what the kind adds (a CRD's cleanup finalizer)."""
+    marked = copy.deepcopy(obj)
+    meta = marked["metadata"]
+    if not meta.get("deletionTimestamp"):
+        meta["deletionTimestamp"] = rfc3339(now)
+        meta["deletionGracePeriodSeconds"] = 0
+        if "generation" in meta:
+            meta["generation"] = int(meta["generation"]) + 1
+        kind.prepare_for_delete(marked, now)
+    return marked
+
+
+async def _delete_finalized(call: ResourceRequest, current: Object, expected_rv: Any, expected_uid: Any) -> Object:
+    """Delete an object that has finalizers, as kube's graceful deletion does: it stays, marked with a
+    deletionTimestamp, until its last finalizer is removed (the update that removes it deletes it).
+
+    The preconditions are checked against the current object; the update names its resourceVersion, so a
+    change made meanwhile is a 409 rather than a lost write.
+    """
+    target, meta = call.target, current["metadata"]
+    if expected_uid and meta.get("uid") != expected_uid:
+        raise ConflictError(f"Precondition failed: UID in precondition: {expected_uid}, UID in object meta: "
+                            f"{meta.get('uid')}")
+    if expected_rv and str(expected_rv) != meta.get("resourceVersion"):
+        raise ConflictError(f"Precondition failed: ResourceVersion in precondition: {expected_rv}, "
+                            f"ResourceVersion in object meta: {meta.get('resourceVersion')}")
+    if meta.get("deletionTimestamp"):
+        return current
+    marked = mark_deleted(current, call.now(), call.kind)
+    stored: Object = await call.store.update(target.collection, target.key_namespace, target.name, marked,
+                                             expected_resource_version=int(meta["resourceVersion"]))
+    return stored
 
 
 def _deleted_status(call: ResourceRequest, uid: str) -> dict[str, Any]:
@@ -421,7 +481,17 @@ async def delete_collection(call: ResourceRequest) -> None:
         if not call.matches(item, labels, fields):
             continue
         meta = item["metadata"]
-        if not dry:
+        if meta.get("finalizers") or call.kind.finalizes_deletion:
+            if dry:
+                item = mark_deleted(item, call.now(), call.kind)
+            elif not meta.get("deletionTimestamp"):
+                try:
+                    item = await call.store.update(call.target.collection, meta.get("namespace", ""), meta["name"],
+                                                   mark_deleted(item, call.now(), call.kind),
+                                                   expected_resource_version=int(meta["resourceVersion"]))
+                except (NotFoundError, ConflictError):
+                    continue
+        elif not dry:
             try:
                 item = await call.store.delete(call.target.collection, meta.get("namespace", ""), meta["name"])
             except NotFoundError:

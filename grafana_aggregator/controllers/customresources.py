@@ -18,12 +18,13 @@ from twisted.logger import Logger
 
 from ..apimachinery.strategy import LocalGroupVersion, Object
 from ..registry.customresource import CustomResourceStrategy, served_versions
-from ..storage import Collection, WatchEvent
+from ..registry.customresourcedefinition import CUSTOMRESOURCEDEFINITIONS
+from ..storage import WatchEvent
 from ..storage.informer import Informer
 
 _log = Logger()
 
-CRDS = Collection("apiextensions.k8s.io", "customresourcedefinitions")
+CRDS = CUSTOMRESOURCEDEFINITIONS
 #: The Local APIService priorities kube's CRD registration controller gives every CRD group-version.
 CRD_GROUP_PRIORITY_MINIMUM = 1000
 CRD_VERSION_PRIORITY = 100

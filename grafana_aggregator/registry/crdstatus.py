@@ -27,6 +27,8 @@ NOT_ACCEPTED = ("NotAccepted", "not all names are accepted")
 INSTALLING = ("Installing", "the initial names have been accepted")
 INITIAL_NAMES_ACCEPTED = ("InitialNamesAccepted", "the initial names have been accepted")
 #: The Terminating conditions of the finalizer controller: (status, reason, message).
+INSTANCE_DELETION_PENDING = ("True", "InstanceDeletionPending",
+                             "CustomResourceDefinition marked for deletion; CustomResource deletion will begin soon")
 INSTANCE_DELETION_IN_PROGRESS = ("True", "InstanceDeletionInProgress", "CustomResource deletion is in progress")
 INSTANCE_DELETION_COMPLETED = ("False", "InstanceDeletionCompleted", "removed all instances")
 NEVER_ESTABLISHED = ("False", "NeverEstablished", "resource was never established")

@@ -11,9 +11,11 @@ without printer columns gets kube's default `Age` column.
 
 from __future__ import annotations
 
+import copy
 import datetime
 from typing import Any
 
+from ..apimachinery.fielderrors import FieldError, invalid
 from ..apimachinery.gotypes import go_format
 from ..apimachinery.jsonpath import JSONPathError, Step, find, parse
 from ..apimachinery.strategy import (
@@ -25,7 +27,11 @@ from ..apimachinery.strategy import (
     TableColumn,
     human_duration,
     parse_time,
+    type_meta_properties,
 )
+from ..apimachinery.scale import lookup
+from ..apimachinery.schemavalidation import validate, validate_metadata_name
+from ..apimachinery.structural import apply_defaults, prune
 
 #: The column kube gives a version without additionalPrinterColumns.
 DEFAULT_COLUMNS: tuple[dict[str, Any], ...] = (
@@ -40,6 +46,15 @@ def version_of(crd: Object, version: str) -> dict[str, Any]:
         if isinstance(entry, dict) and entry.get("name") == version:
             return entry
     raise KeyError(version)
+
+
+def published_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """A version's schema as OpenAPI publishes it (for `kubectl explain`): kube's apiVersion, kind and metadata
+    (ObjectMeta) in place of whatever the CRD says about them."""
+    if not schema:
+        return {}
+    return {**schema, "type": "object",
+            "properties": {**(schema.get("properties") or {}), **type_meta_properties()}}
 
 
 def served_versions(crd: Object) -> list[str]:
@@ -59,15 +74,30 @@ class CustomResourceStrategy(Strategy):
         schema = (entry.get("schema") or {}).get("openAPIV3Schema") or {}
         kind = str(names.get("kind", ""))
         self.crd_name = str((crd.get("metadata") or {}).get("name", ""))
+        group = str(spec.get("group", ""))
         self.info = KindInfo(
-            group=str(spec.get("group", "")), version=version, kind=kind, plural=str(names.get("plural", "")),
+            group=group, version=version, kind=kind, plural=str(names.get("plural", "")),
             singular=str(names.get("singular") or kind.lower()), namespaced=spec.get("scope") == "Namespaced",
             short_names=tuple(names.get("shortNames") or ()), categories=tuple(names.get("categories") or ()),
-            has_status="status" in subresources, schema=schema, go_type=None)
-        self.list_kind = str(names.get("listKind") or f"{kind}List")
-        self.scale = subresources.get("scale")
+            has_status="status" in subresources, has_scale=isinstance(subresources.get("scale"), dict),
+            schema=published_schema(schema), go_type=None, list_kind_name=str(names.get("listKind") or f"{kind}List"))
+        self.list_kind = self.info.list_kind
+        self.scale: dict[str, Any] = dict(subresources["scale"]) if self.info.has_scale else {}
         self.deprecated = bool(entry.get("deprecated"))
         self.deprecation_warning = entry.get("deprecationWarning")
+        self._warnings: list[str] = []
+        if self.deprecated:
+            self._warnings.append(str(self.deprecation_warning) if self.deprecation_warning is not None
+                                  else f"{group}/{version} {kind} is deprecated")
+        #: The schema as validation, pruning and defaulting use it (empty when the CRD keeps every field).
+        self.schema: dict[str, Any] = schema
+        self.preserve_unknown_fields = bool(spec.get("preserveUnknownFields"))
+        self._has_defaults = _has_defaults(schema)
+        self._last_read: tuple[Object | None, Object | None] = (None, None)
+        meta = crd.get("metadata") or {}
+        self.terminating = bool(meta.get("deletionTimestamp")) or any(
+            isinstance(c, dict) and c.get("type") == "Terminating" and c.get("status") == "True"
+            for c in (crd.get("status") or {}).get("conditions") or [])
         self._printer: list[tuple[TableColumn, tuple[Step, ...] | None]] = []
         for column in entry.get("additionalPrinterColumns") or DEFAULT_COLUMNS:
             try:
@@ -86,6 +116,84 @@ class CustomResourceStrategy(Strategy):
             except JSONPathError:
                 continue
 
+    # -- decoding: defaults and pruning, as kube's CR codec applies them on every write and read ----------
+
+    def default(self, obj: Object) -> None:
+        if self._has_defaults:
+            apply_defaults(obj, self.schema)
+
+    def prune(self, obj: Object) -> list[str]:
+        if self.preserve_unknown_fields or not self.schema:
+            return []
+        return prune(obj, self.schema)
+
+    def on_read(self, obj: Object) -> Object:
+        """Stored objects get the schema's current defaults (a default added after they were written), as kube
+        defaults on decoding from storage; the object last read is remembered, so a watch event is copied once
+        for all its watchers."""
+        if not self._has_defaults:
+            return obj
+        last, answer = self._last_read
+        if last is obj and answer is not None:
+            return answer
+        defaulted = copy.deepcopy(obj)
+        apply_defaults(defaulted, self.schema)
+        answer = obj if defaulted == obj else defaulted
+        self._last_read = (obj, answer)
+        return answer
+
+    def scale_paths(self) -> dict[str, Any]:
+        return self.scale
+
+    def refuse_create(self) -> str | None:
+        return "create not allowed while custom resource definition is terminating" if self.terminating else None
+
+    def warnings(self) -> list[str]:
+        return self._warnings
+
+    # -- validation --------------------------------------------------------------------------------
+
+    def validate(self, obj: Object) -> list[FieldError]:
+        errors = validate_metadata_name(obj.get("metadata") or {})
+        if self.schema:
+            errors.extend(validate(obj, self.schema))
+        errors.extend(self._scale_errors(obj, status=False))
+        return errors
+
+    def validate_update(self, new: Object, old: Object) -> list[FieldError]:
+        errors = validate(new, self.schema) if self.schema else []
+        return errors + self._scale_errors(new, status=False)
+
+    def validate_status_update(self, new: Object, old: Object) -> list[FieldError]:
+        errors = validate(new, self.schema) if self.schema else []
+        return errors + self._scale_errors(new, status=True)
+
+    def _scale_errors(self, obj: Object, status: bool) -> list[FieldError]:
+        """kube's checks of the scale subresource's paths: the spec replicas on main-resource writes, the status
+        replicas and the label selector on status writes."""
+        if not self.scale:
+            return []
+        errors: list[FieldError] = []
+        paths = [str(self.scale.get("statusReplicasPath", ""))] if status else [
+            str(self.scale.get("specReplicasPath", ""))]
+        for path in paths:
+            found, value = lookup(obj, path)
+            if not found:
+                continue
+            field_path = path.lstrip(".")
+            if isinstance(value, bool) or not isinstance(value, int):
+                errors.append(invalid(field_path, value, "should be an integer"))
+            elif value < 0:
+                errors.append(invalid(field_path, value, "should be a non-negative integer"))
+            elif value > INT32_MAX:
+                errors.append(invalid(field_path, value, f"should be less than or equal to {INT32_MAX}"))
+        selector_path = str(self.scale.get("labelSelectorPath") or "")
+        if status and selector_path:
+            found, value = lookup(obj, selector_path)
+            if found and not isinstance(value, str):
+                errors.append(invalid(selector_path.lstrip("."), value, "must be a string"))
+        return errors
+
     def table_cells(self, obj: Object, now: datetime.datetime) -> list[Any]:
         cells: list[Any] = [(obj.get("metadata") or {}).get("name", "")]
         for column, path in self._printer:
@@ -99,6 +207,19 @@ class CustomResourceStrategy(Strategy):
             found = find(obj, path)
             fields[name] = go_format(found[0]) if found else ""
         return fields
+
+
+INT32_MAX = 2**31 - 1
+
+
+def _has_defaults(schema: Any) -> bool:
+    """Whether a schema sets a default anywhere (only then is there defaulting to do on each read)."""
+    if isinstance(schema, list):
+        return any(_has_defaults(item) for item in schema)
+    if not isinstance(schema, dict):
+        return False
+    return "default" in schema or any(_has_defaults(value) for key, value in schema.items()
+                                      if key not in ("example", "enum", "x-kubernetes-validations"))
 
 
 def _cell(column_type: str, value: Any, now: datetime.datetime) -> Any:

@@ -40,7 +40,16 @@ from ..apimachinery.validation import (
     type_invalid,
     validate_object_meta_update,
 )
-from .crdstatus import ESTABLISHED, add_storage_version, is_condition_true
+from ..apimachinery.schemavalidation import cel_rules
+from .crdstatus import (
+    CLEANUP_FINALIZER,
+    ESTABLISHED,
+    INSTANCE_DELETION_PENDING,
+    add_storage_version,
+    is_condition_true,
+    set_condition,
+    terminating_condition,
+)
 
 GROUP = "apiextensions.k8s.io"
 VERSION = "v1"
@@ -736,6 +745,24 @@ def validate_crd_update(new: Object, old: Object, schema_errors: SchemaErrors = 
     return errors
 
 
+UNENFORCED_RULE_PREFIX = "x-kubernetes-validations rule"
+
+
+def unenforced_rules(obj: Object) -> list[tuple[str, str, str, str]]:
+    """The CEL rules of every version's schema as (schema path, field path, rule, message): no maintained Python
+    library evaluates kube's CEL (its library functions, cost limits, transition rules), so none is enforced."""
+    found: list[tuple[str, str, str, str]] = []
+    for index, version in enumerate(_spec(obj).get("versions") or []):
+        if not isinstance(version, dict):
+            continue
+        schema = (version.get("schema") or {}).get("openAPIV3Schema") if isinstance(version.get("schema"),
+                                                                                   dict) else None
+        if isinstance(schema, dict):
+            where = f"spec.versions[{index}].schema.openAPIV3Schema"
+            found.extend((where, path, rule, message) for path, rule, message in cel_rules(schema))
+    return found
+
+
 def created_at(obj: Object) -> str:
     """The CREATED AT cell: creationTimestamp in UTC, RFC 3339 (Go's zero time when absent)."""
     moment = parse_time(_meta(obj).get("creationTimestamp"))
@@ -780,6 +807,21 @@ class CustomResourceDefinitionStrategy(Strategy):
         if errors:
             return errors
         return validate_object_meta_update(_meta(new), _meta(old)) + validate_status(new)
+
+    #: Deleting a CRD adds the cleanup finalizer, so its instances go first.
+    finalizes_deletion = True
+
+    def prepare_for_delete(self, obj: Object, now: datetime.datetime) -> None:
+        """kube's CRD REST Delete: add the cleanup finalizer and mark Terminating (InstanceDeletionPending)."""
+        finalizers = _meta(obj).setdefault("finalizers", [])
+        if CLEANUP_FINALIZER not in finalizers:
+            finalizers.append(CLEANUP_FINALIZER)
+        set_condition(obj, terminating_condition(*INSTANCE_DELETION_PENDING), now)
+
+    def write_warnings(self, obj: Object) -> list[str]:
+        """Each x-kubernetes-validations (CEL) rule, which this server does not evaluate: said, never ignored."""
+        return [f"{where}: {UNENFORCED_RULE_PREFIX} {rule!r} at {path or '<root>'} is not enforced by this server"
+                for where, path, rule, _ in unenforced_rules(obj)]
 
     def table_cells(self, obj: Object, now: datetime.datetime) -> list[Any]:
         """NAME and CREATED AT, as kube's default table convertor prints a CRD."""

@@ -1,0 +1,162 @@
+# -*- test-case-name: tests.test_scale -*-
+"""The `scale` subresource: an `autoscaling/v1` Scale read from and written into the kind's own object, as kube
+serves it for a CRD with `subresources.scale` (what `kubectl scale` and autoscalers use).
+
+GET answers the Scale of the object; PUT and PATCH (JSON or merge patch of the Scale) set the object's replicas
+at `specReplicasPath`, through the kind's usual update (its validation, managedFields with subresource `scale`),
+with the Scale's resourceVersion, when it has one, as the precondition.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+from ..storage import ConflictError
+from . import patch as patching
+from .fielderrors import invalid
+from .negotiation import JSON_PATCH, MERGE_PATCH, Output, decode_object, media_type
+from .query import dry_run, field_manager
+from .resourcerequest import ResourceRequest, respond
+from .status import StatusError, method_not_allowed
+from .strategy import Object
+from .writes import prepare_update
+
+API_VERSION = "autoscaling/v1"
+KIND = "Scale"
+#: The patch types a Scale accepts (kube's custom-resource handler refuses strategic merge patch here too).
+PATCH_TYPES = (JSON_PATCH, MERGE_PATCH)
+_MODIFIED = "the object has been modified; please apply your changes to the latest version and try again"
+
+
+def lookup(obj: Object, simple_path: str) -> tuple[bool, Any]:
+    """The value at a CRD's simple JSONPath (`.spec.replicas`): (found, value)."""
+    value: Any = obj
+    for part in simple_path.lstrip(".").split("."):
+        if not part or not isinstance(value, dict) or part not in value:
+            return False, None
+        value = value[part]
+    return True, value
+
+
+def scale_of(obj: Object, paths: dict[str, Any]) -> Object:
+    """The Scale of an object, as kube's scaleFromCustomResource builds it (a missing replicas count is 0)."""
+    meta = obj.get("metadata") or {}
+    spec_replicas = _replicas(obj, str(paths.get("specReplicasPath") or ""))
+    status_replicas = _replicas(obj, str(paths.get("statusReplicasPath") or ""))
+    scale_meta = {key: meta[key] for key in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")
+                  if meta.get(key)}
+    scale: Object = {"kind": KIND, "apiVersion": API_VERSION, "metadata": scale_meta,
+                     "spec": {"replicas": spec_replicas} if spec_replicas else {},
+                     "status": {"replicas": status_replicas}}
+    selector_path = str(paths.get("labelSelectorPath") or "")
+    if selector_path:
+        found, selector = lookup(obj, selector_path)
+        if found and isinstance(selector, str) and selector:
+            scale["status"]["selector"] = selector
+    return scale
+
+
+def _replicas(obj: Object, path: str) -> int:
+    found, value = lookup(obj, path) if path else (False, None)
+    if not found or value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise StatusError(500, f"the value at {path} is not an integer: {json.dumps(value)}", "InternalError")
+    return value
+
+
+def _set(obj: Object, simple_path: str, value: Any) -> None:
+    parts = simple_path.lstrip(".").split(".")
+    target = obj
+    for part in parts[:-1]:
+        child = target.get(part)
+        if not isinstance(child, dict):
+            child = target[part] = {}
+        target = child
+    target[parts[-1]] = value
+
+
+async def serve_scale(call: ResourceRequest, method: str, paths: dict[str, Any]) -> None:
+    """GET, PUT or PATCH of `<object>/scale`."""
+    target = call.target
+    if method not in ("GET", "PUT", "PATCH"):
+        raise method_not_allowed()
+    try:
+        current = await call.store.get(target.collection, target.key_namespace, target.name)
+    except Exception as error:
+        raise call.storage_error(error, target.name) from None
+    current = call.kind.on_read(current)
+    if method == "GET":
+        _answer(call, 200, scale_of(current, paths))
+        return
+    old_scale = scale_of(current, paths)
+    if method == "PUT":
+        decoded = decode_object(call.read_body(), call.header(b"content-type"))
+        new_scale = decoded.value
+    else:
+        patch_type = media_type(call.header(b"content-type"))
+        if patch_type not in PATCH_TYPES:
+            raise StatusError(415, "the body of the request was in an unknown format - accepted media types "
+                                   f"include: {', '.join(PATCH_TYPES)}", "UnsupportedMediaType")
+        apply = patching.apply_json_patch if patch_type == JSON_PATCH else patching.apply_merge_patch
+        new_scale = apply(copy.deepcopy(old_scale), call.read_body())
+    replicas = _check_scale(call, new_scale)
+    requested = (new_scale.get("metadata") or {}).get("resourceVersion")
+    if requested and requested != current["metadata"]["resourceVersion"]:
+        raise call.conflict(target.name, _MODIFIED)
+    wanted = copy.deepcopy(current)
+    _set(wanted, str(paths.get("specReplicasPath") or ".spec.replicas"), replicas)
+    new = prepare_update(call, wanted, current, field_manager(call.query, call.header(b"user-agent")), "Update")
+    if dry_run(call.query):
+        _answer(call, 200, scale_of(new, paths))
+        return
+    try:
+        stored = await call.store.update(target.collection, target.key_namespace, target.name, new,
+                                         expected_resource_version=int(current["metadata"]["resourceVersion"]))
+    except ConflictError:
+        raise call.conflict(target.name, _MODIFIED) from None
+    except Exception as error:
+        raise call.storage_error(error, target.name) from None
+    _answer(call, 200, scale_of(stored, paths))
+
+
+def _check_scale(call: ResourceRequest, scale: Any) -> int:
+    """The replicas a written Scale asks for, after kube's checks (type meta, name, spec.replicas ≥ 0)."""
+    if not isinstance(scale, dict):
+        raise StatusError(400, "the request body must be a JSON or YAML object", "BadRequest")
+    api_version, kind = scale.get("apiVersion") or API_VERSION, scale.get("kind") or KIND
+    if api_version != API_VERSION or kind != KIND:
+        raise StatusError(400, f"the body must be an {API_VERSION} {KIND}, not {api_version} {kind}", "BadRequest")
+    meta = scale.get("metadata") or {}
+    if not isinstance(meta, dict):
+        raise StatusError(400, "metadata must be an object", "BadRequest")
+    if meta.get("name") not in (None, "", call.target.name):
+        raise StatusError(400, f"the name of the object ({meta.get('name')}) does not match the name on the URL "
+                               f"({call.target.name})", "BadRequest")
+    spec = scale.get("spec") or {}
+    replicas = spec.get("replicas", 0) if isinstance(spec, dict) else spec
+    if replicas is None:
+        replicas = 0
+    if isinstance(replicas, float) and replicas.is_integer():
+        replicas = int(replicas)
+    if isinstance(replicas, bool) or not isinstance(replicas, int) or not -2**31 <= replicas < 2**31:
+        raise StatusError(400, f'Scale in version "v1" cannot be handled as a Scale: json: cannot unmarshal '
+                               f'{json.dumps(replicas)} into Go struct field ScaleSpec.spec.replicas of type int32',
+                          "BadRequest")
+    if replicas < 0:
+        error = invalid("spec.replicas", replicas, "must be greater than or equal to 0")
+        raise StatusError(422, f'{KIND}.autoscaling "{call.target.name}" is invalid: {error}', "Invalid", {
+            "name": call.target.name, "group": "autoscaling", "kind": KIND,
+            "causes": [{"reason": error.reason, "message": error.message, "field": error.path}]})
+    return replicas
+
+
+def _answer(call: ResourceRequest, code: int, scale: Object) -> None:
+    """Scales are answered as objects even when a Table was asked for (kube has no table for them)."""
+    output = call.output if call.output.form != "table" else Output("json")
+    respond(call.request, code, scale, output, call.warnings)
+
+
+__all__ = ["API_VERSION", "KIND", "lookup", "scale_of", "serve_scale"]

@@ -21,7 +21,8 @@ from typing import Any
 from attrs import evolve, frozen
 
 from grafana_aggregator.apimachinery.negotiation import (
-    MAX_DOCUMENT_VALUES,
+    MAX_BODY_VALUES,
+    MAX_OBJECT_VALUES,
     BodyError,
     check_object_size,
     copy_json,
@@ -854,7 +855,7 @@ def update_managed_fields(old: dict[str, Any] | None, new: dict[str, Any], manag
 def server_side_apply(live: dict[str, Any] | None, applied: dict[str, Any], manager: str, force: bool, now: str,
                       api_version: str, reset_fields: Collection[str] = (), *,
                       list_map_keys: Mapping[str, tuple[str, ...]] = _NO_LIST_MAPS, kind: str | None = None,
-                      subresource: str = "") -> dict[str, Any]:
+                      subresource: str = "", max_values: int = MAX_OBJECT_VALUES) -> dict[str, Any]:
     """The object after `manager` applies `applied` (an `application/apply-patch+yaml` body) to `live`.
 
     `live` is None when the apply creates the object. The manager comes to own exactly the applied fields; fields it
@@ -862,7 +863,7 @@ def server_side_apply(live: dict[str, Any] | None, applied: dict[str, Any], mana
     manager owns is a 409 conflict unless `force` moves it. Fields under `reset_fields` are neither applied nor
     owned. `kind` (default: the live object's) and `api_version` must match the applied object's.
     """
-    check_object_size(applied, "the applied configuration")
+    check_object_size(applied, "the applied configuration", max_values)
     schema = _schema(list_map_keys)
     reset = _reset_paths(reset_fields)
     expected_kind = kind if kind is not None else (live or applied).get("kind")
@@ -890,7 +891,7 @@ def server_side_apply(live: dict[str, Any] | None, applied: dict[str, Any], mana
     annotations = _metadata(result).get("annotations")
     if manager == "kubectl" and isinstance(annotations, dict) and annotations.get(LAST_APPLIED_ANNOTATION):
         annotations[LAST_APPLIED_ANNOTATION] = _last_applied(applied)
-    check_object_size(result, "the applied object")
+    check_object_size(result, "the applied object", max_values)
     return result
 
 
@@ -944,7 +945,7 @@ def _allowed_by_last_applied(live: dict[str, Any], api_version: str, schema: _Sc
     if not isinstance(text, str) or not text:
         return None
     try:
-        last_applied = load_json(text.encode("utf-8", "surrogatepass"), MAX_DOCUMENT_VALUES).value
+        last_applied = load_json(text.encode("utf-8", "surrogatepass"), MAX_BODY_VALUES).value
     except BodyError:
         return None
     if not isinstance(last_applied, dict) or not last_applied.get("kind"):

@@ -152,20 +152,20 @@ def count_values(value: Any, limit: int, depth_limit: int = MAX_DEPTH) -> tuple[
     return count, deepest
 
 
-def check_object_size(value: Any, what: str = "the object") -> None:
-    """Refuse with a 413 an object (a body, or what a patch or apply makes) that holds more than MAX_OBJECT_VALUES
-    values besides its managedFields, or managedFields of more than MAX_DOCUMENT_VALUES; and with a 400 one that
-    nests more than MAX_DEPTH levels deep."""
+def check_object_size(value: Any, what: str = "the object", max_values: int = MAX_OBJECT_VALUES) -> None:
+    """Refuse with a 413 an object (a body, or what a patch or apply makes) that holds more than max_values (the
+    kind's limit, MAX_OBJECT_VALUES by default) values besides its managedFields, or managedFields of more than
+    twice that; and with a 400 one that nests more than MAX_DEPTH levels deep."""
     total, deepest = count_values(value, MAX_BODY_VALUES)
     if deepest > MAX_DEPTH:
         raise StatusError(400, f"{what} is invalid: {depth_detail()}", "BadRequest")
     metadata = value.get("metadata") if isinstance(value, dict) else None
     managed = metadata.get("managedFields") if isinstance(metadata, dict) else None
     managed_values = count_values(managed, MAX_BODY_VALUES)[0] if managed is not None else 0
-    if total - managed_values > MAX_OBJECT_VALUES:
-        raise too_many_values(MAX_OBJECT_VALUES, what, " besides metadata.managedFields")
-    if managed_values > MAX_DOCUMENT_VALUES:
-        raise too_many_values(MAX_DOCUMENT_VALUES, f"the metadata.managedFields of {what}")
+    if total - managed_values > max_values:
+        raise too_many_values(max_values, what, " besides metadata.managedFields")
+    if managed_values > 2 * max_values:
+        raise too_many_values(2 * max_values, f"the metadata.managedFields of {what}")
 
 
 def copy_json(value: Any) -> Any:
@@ -734,18 +734,18 @@ def decode_yaml(data: bytes, max_values: int = MAX_DOCUMENT_VALUES) -> Decoded:
         raise _body_status(error, max_values, "error converting YAML to JSON: ") from None
 
 
-def decode_object(data: bytes, content_type: str | None) -> Decoded:
+def decode_object(data: bytes, content_type: str | None, max_values: int = MAX_OBJECT_VALUES) -> Decoded:
     """Decode a create/update body by Content-Type (JSON when none is given); other types are 415, an object
-    holding too many values a 413 (check_object_size)."""
+    holding more values than the kind's max_values a 413 (check_object_size)."""
     kind = media_type(content_type)
     if kind in ("", JSON):
-        decoded = decode_json(data)
+        decoded = decode_json(data, 2 * max_values)
     elif kind in (YAML, "application/x-yaml", "text/yaml"):
-        decoded = decode_yaml(data)
+        decoded = decode_yaml(data, 2 * max_values)
     else:
         decoded = None
     if decoded is not None:
-        check_object_size(decoded.value)
+        check_object_size(decoded.value, max_values=max_values)
         return decoded
     raise StatusError(415, f"the body of the request was in an unknown format - accepted media types include: "
                            f"{JSON}, {YAML}", "UnsupportedMediaType")

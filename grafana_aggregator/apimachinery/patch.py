@@ -21,7 +21,6 @@ from grafana_aggregator.apimachinery.gotypes import json_kind
 from grafana_aggregator.apimachinery.negotiation import (
     MAX_BODY_VALUES,
     MAX_DEPTH,
-    MAX_DOCUMENT_VALUES,
     MAX_OBJECT_VALUES,
     BodyError,
     check_object_size,
@@ -94,10 +93,10 @@ def go_json_size(value: Any) -> int:
 class _Size:
     """How many values the document being patched holds, and what its `copy` operations have added up to."""
 
-    def __init__(self, document: Any):
+    def __init__(self, document: Any, max_values: int):
         self.values = count_values(document, MAX_BODY_VALUES)[0]
         #: How far the document may grow while it is patched (check_patched has the last word).
-        self.limit = self.values + MAX_DOCUMENT_VALUES
+        self.limit = self.values + 2 * max_values
         self.copied_values = 0
         self.copied_bytes = 0
 
@@ -127,11 +126,11 @@ class _Size:
         return copied
 
 
-def check_patched(document: Any) -> None:
+def check_patched(document: Any, max_values: int = MAX_OBJECT_VALUES) -> None:
     """Refuse what a patch made of an object when it holds too many values (413) or nests too deeply (422)."""
     if count_values(document, MAX_BODY_VALUES)[1] > MAX_DEPTH:
         raise _cannot_apply(f"the patched object {depth_detail()}")
-    check_object_size(document, "the patched object")
+    check_object_size(document, "the patched object", max_values)
 
 
 def _decode_error(detail: str) -> StatusError:
@@ -157,7 +156,7 @@ def _check_operations(document: Any) -> list[dict[str, Any] | None]:
     return document
 
 
-def apply_json_patch(obj: dict[str, Any], patch_bytes: bytes) -> dict[str, Any]:
+def apply_json_patch(obj: dict[str, Any], patch_bytes: bytes, max_values: int = MAX_OBJECT_VALUES) -> dict[str, Any]:
     """Apply an `application/json-patch+json` body to `obj`, returning a new object.
 
     Errors: 400 for a body that is not JSON or not a list of operations, 413 past 10000 operations, and 422 with
@@ -169,7 +168,7 @@ def apply_json_patch(obj: dict[str, Any], patch_bytes: bytes) -> dict[str, Any]:
         raise StatusError(413, "Request entity too large: The allowed maximum operations in a JSON patch is "
                                f"{MAX_JSON_PATCH_OPERATIONS}, got {len(operations)}", "RequestEntityTooLarge")
     document: Any = copy_json(obj)
-    size = _Size(document)
+    size = _Size(document, max_values)
     try:
         for operation in operations:
             document = _apply_operation(document, operation or {}, size)
@@ -177,7 +176,7 @@ def apply_json_patch(obj: dict[str, Any], patch_bytes: bytes) -> dict[str, Any]:
         raise _cannot_apply() from None
     if not isinstance(document, dict):
         raise _cannot_apply()
-    check_patched(document)
+    check_patched(document, max_values)
     return document
 
 
@@ -335,20 +334,20 @@ def json_equal(left: Any, right: Any) -> bool:
     return bool(left == right)
 
 
-def apply_merge_patch(obj: dict[str, Any], patch_bytes: bytes) -> dict[str, Any]:
+def apply_merge_patch(obj: dict[str, Any], patch_bytes: bytes, max_values: int = MAX_OBJECT_VALUES) -> dict[str, Any]:
     """Apply an `application/merge-patch+json` body to `obj`, returning a new object.
 
     null deletes a member, objects merge recursively and anything else replaces. A body that is not JSON, not an
     object, or null is a 400.
     """
-    patch = _load(patch_bytes, MAX_DOCUMENT_VALUES)
+    patch = _load(patch_bytes, 2 * max_values)
     if patch is None:
         raise StatusError(400, "Invalid JSON Patch", "BadRequest")
     if not isinstance(patch, dict):
         raise _decode_error(f"{json_kind(patch)} into Go value of type map[string]interface {{}}")
     result: dict[str, Any] = copy_json(obj)
     _merge_members(result, patch)
-    check_patched(result)
+    check_patched(result, max_values)
     return result
 
 

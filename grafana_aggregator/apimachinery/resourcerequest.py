@@ -28,7 +28,7 @@ from ..storage import (
 )
 from .fielderrors import FieldError
 from .gotypes import decode_error
-from .negotiation import MAX_BODY_BYTES, Decoded, Output, decode_object, encode
+from .negotiation import MAX_BODY_BYTES, MAX_OBJECT_VALUES, Decoded, Output, decode_object, encode
 from .query import Query, field_validation, single
 from .status import StatusError
 from .strategy import Object, Strategy, wall_clock
@@ -106,6 +106,8 @@ class ResourceRequest:
         self.now = wall_clock(clock)
         #: Sent as `Warning: 299` headers with the response.
         self.warnings: list[str] = []
+        #: How many values an object of this kind may hold (the kind's own limit, else the server's).
+        self.max_values = target.kind.max_values or MAX_OBJECT_VALUES
 
     def header(self, name: bytes) -> str | None:
         return request_header(self.request, name)
@@ -176,7 +178,7 @@ class ResourceRequest:
         data = self.read_body()
         if not data.strip():
             raise StatusError(400, "the request body is empty; an object is required", "BadRequest")
-        return decode_object(data, self.header(b"content-type"))
+        return decode_object(data, self.header(b"content-type"), self.max_values)
 
     def check_object(self, decoded: Decoded, obj: Any, url_name: str | None, from_body: bool = True, *,
                      apply: bool = False, validate_fields: bool = True) -> Object:

@@ -93,7 +93,7 @@ async def serve_scale(call: ResourceRequest, method: str, paths: dict[str, Any])
         return
     old_scale = scale_of(current, paths)
     if method == "PUT":
-        decoded = decode_object(call.read_body(), call.header(b"content-type"))
+        decoded = decode_object(call.read_body(), call.header(b"content-type"), call.max_values)
         new_scale = decoded.value
     else:
         patch_type = media_type(call.header(b"content-type"))

@@ -165,6 +165,12 @@ class Strategy:
         """An object as read from storage is answered (a custom resource gets the defaults its schema has now)."""
         return obj
 
+    #: How many values an object of this kind may hold (None: negotiation.MAX_OBJECT_VALUES, enough for any
+    #: built-in kind here; CRDs and custom resources are larger).
+    max_values: int | None = None
+    #: The lists that are maps keyed by some of their fields (`spec.ports`: ("port",)), for server-side apply.
+    list_map_keys: dict[str, tuple[str, ...]] = {"status.conditions": ("type",)}
+
     #: Deleting an object of this kind always goes through a finalizer (kube's CRDs add theirs on delete).
     finalizes_deletion: bool = False
 

@@ -84,7 +84,7 @@ async def create(call: ResourceRequest) -> None:
         prepare_new(call, candidate)
         candidate = ssa.update_managed_fields(None, candidate, manager, "Update", rfc3339(call.now()),
                                               call.info.api_version, reset_fields=reset_fields(call),
-                                              list_map_keys=LIST_MAP_KEYS)
+                                              list_map_keys=call.kind.list_map_keys)
         name = cmeta.get("name", "")
         if dry:
             try:
@@ -178,7 +178,7 @@ def prepare_update(call: ResourceRequest, new: Object, old: Object, manager: str
     if operation != "Apply":
         new = ssa.update_managed_fields(old, new, manager, operation, rfc3339(call.now()),
                                         call.info.api_version, subresource=subresource,
-                                        reset_fields=reset_fields(call), list_map_keys=LIST_MAP_KEYS)
+                                        reset_fields=reset_fields(call), list_map_keys=call.kind.list_map_keys)
     return new
 
 
@@ -278,7 +278,7 @@ def _strategic_merge(call: ResourceRequest, body: bytes, old: Object) -> Object:
     mode = field_validation(call.query)
     decoded = strategicpatch.decode_patch(body)
     patched = strategicpatch.strategic_merge(json.loads(json.dumps(old)), decoded.patch, go_type)
-    check_object_size(patched)
+    check_object_size(patched, max_values=call.max_values)
 
     def shown() -> str:
         """The patch as kube's message shows it (`%+v` of the map, after the merge took its directives out)."""
@@ -303,11 +303,11 @@ async def _patch_once(call: ResourceRequest, patch_type: str, body: bytes, old: 
     target, info = call.target, call.info
     now = rfc3339(call.now())
     if patch_type == APPLY_PATCH:
-        decoded = decode_yaml(body)
+        decoded = decode_yaml(body, 2 * call.max_values)
         applied = call.check_object(decoded, decoded.value, target.name, from_body=False, apply=True)
         new = ssa.server_side_apply(old, applied, manager, force, now, info.api_version,
-                                    reset_fields=reset_fields(call), list_map_keys=LIST_MAP_KEYS,
-                                    kind=info.kind, subresource=target.subresource)
+                                    reset_fields=reset_fields(call), list_map_keys=call.kind.list_map_keys,
+                                    kind=info.kind, subresource=target.subresource, max_values=call.max_values)
         if old is None:
             await _create_applied(call, new)
             return
@@ -321,9 +321,9 @@ async def _patch_once(call: ResourceRequest, patch_type: str, body: bytes, old: 
         obj = call.check_object(Decoded(patched), patched, target.name, from_body=False, validate_fields=False)
     else:
         if patch_type == JSON_PATCH:
-            patched = patching.apply_json_patch(json.loads(source), body)
+            patched = patching.apply_json_patch(json.loads(source), body, call.max_values)
         else:
-            patched = patching.apply_merge_patch(json.loads(source), body)
+            patched = patching.apply_merge_patch(json.loads(source), body, call.max_values)
         problem = decode_error(patched, info.go_type) if info.go_type is not None else None
         if problem:
             raise _patch_invalid(go_json(patched), problem)

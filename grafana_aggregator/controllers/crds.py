@@ -23,6 +23,7 @@ from twisted.application.service import Service
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from ..apimachinery.gotypes import go_quote
 from ..apimachinery.strategy import Object, Strategy
 from ..apimachinery.writes import mark_deleted
 from ..registry.crdstatus import (
@@ -66,7 +67,7 @@ def rules_condition(crd: Object) -> dict[str, str] | None:
     rules = unenforced_rules(crd)
     if not rules:
         return None
-    shown = "; ".join(f"{rule!r} at {path or '<root>'}" for _, path, rule, _ in rules[:5])
+    shown = "; ".join(f"{go_quote(rule)} at {path or '<root>'}" for _, path, rule, _ in rules[:5])
     more = f" and {len(rules) - 5} more" if len(rules) > 5 else ""
     return new_condition(VALIDATION_RULES_ENFORCED, "False", "CELNotSupported",
                          f"{len(rules)} x-kubernetes-validations rule(s) are accepted but not enforced by this "

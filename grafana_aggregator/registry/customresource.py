@@ -66,6 +66,9 @@ def served_versions(crd: Object) -> list[str]:
 class CustomResourceStrategy(Strategy):
     """One served version of a CRD's kind (see module)."""
 
+    #: Custom resources may be far larger than this server's built-in kinds (a whole pod template, say).
+    max_values = 10_000
+
     def __init__(self, crd: Object, version: str):
         spec = crd.get("spec") or {}
         names = spec.get("names") or {}
@@ -93,6 +96,7 @@ class CustomResourceStrategy(Strategy):
         self.schema: dict[str, Any] = schema
         self.preserve_unknown_fields = bool(spec.get("preserveUnknownFields"))
         self._has_defaults = _has_defaults(schema)
+        self.list_map_keys = list_map_keys(schema)
         self._last_read: tuple[Object | None, Object | None] = (None, None)
         meta = crd.get("metadata") or {}
         self.terminating = bool(meta.get("deletionTimestamp")) or any(
@@ -210,6 +214,22 @@ class CustomResourceStrategy(Strategy):
 
 
 INT32_MAX = 2**31 - 1
+
+
+def list_map_keys(schema: Any, path: str = "") -> dict[str, tuple[str, ...]]:
+    """The `x-kubernetes-list-type: map` lists of a schema by field path (array items add nothing to the path),
+    with their `x-kubernetes-list-map-keys`, which server-side apply merges them by."""
+    found: dict[str, tuple[str, ...]] = {}
+    if not isinstance(schema, dict):
+        return found
+    keys = schema.get("x-kubernetes-list-map-keys")
+    if schema.get("x-kubernetes-list-type") == "map" and isinstance(keys, list) and keys and path:
+        found[path] = tuple(str(key) for key in keys)
+    for name, child in (schema.get("properties") or {}).items():
+        found.update(list_map_keys(child, f"{path}.{name}" if path else str(name)))
+    if isinstance(schema.get("items"), dict):
+        found.update(list_map_keys(schema["items"], path))
+    return found
 
 
 def _has_defaults(schema: Any) -> bool:

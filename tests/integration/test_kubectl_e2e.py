@@ -33,8 +33,8 @@ def versioned_kubectl(minor: int) -> str:
     return binary
 
 
-class KubectlWalkthroughTests(TestCase):
-    """kubectl applies, lists, watches, explains and deletes the seed's manifests, across restarts."""
+class KubectlDaemonCase(TestCase):
+    """A daemon started as `make run` starts it, with its own data folder, and kubectl pointed at it."""
 
     timeout = 300
 
@@ -65,12 +65,17 @@ class KubectlWalkthroughTests(TestCase):
         else:
             await self.daemon.stop()
 
-    async def kubectl(self, *args: str, binary: str | None = None, ok: bool = True) -> tuple[str, str]:
-        out, err, code = await getProcessOutputAndValue(binary or require_kubectl(), args, env=self.env,
+    async def kubectl(self, *args: str, binary: str | None = None, ok: bool = True,
+                      env: dict[str, str] | None = None) -> tuple[str, str]:
+        out, err, code = await getProcessOutputAndValue(binary or require_kubectl(), args, env={**self.env, **(env or {})},
                                                         path=self.folder)
         if ok:
             self.assertEqual(code, 0, f"kubectl {' '.join(args)} failed: {err.decode()}")
         return out.decode(), err.decode()
+
+
+class KubectlWalkthroughTests(KubectlDaemonCase):
+    """kubectl applies, lists, watches, explains and deletes the seed's manifests, across restarts."""
 
     async def apiservice_rows(self, binary: str | None, name: str, available: str) -> dict[str, list[str]]:
         """`kubectl get apiservice` rows by name, once name shows the wanted AVAILABLE (within 10 s)."""

@@ -575,7 +575,11 @@ def kind_schemas(info: KindInfo) -> dict[str, JSON]:
     components: dict[str, JSON] = {}
     hoister = _Hoister(info, package, components)
     source = info.schema or {"type": "object", "properties": {}}
-    kind_schema = hoister.struct(source, "")
+    if info.custom_resource:
+        kind_schema = {key: copy.deepcopy(value) for key, value in source.items() if key != "default"}
+        kind_schema.setdefault("type", "object")
+    else:
+        kind_schema = hoister.struct(source, "")
     kind_schema["description"] = source.get("description") or info.description or info.kind
     kind_schema["type"] = "object"
     kind_schema["x-kubernetes-group-version-kind"] = [_gvk(info)]

@@ -36,6 +36,9 @@ from .gotypes import BYTES, RAW, SLICE, STRUCT, TIME, GoType, go_format, go_form
 from .negotiation import MAX_BODY_VALUES, MAX_DEPTH, count_values, depth_detail, too_many_values
 from .status import StatusError
 
+#: Raw types (kept as JSON, not modelled field by field) whose Go structs carry no patch tags at any depth.
+FREE_FORM_TYPES = frozenset({"v1.JSONSchemaProps"})
+
 DIRECTIVE = "$patch"
 REPLACE, DELETE, MERGE = "replace", "delete", "merge"
 RETAIN_KEYS = "$retainKeys"
@@ -344,6 +347,9 @@ def _lookup_struct(schema: GoType, key: str) -> tuple[GoType, _PatchMeta]:
     """forkedjson.LookupPatchMetadataForStruct: the field's type and its patch tags."""
     if schema.kind not in (STRUCT, TIME, RAW):
         raise PatchError(f"merging an object in json but data type is not struct, instead is: {schema.reflect_kind}")
+    if schema.kind == RAW and schema.name in FREE_FORM_TYPES:
+        # A type kept as raw JSON here (a CRD's JSONSchemaProps) that has no patch tags: lists are replaced.
+        return schema, _PatchMeta(("",), "")
     found = schema.field(key)
     if found is None:
         found = next((f for f in schema.fields if f.name.lower() == key.lower()), None)
@@ -355,6 +361,8 @@ def _lookup_struct(schema: GoType, key: str) -> tuple[GoType, _PatchMeta]:
 def _lookup_slice(schema: GoType, key: str) -> tuple[GoType, _PatchMeta]:
     """LookupPatchMetadataForSlice: the element type of a list field, and the field's patch tags."""
     field_type, meta = _lookup_struct(schema, key)
+    if field_type.kind == RAW:
+        return field_type, meta
     if field_type.kind not in (SLICE, BYTES) or field_type.elem is None:
         raise PatchError(f"expected slice or array type, but got: {schema.reflect_kind}")
     if field_type.elem.kind in (SLICE, BYTES):

@@ -112,6 +112,9 @@ class KindInfo:
         """Where objects of the kind are stored."""
         return Collection(self.group, self.plural)
 
+    #: A custom resource: its schema comes from a CRD and is published inline, as kube publishes it (no named
+    #: nested types, so `kubectl explain` shows `<Object>`).
+    custom_resource: bool = False
     #: The kind of its lists, when not `<kind>List` (a CRD's spec.names.listKind).
     list_kind_name: str = ""
 

@@ -83,7 +83,7 @@ class CustomResourceStrategy(Strategy):
             singular=str(names.get("singular") or kind.lower()), namespaced=spec.get("scope") == "Namespaced",
             short_names=tuple(names.get("shortNames") or ()), categories=tuple(names.get("categories") or ()),
             has_status="status" in subresources, has_scale=isinstance(subresources.get("scale"), dict),
-            schema=published_schema(schema), go_type=None, list_kind_name=str(names.get("listKind") or f"{kind}List"))
+            schema=published_schema(schema), go_type=None, custom_resource=True, list_kind_name=str(names.get("listKind") or f"{kind}List"))
         self.list_kind = self.info.list_kind
         self.scale: dict[str, Any] = dict(subresources["scale"]) if self.info.has_scale else {}
         self.deprecated = bool(entry.get("deprecated"))

@@ -40,7 +40,22 @@ from ..apimachinery.validation import (
     type_invalid,
     validate_object_meta_update,
 )
-from ..apimachinery.gotypes import go_quote
+from ..apimachinery.gotypes import (
+    BOOL_TYPE,
+    BYTES_TYPE,
+    INT32_TYPE,
+    OBJECT_META_TYPE,
+    RAW,
+    STRING_TYPE,
+    TIME_TYPE,
+    GoField,
+    GoType,
+    go_quote,
+    named_string,
+    slice_of,
+    struct,
+    type_meta_fields,
+)
 from ..apimachinery.schemavalidation import cel_rules
 from .crdstatus import (
     CLEANUP_FINALIZER,
@@ -89,10 +104,76 @@ SCHEMA: dict[str, Any] = {
     "x-kubernetes-group-version-kind": [{"group": GROUP, "kind": "CustomResourceDefinition", "version": VERSION}],
 }
 
+#: The Go types of apiextensions/v1 (types.go), for decoding bodies as kube does (a value of the wrong JSON type
+#: is a 400) and for strategic merge patch, which kube offers for CRDs (a built-in kind) and the Python client
+#: sends for a patch given as a dict.  JSONSchemaProps is kept raw: it has no patch strategies (its lists are
+#: replaced), and its shape is checked by the structural-schema rules.
+_STRINGS = slice_of(STRING_TYPE)
+_JSON_SCHEMA_PROPS = GoType(RAW, "v1.JSONSchemaProps")
+_NAMES_TYPE = struct(
+    "v1.CustomResourceDefinitionNames",
+    GoField("plural", STRING_TYPE, omitempty=False), GoField("singular", STRING_TYPE), GoField("shortNames", _STRINGS),
+    GoField("kind", STRING_TYPE, omitempty=False), GoField("listKind", STRING_TYPE), GoField("categories", _STRINGS),
+)
+_SERVICE_REFERENCE_TYPE = struct(
+    "v1.ServiceReference",
+    GoField("namespace", STRING_TYPE, omitempty=False), GoField("name", STRING_TYPE, omitempty=False),
+    GoField("path", STRING_TYPE), GoField("port", INT32_TYPE),
+)
+_WEBHOOK_TYPE = struct(
+    "v1.WebhookConversion",
+    GoField("clientConfig", struct("v1.WebhookClientConfig", GoField("url", STRING_TYPE),
+                                   GoField("service", _SERVICE_REFERENCE_TYPE), GoField("caBundle", BYTES_TYPE))),
+    GoField("conversionReviewVersions", _STRINGS, omitempty=False),
+)
+_VERSION_TYPE = struct(
+    "v1.CustomResourceDefinitionVersion",
+    GoField("name", STRING_TYPE, omitempty=False), GoField("served", BOOL_TYPE, omitempty=False),
+    GoField("storage", BOOL_TYPE, omitempty=False), GoField("deprecated", BOOL_TYPE),
+    GoField("deprecationWarning", STRING_TYPE),
+    GoField("schema", struct("v1.CustomResourceValidation", GoField("openAPIV3Schema", _JSON_SCHEMA_PROPS))),
+    GoField("subresources", struct(
+        "v1.CustomResourceSubresources", GoField("status", struct("v1.CustomResourceSubresourceStatus")),
+        GoField("scale", struct("v1.CustomResourceSubresourceScale",
+                                GoField("specReplicasPath", STRING_TYPE, omitempty=False),
+                                GoField("statusReplicasPath", STRING_TYPE, omitempty=False),
+                                GoField("labelSelectorPath", STRING_TYPE))))),
+    GoField("additionalPrinterColumns", slice_of(struct(
+        "v1.CustomResourceColumnDefinition", GoField("name", STRING_TYPE, omitempty=False),
+        GoField("type", STRING_TYPE, omitempty=False), GoField("format", STRING_TYPE),
+        GoField("description", STRING_TYPE), GoField("priority", INT32_TYPE),
+        GoField("jsonPath", STRING_TYPE, omitempty=False)))),
+    GoField("selectableFields", slice_of(struct("v1.SelectableField",
+                                                GoField("jsonPath", STRING_TYPE, omitempty=False)))),
+)
+_CONDITION_TYPE = struct(
+    "v1.CustomResourceDefinitionCondition",
+    GoField("type", named_string("v1.CustomResourceDefinitionConditionType"), omitempty=False),
+    GoField("status", named_string("v1.ConditionStatus"), omitempty=False),
+    GoField("lastTransitionTime", TIME_TYPE), GoField("reason", STRING_TYPE), GoField("message", STRING_TYPE),
+)
+GO_TYPE = struct(
+    "v1.CustomResourceDefinition",
+    *type_meta_fields(), GoField("metadata", OBJECT_META_TYPE),
+    GoField("spec", struct(
+        "v1.CustomResourceDefinitionSpec",
+        GoField("group", STRING_TYPE, omitempty=False), GoField("names", _NAMES_TYPE, omitempty=False),
+        GoField("scope", named_string("v1.ResourceScope"), omitempty=False),
+        GoField("versions", slice_of(_VERSION_TYPE), omitempty=False),
+        GoField("conversion", struct("v1.CustomResourceConversion",
+                                     GoField("strategy", named_string("v1.ConversionStrategyType"), omitempty=False),
+                                     GoField("webhook", _WEBHOOK_TYPE))),
+        GoField("preserveUnknownFields", BOOL_TYPE)), omitempty=False),
+    GoField("status", struct(
+        "v1.CustomResourceDefinitionStatus",
+        GoField("conditions", slice_of(_CONDITION_TYPE)), GoField("acceptedNames", _NAMES_TYPE, omitempty=False),
+        GoField("storedVersions", _STRINGS, omitempty=False))),
+)
+
 INFO = KindInfo(
     group=GROUP, version=VERSION, kind="CustomResourceDefinition", plural="customresourcedefinitions",
     singular="customresourcedefinition", namespaced=False, short_names=("crd", "crds"),
-    categories=("api-extensions",), has_status=True, schema=SCHEMA, description=DESCRIPTION,
+    categories=("api-extensions",), has_status=True, schema=SCHEMA, description=DESCRIPTION, go_type=GO_TYPE,
 )
 #: Where CustomResourceDefinitions are stored.
 CUSTOMRESOURCEDEFINITIONS = INFO.collection

@@ -128,5 +128,5 @@ class AutoRegistrationTests(TestCase):
         self.assertEqual(code, 0, err)
         names = sorted(i["metadata"]["name"] for i in json.loads(out)["items"])
         self.assertEqual(names, ["v0alpha1.example.grafana.app", "v0alpha1.service.grafana.app",
-                                 "v1.apiregistration.k8s.io", "v1.authentication.k8s.io", "v1.authorization.k8s.io",
+                                 "v1.apiextensions.k8s.io", "v1.apiregistration.k8s.io", "v1.authentication.k8s.io", "v1.authorization.k8s.io",
                                  "v1beta1.authentication.k8s.io"])

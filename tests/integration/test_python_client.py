@@ -6,6 +6,7 @@ process, reached through the kubeconfig it writes.
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
@@ -85,7 +86,7 @@ class PythonClientTests(TestCase):
 
         seen = await deferToThread(steps)
         self.assertEqual(seen, [True, 1, 7443, ["v0alpha1.example.grafana.app"], (20, 2), 30, 409, 404,
-                                ["v0alpha1.service.grafana.app", "v1.apiregistration.k8s.io",
+                                ["v0alpha1.service.grafana.app", "v1.apiextensions.k8s.io", "v1.apiregistration.k8s.io",
                                  "v1.authentication.k8s.io", "v1.authorization.k8s.io",
                                  "v1beta1.authentication.k8s.io"]])
 
@@ -109,6 +110,62 @@ class PythonClientTests(TestCase):
 
         self.assertEqual(await deferToThread(steps),
                          [("ADDED", "localhost"), ("MODIFIED", "127.0.0.1"), ("DELETED", "127.0.0.1")])
+
+    async def test_custom_resources(self) -> None:
+        """The typed clients on a CRD and its kind: ApiextensionsV1Api creates and patches the CRD (a dict patch is
+        sent as a strategic merge patch, which kube accepts for CRDs), CustomObjectsApi creates, patches, lists
+        and deletes instances, and the dynamic client discovers the new kind."""
+        def steps() -> list[Any]:
+            import time
+
+            from kubernetes import client
+            from kubernetes.client.exceptions import ApiException
+
+            api = client.ApiClient(configuration=_loaded(self.kubeconfig))
+            extensions, objects = client.ApiextensionsV1Api(api), client.CustomObjectsApi(api)
+            extensions.create_custom_resource_definition(WIDGETS_CRD)
+            for _ in range(100):
+                crd = extensions.read_custom_resource_definition("widgets.example.com")
+                if any(c.type == "Established" and c.status == "True" for c in crd.status.conditions or []):
+                    break
+                time.sleep(0.05)
+            seen: list[Any] = [[(c.type, c.status) for c in crd.status.conditions]]
+            patched = extensions.patch_custom_resource_definition(
+                "widgets.example.com", {"metadata": {"labels": {"team": "a"}}})
+            seen.append(patched.metadata.labels)
+            created = objects.create_namespaced_custom_object("example.com", "v1", "default", "widgets", {
+                "apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w1"}, "spec": {"size": 3}})
+            seen.append(created["spec"])
+            merged = objects.patch_namespaced_custom_object("example.com", "v1", "default", "widgets", "w1",
+                                                            {"spec": {"size": 4}})
+            seen.append(merged["spec"])
+            try:
+                objects.create_namespaced_custom_object("example.com", "v1", "default", "widgets", {
+                    "apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w2"},
+                    "spec": {"size": "big"}})
+            except ApiException as error:
+                seen.append((error.status, json.loads(error.body)["reason"]))
+            listed = objects.list_namespaced_custom_object("example.com", "v1", "default", "widgets")
+            seen.append([item["metadata"]["name"] for item in listed["items"]])
+            kind = self.dynamic.resources.get(api_version="example.com/v1", kind="Widget")
+            seen.append(kind.name)
+            objects.delete_namespaced_custom_object("example.com", "v1", "default", "widgets", "w1")
+            return seen
+
+        self.assertEqual(await deferToThread(steps), [
+            [("NamesAccepted", "True"), ("Established", "True")], {"team": "a"}, {"size": 3}, {"size": 4},
+            (422, "Invalid"), ["w1"], "widgets"])
+
+
+WIDGETS_CRD = {
+    "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+    "metadata": {"name": "widgets.example.com"},
+    "spec": {"group": "example.com", "scope": "Namespaced",
+             "names": {"plural": "widgets", "singular": "widget", "kind": "Widget"},
+             "versions": [{"name": "v1", "served": True, "storage": True, "schema": {"openAPIV3Schema": {
+                 "type": "object", "properties": {"spec": {"type": "object", "properties": {
+                     "size": {"type": "integer"}}}}}}}]},
+}
 
 
 def _loaded(kubeconfig: str) -> Any:

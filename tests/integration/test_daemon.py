@@ -137,7 +137,8 @@ class DaemonTests(TestCase):
         out, err, code = await self.execute(kubectl, "get", "--raw", "/apis")
         self.assertEqual(code, 0, err)
         self.assertEqual([g["name"] for g in json.loads(out)["groups"]], ["apiregistration.k8s.io", "authentication.k8s.io",
-                                                                          "authorization.k8s.io", "service.grafana.app"])
+                                                                          "authorization.k8s.io", "apiextensions.k8s.io",
+                                                                          "service.grafana.app"])
 
         # Restart on another port: the kubeconfig is rewritten, and the token and CA still work.
         self.assertEqual(await daemon.stop(), 0)

@@ -172,3 +172,65 @@ class EtcdReplicasWalkthroughTests(WalkthroughCase):
               f"(in B's list after {listed_after * 1000:.0f} ms)")
         for replica in (a, b):
             self.assertNotIn(b"Traceback", replica.process.output, replica.process.output.decode())
+
+    async def test_custom_resources_on_two_replicas(self) -> None:
+        """A CRD created through A is established (by whichever replica leads) and its kind served by B: an instance
+        created through B is read through A, and deleting the CRD through B removes the kind on both."""
+        a, b = self.replicas
+        await self.start_replica(a)
+        shutil.copytree(os.path.join(a.data, "grafana-apiserver"), os.path.join(b.data, "grafana-apiserver"),
+                        ignore=shutil.ignore_patterns("grafana.kubeconfig"))
+        await self.start_replica(b)
+        crd = os.path.join(self.folder, "widgets.yaml")
+        with open(crd, "w") as handle:
+            handle.write(WIDGETS_CRD)
+        await self.kubectl_on(a, "apply", "-f", crd)
+        started = time.monotonic()
+        await self.kubectl_on(b, "wait", "--for=condition=Established", "crd/widgets.example.com", "--timeout=10s")
+        body = {"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w1", "namespace": "default"},
+                "spec": {"size": 2}}
+        assert a.client is not None and b.client is not None
+        url = "/apis/example.com/v1/namespaces/default/widgets"
+        while True:  # B serves the kind once its own informer has seen the CRD established
+            response = await b.client.post(b.url + url, headers={"Authorization": f"Bearer {b.token}"}, json=body)
+            created: Any = await response.json()
+            if response.code != 404 or time.monotonic() - started > 5:
+                break
+            await deferLater(reactor, 0.02, lambda: None)
+        self.assertEqual(response.code, 201, created)
+        print(f"\nCRD applied through A: an instance created through B after {time.monotonic() - started:.2f} s")
+        out, _ = await self.kubectl_on(a, "get", "widgets", "-n", "default", "-o", "jsonpath={.items[*].spec.size}")
+        self.assertEqual(out, "2")
+        await self.kubectl_on(b, "delete", "crd", "widgets.example.com", "--timeout=30s")
+        for replica in (a, b):
+            for _ in range(50):  # each replica stops serving the kind once its informer sees the CRD gone
+                _, err = await self.kubectl_on(replica, "get", "--raw", url, ok=False)
+                if "NotFound" in err:
+                    break
+                await deferLater(reactor, 0.1, lambda: None)
+            self.assertIn("NotFound", err)
+        for replica in (a, b):
+            self.assertNotIn(b"Traceback", replica.process.output, replica.process.output.decode())
+
+
+WIDGETS_CRD = """\
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: widgets.example.com}
+spec:
+  group: example.com
+  scope: Namespaced
+  names: {plural: widgets, singular: widget, kind: Widget}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec:
+            type: object
+            properties:
+              size: {type: integer}
+"""

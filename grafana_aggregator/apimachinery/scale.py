@@ -4,7 +4,8 @@ serves it for a CRD with `subresources.scale` (what `kubectl scale` and autoscal
 
 GET answers the Scale of the object; PUT and PATCH (JSON or merge patch of the Scale) set the object's replicas
 at `specReplicasPath`, through the kind's usual update (its validation, managedFields with subresource `scale`),
-with the Scale's resourceVersion, when it has one, as the precondition.
+with the Scale's resourceVersion, when it has one, as the precondition; without one, a write that races another
+is made again on the new object (kube's GuaranteedUpdate), not answered with a 409.
 """
 
 from __future__ import annotations
@@ -16,18 +17,35 @@ from typing import Any
 from ..storage import ConflictError
 from . import patch as patching
 from .fielderrors import invalid
+from .gotypes import (
+    INT32_TYPE,
+    OBJECT_META_TYPE,
+    STRING_TYPE,
+    GoField,
+    decode_error,
+    struct,
+    type_meta_fields,
+)
 from .negotiation import JSON_PATCH, MERGE_PATCH, Output, decode_object, media_type
 from .query import dry_run, field_manager
 from .resourcerequest import ResourceRequest, respond
 from .status import StatusError, method_not_allowed
 from .strategy import Object
-from .writes import prepare_update
+from .writes import PATCH_RETRIES, prepare_update
 
 API_VERSION = "autoscaling/v1"
 KIND = "Scale"
 #: The patch types a Scale accepts (kube's custom-resource handler refuses strategic merge patch here too).
 PATCH_TYPES = (JSON_PATCH, MERGE_PATCH)
 _MODIFIED = "the object has been modified; please apply your changes to the latest version and try again"
+#: autoscaling/v1 Scale as Go decodes it, for kube's messages about bodies that do not fit it.
+SCALE_TYPE = struct(
+    "v1.Scale",
+    *type_meta_fields(), GoField("metadata", OBJECT_META_TYPE),
+    GoField("spec", struct("v1.ScaleSpec", GoField("replicas", INT32_TYPE))),
+    GoField("status", struct("v1.ScaleStatus", GoField("replicas", INT32_TYPE, omitempty=False),
+                             GoField("selector", STRING_TYPE))),
+)
 
 
 def lookup(obj: Object, simple_path: str) -> tuple[bool, Any]:
@@ -83,43 +101,52 @@ async def serve_scale(call: ResourceRequest, method: str, paths: dict[str, Any])
     target = call.target
     if method not in ("GET", "PUT", "PATCH"):
         raise method_not_allowed()
-    try:
-        current = await call.store.get(target.collection, target.key_namespace, target.name)
-    except Exception as error:
-        raise call.storage_error(error, target.name) from None
-    current = call.kind.on_read(current)
-    if method == "GET":
-        _answer(call, 200, scale_of(current, paths))
-        return
-    old_scale = scale_of(current, paths)
+    put_scale: Any = None
+    patch_body = b""
+    apply = patching.apply_merge_patch
     if method == "PUT":
-        decoded = decode_object(call.read_body(), call.header(b"content-type"), call.max_values)
-        new_scale = decoded.value
-    else:
+        put_scale = decode_object(call.read_body(), call.header(b"content-type"), call.max_values).value
+    elif method == "PATCH":
         patch_type = media_type(call.header(b"content-type"))
         if patch_type not in PATCH_TYPES:
             raise StatusError(415, "the body of the request was in an unknown format - accepted media types "
                                    f"include: {', '.join(PATCH_TYPES)}", "UnsupportedMediaType")
         apply = patching.apply_json_patch if patch_type == JSON_PATCH else patching.apply_merge_patch
-        new_scale = apply(copy.deepcopy(old_scale), call.read_body())
-    replicas = _check_scale(call, new_scale)
-    requested = (new_scale.get("metadata") or {}).get("resourceVersion")
-    if requested and requested != current["metadata"]["resourceVersion"]:
-        raise call.conflict(target.name, _MODIFIED)
-    wanted = copy.deepcopy(current)
-    _set(wanted, str(paths.get("specReplicasPath") or ".spec.replicas"), replicas)
-    new = prepare_update(call, wanted, current, field_manager(call.query, call.header(b"user-agent")), "Update")
-    if dry_run(call.query):
-        _answer(call, 200, scale_of(new, paths))
+        patch_body = call.read_body()
+    for attempt in range(PATCH_RETRIES):
+        try:
+            current = await call.store.get(target.collection, target.key_namespace, target.name)
+        except Exception as error:
+            raise call.storage_error(error, target.name) from None
+        current = call.kind.on_read(current)
+        if method == "GET":
+            _answer(call, 200, scale_of(current, paths))
+            return
+        old_scale = scale_of(current, paths)
+        new_scale = put_scale if method == "PUT" else apply(copy.deepcopy(old_scale), patch_body)
+        replicas = _check_scale(call, new_scale)
+        requested = (new_scale.get("metadata") or {}).get("resourceVersion")
+        if method == "PATCH" and requested == old_scale["metadata"].get("resourceVersion"):
+            requested = None  # (taken from the object patched, not asked for by the patch: no precondition)
+        if requested and requested != current["metadata"]["resourceVersion"]:
+            raise call.conflict(target.name, _MODIFIED)
+        wanted = copy.deepcopy(current)
+        _set(wanted, str(paths.get("specReplicasPath") or ".spec.replicas"), replicas)
+        new = prepare_update(call, wanted, current, field_manager(call.query, call.header(b"user-agent")), "Update")
+        if dry_run(call.query):
+            _answer(call, 200, scale_of(new, paths))
+            return
+        try:
+            stored = await call.store.update(target.collection, target.key_namespace, target.name, new,
+                                             expected_resource_version=int(current["metadata"]["resourceVersion"]))
+        except ConflictError:
+            if requested or attempt == PATCH_RETRIES - 1:
+                raise call.conflict(target.name, _MODIFIED) from None
+            continue
+        except Exception as error:
+            raise call.storage_error(error, target.name) from None
+        _answer(call, 200, scale_of(stored, paths))
         return
-    try:
-        stored = await call.store.update(target.collection, target.key_namespace, target.name, new,
-                                         expected_resource_version=int(current["metadata"]["resourceVersion"]))
-    except ConflictError:
-        raise call.conflict(target.name, _MODIFIED) from None
-    except Exception as error:
-        raise call.storage_error(error, target.name) from None
-    _answer(call, 200, scale_of(stored, paths))
 
 
 def _check_scale(call: ResourceRequest, scale: Any) -> int:
@@ -132,19 +159,13 @@ def _check_scale(call: ResourceRequest, scale: Any) -> int:
     meta = scale.get("metadata") or {}
     if not isinstance(meta, dict):
         raise StatusError(400, "metadata must be an object", "BadRequest")
+    problem = decode_error(scale, SCALE_TYPE)
+    if problem:
+        raise StatusError(400, f'Scale in version "v1" cannot be handled as a Scale: {problem}', "BadRequest")
     if meta.get("name") not in (None, "", call.target.name):
         raise StatusError(400, f"the name of the object ({meta.get('name')}) does not match the name on the URL "
                                f"({call.target.name})", "BadRequest")
-    spec = scale.get("spec") or {}
-    replicas = spec.get("replicas", 0) if isinstance(spec, dict) else spec
-    if replicas is None:
-        replicas = 0
-    if isinstance(replicas, float) and replicas.is_integer():
-        replicas = int(replicas)
-    if isinstance(replicas, bool) or not isinstance(replicas, int) or not -2**31 <= replicas < 2**31:
-        raise StatusError(400, f'Scale in version "v1" cannot be handled as a Scale: json: cannot unmarshal '
-                               f'{json.dumps(replicas)} into Go struct field ScaleSpec.spec.replicas of type int32',
-                          "BadRequest")
+    replicas: int = (scale.get("spec") or {}).get("replicas") or 0
     if replicas < 0:
         error = invalid("spec.replicas", replicas, "must be greater than or equal to 0")
         raise StatusError(422, f'{KIND}.autoscaling "{call.target.name}" is invalid: {error}', "Invalid", {

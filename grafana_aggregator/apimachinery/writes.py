@@ -446,21 +446,29 @@ async def _delete_finalized(call: ResourceRequest, current: Object, expected_rv:
     deletionTimestamp, until its last finalizer is removed (the update that removes it deletes it).
 
     The preconditions are checked against the current object; the update names its resourceVersion, so a
-    change made meanwhile is a 409 rather than a lost write.
+    change made meanwhile is never lost: the object is read again and the preconditions checked on it (kube's
+    GuaranteedUpdate), a few times before the 409.
     """
-    target, meta = call.target, current["metadata"]
-    if expected_uid and meta.get("uid") != expected_uid:
-        raise ConflictError(f"Precondition failed: UID in precondition: {expected_uid}, UID in object meta: "
-                            f"{meta.get('uid')}")
-    if expected_rv and str(expected_rv) != meta.get("resourceVersion"):
-        raise ConflictError(f"Precondition failed: ResourceVersion in precondition: {expected_rv}, "
-                            f"ResourceVersion in object meta: {meta.get('resourceVersion')}")
-    if meta.get("deletionTimestamp"):
-        return current
-    marked = mark_deleted(current, call.now(), call.kind)
-    stored: Object = await call.store.update(target.collection, target.key_namespace, target.name, marked,
-                                             expected_resource_version=int(meta["resourceVersion"]))
-    return stored
+    target = call.target
+    for attempt in range(PATCH_RETRIES):
+        meta = current["metadata"]
+        if expected_uid and meta.get("uid") != expected_uid:
+            raise ConflictError(f"Precondition failed: UID in precondition: {expected_uid}, UID in object meta: "
+                                f"{meta.get('uid')}")
+        if expected_rv and str(expected_rv) != meta.get("resourceVersion"):
+            raise ConflictError(f"Precondition failed: ResourceVersion in precondition: {expected_rv}, "
+                                f"ResourceVersion in object meta: {meta.get('resourceVersion')}")
+        if meta.get("deletionTimestamp"):
+            return current
+        marked = mark_deleted(current, call.now(), call.kind)
+        try:
+            stored: Object = await call.store.update(target.collection, target.key_namespace, target.name, marked,
+                                                     expected_resource_version=int(meta["resourceVersion"]))
+            return stored
+        except ConflictError:
+            if attempt < PATCH_RETRIES - 1:
+                current = await call.store.get(target.collection, target.key_namespace, target.name)
+    raise ConflictError(_MODIFIED)
 
 
 def _deleted_status(call: ResourceRequest, uid: str) -> dict[str, Any]:

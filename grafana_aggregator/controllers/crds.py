@@ -29,6 +29,7 @@ from ..apimachinery.writes import mark_deleted
 from ..registry.crdstatus import (
     CLEANUP_FINALIZER,
     INSTANCE_DELETION_IN_PROGRESS,
+    INSTANCE_DELETION_PENDING,
     cleanup_done_condition,
     deletion_failed_condition,
     establish_status,
@@ -106,7 +107,10 @@ class CRDController(Service):
     def _changed(self, event: WatchEvent) -> None:
         if event.collection != CRDS or self._queue is None or not self.running or not self._informer.synced():
             return
-        self._queue.add(event.name)
+        if not _cleanup_started(event.object):
+            # (A cleanup under way runs on its own schedule: its own status writes re-adding it would run it again
+            # at once, so a failing step would loop without its backoff.)
+            self._queue.add(event.name)
         # A change of names can free or take names another CRD of the group asked for.
         group = (event.object.get("spec") or {}).get("group")
         for crd in self._informer.list(CRDS):
@@ -206,6 +210,14 @@ class CRDController(Service):
             except (NotFoundError, ConflictError):
                 remaining += 1
         return remaining
+
+
+def _cleanup_started(crd: Object) -> bool:
+    """Whether this controller has taken up the CRD's deletion (its Terminating condition is past
+    InstanceDeletionPending, which the DELETE sets)."""
+    condition = find_condition(crd, "Terminating")
+    return bool((crd.get("metadata") or {}).get("deletionTimestamp")) and condition is not None and \
+        condition.get("reason") != INSTANCE_DELETION_PENDING[1]
 
 
 def _names_settled(crd: Object) -> bool:

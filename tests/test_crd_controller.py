@@ -30,6 +30,7 @@ from grafana_aggregator.controllers.crds import (
 from grafana_aggregator.registry.crdstatus import (
     CLEANUP_FINALIZER,
     INITIAL_NAMES_ACCEPTED,
+    INSTANCE_DELETION_COMPLETED,
     INSTANCE_DELETION_IN_PROGRESS,
     INSTANCE_DELETION_PENDING,
     NO_CONFLICTS,
@@ -355,8 +356,11 @@ class DeletionTests(SynchronousTestCase):
         self.assertEqual(self.harness.instances(), [])
         self.assertIsNone(self.harness.stored("widgets.example.com"))
         self.assertEqual(self.harness.terminating("widgets.example.com"),
-                         [INSTANCE_DELETION_PENDING[1], INSTANCE_DELETION_IN_PROGRESS[1]])
+                         [INSTANCE_DELETION_PENDING[1], INSTANCE_DELETION_IN_PROGRESS[1],
+                          INSTANCE_DELETION_COMPLETED[1]])
         self.assertEqual(self.harness.events[-1].type, "DELETED")
+        self.assertEqual(find_condition(self.harness.events[-1].object, "Terminating")["reason"],
+                         INSTANCE_DELETION_COMPLETED[1])
 
     def test_instance_finalizer_holds_the_crd(self) -> None:
         """An instance with a finalizer of its own is marked deleting and keeps the CRD, checked again every

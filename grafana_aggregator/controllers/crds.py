@@ -186,8 +186,12 @@ class CRDController(Service):
                                           if f != CLEANUP_FINALIZER]
         meta = done["metadata"]
         if not meta["finalizers"]:
+            # As kube's update that removes the last finalizer: the final state is written (watchers see the
+            # Terminating outcome), and then the CRD goes.
             del meta["finalizers"]
-            await self._store.delete(CRDS, "", name, expected_resource_version=int(meta["resourceVersion"]))
+            final = await self._write(done)
+            await self._store.delete(CRDS, "", name,
+                                     expected_resource_version=int(final["metadata"]["resourceVersion"]))
             _log.info("deleted CRD {crd}: its instances are gone", crd=name)
         else:
             await self._write(done)

@@ -13,7 +13,7 @@ import base64
 import binascii
 import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 from attrs import frozen
@@ -156,10 +156,13 @@ def write_options(query: Query, kind: str, patch_type: str | None = None) -> Non
         raise invalid_options(kind, errors)
 
 
-def selectors(query: Query) -> tuple[Any, Any]:
-    """The label and field selectors of a list, watch or deletecollection."""
+#: The fields every kind can be selected by (kube's ObjectMetaFieldsSet).
+OBJECT_META_FIELDS = ("metadata.name", "metadata.namespace")
+
+
+def selectors(query: Query, allowed: Collection[str] = OBJECT_META_FIELDS) -> tuple[Any, Any]:
+    """The label and field selectors of a list, watch or deletecollection (fields among the kind's allowed)."""
     labels = parse_label_selector(single(query, "labelSelector"))
-    allowed = ["metadata.name", "metadata.namespace"]
     fields = parse_field_selector(single(query, "fieldSelector"), allowed)
     return labels, fields
 
@@ -223,11 +226,11 @@ class ListOptions:
     selective: bool
 
 
-def list_options(query: Query, watch: bool = False) -> ListOptions:
+def list_options(query: Query, watch: bool = False, allowed: Collection[str] = OBJECT_META_FIELDS) -> ListOptions:
     """Selectors, resourceVersion, resourceVersionMatch, limit and continue of a list (or watch), with kube's
     errors: a 400 for a parameter that does not parse, the 422 of ValidateListOptions for a bad combination.
     The resourceVersion is left for the store's own parse (`parse_resource_version` for this server's)."""
-    labels, fields = selectors(query)
+    labels, fields = selectors(query, allowed)
     version = single(query, "resourceVersion")
     match = single(query, "resourceVersionMatch")
     continue_token = single(query, "continue")

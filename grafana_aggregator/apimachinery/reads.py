@@ -43,7 +43,7 @@ async def get(call: ResourceRequest) -> None:
 
 async def list_collection(call: ResourceRequest) -> None:
     """GET a collection: the selected items, a page of them when limited, as of the resourceVersion asked for."""
-    options = list_options(call.query)
+    options = list_options(call.query, allowed=call.kind.field_labels)
     version = options.resource_version
     if options.continue_token and version not in ("", "0"):
         raise StatusError(400, "specifying resource version is not allowed when using continue", "BadRequest")

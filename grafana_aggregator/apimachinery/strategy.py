@@ -168,6 +168,8 @@ class Strategy:
         """An object as read from storage is answered (a custom resource gets the defaults its schema has now)."""
         return obj
 
+    #: The fields a fieldSelector may use (kube's ObjectMetaFieldsSet; a CRD adds its selectableFields).
+    field_labels: tuple[str, ...] = ("metadata.name", "metadata.namespace")
     #: How many values an object of this kind may hold (None: negotiation.MAX_OBJECT_VALUES, enough for any
     #: built-in kind here; CRDs and custom resources are larger).
     max_values: int | None = None

@@ -48,7 +48,7 @@ BOOKMARK_INTERVAL = 60.0
 
 async def watch(call: ResourceRequest, watches: set[WatchStream]) -> None:
     """GET with `?watch=true` or under `/watch/`: stream the changes, registered in `watches` while open."""
-    options = list_options(call.query, watch=True)
+    options = list_options(call.query, watch=True, allowed=call.kind.field_labels)
     labels, fields = options.labels, options.fields
     if call.target.name:
         # /watch/.../<name> watches one object.

@@ -481,7 +481,7 @@ def _deleted_status(call: ResourceRequest, uid: str) -> dict[str, Any]:
 async def delete_collection(call: ResourceRequest) -> None:
     """DELETE a collection: every selected object, answered with the list of those deleted."""
     delete_options(call.query, call.read_body(), call.header(b"content-type"))
-    labels, fields = selectors(call.query)
+    labels, fields = selectors(call.query, call.kind.field_labels)
     dry = dry_run(call.query)
     result = await call.store.list(call.target.collection, call.target.namespace)
     deleted = []

@@ -119,6 +119,7 @@ class CustomResourceStrategy(Strategy):
                 self._selectable.append((text.lstrip("."), parse(text)))
             except JSONPathError:
                 continue
+        self.field_labels = ("metadata.name", "metadata.namespace", *(name for name, _ in self._selectable))
 
     # -- decoding: defaults and pruning, as kube's CR codec applies them on every write and read ----------
 

@@ -256,6 +256,28 @@ class VersionTests(SynchronousTestCase):
         reply = Served(self, definition).request("GET", "/v1beta1/namespaces/default/servers")
         self.assertEqual(warnings(reply), ['299 - "use example.com/v1"'])
 
+    def test_none_conversion(self) -> None:
+        """Objects are stored in the storage version (v1) and served in the version asked for, apiVersion
+        rewritten, as kube's `None` conversion does; a write through another version is not a spec change."""
+        served = Served(self)
+        beta = "/v1beta1/namespaces/default/servers"
+        created = served.request("POST", beta, {**server(), "apiVersion": "example.com/v1beta1"})
+        self.assertEqual((created.code, created.json()["apiVersion"]), (201, "example.com/v1beta1"))
+        stored = self.successResultOf(served.store.get(COLLECTION, "default", "s1"))  # type: ignore[arg-type]
+        self.assertEqual(stored["apiVersion"], "example.com/v1")
+        self.assertEqual(served.request("GET", f"{SERVERS}/s1").json()["apiVersion"], "example.com/v1")
+        self.assertEqual([i["apiVersion"] for i in served.request("GET", beta).json()["items"]],
+                         ["example.com/v1beta1"])
+        again = served.request("GET", f"{beta}/s1").json()
+        again["metadata"]["labels"] = {"a": "b"}
+        updated = served.request("PUT", f"{beta}/s1", again)
+        self.assertEqual((updated.code, updated.json()["apiVersion"], updated.json()["metadata"]["generation"]),
+                         (200, "example.com/v1beta1", 1))
+        patched = served.request("PATCH", f"{SERVERS}/s1", {"metadata": {"labels": {"a": "c"}}},
+                                 "application/merge-patch+json")
+        self.assertEqual((patched.json()["apiVersion"], patched.json()["metadata"]["generation"]),
+                         ("example.com/v1", 1))
+
     def test_list_kind(self) -> None:
         self.assertEqual(Served(self).request("GET", SERVERS).json()["kind"], "ServerCatalog")
 

@@ -258,6 +258,8 @@ class ResourceRequest:
 
     def respond(self, code: int, body: Any) -> None:
         """Answer with one object, as a one-row Table when a Table was asked for."""
+        if isinstance(body, dict) and body.get("kind") == self.info.kind:
+            body = self.kind.on_read(body)
         if self.output.form == "table":
             body = self.table([body], {"resourceVersion": body.get("metadata", {}).get("resourceVersion", "")})
         respond(self.request, code, body, self.output, self.warnings)

@@ -137,7 +137,8 @@ async def serve_scale(call: ResourceRequest, method: str, paths: dict[str, Any])
             _answer(call, 200, scale_of(new, paths))
             return
         try:
-            stored = await call.store.update(target.collection, target.key_namespace, target.name, new,
+            stored = await call.store.update(target.collection, target.key_namespace, target.name,
+                                             call.kind.to_storage(new),
                                              expected_resource_version=int(current["metadata"]["resourceVersion"]))
         except ConflictError:
             if requested or attempt == PATCH_RETRIES - 1:

@@ -190,6 +190,10 @@ class Strategy:
         """The scale subresource's specReplicasPath, statusReplicasPath and labelSelectorPath (when has_scale)."""
         return {}
 
+    def to_storage(self, obj: Object) -> Object:
+        """An object as it is stored (a custom resource in its CRD's storage version); on_read undoes it."""
+        return obj
+
     def refuse_create(self) -> str | None:
         """Why creates are refused now (kube refuses them while a CRD terminates), or None."""
         return None

@@ -95,7 +95,8 @@ async def create(call: ResourceRequest) -> None:
                 return
             raise call.already_exists(name)
         try:
-            stored = await call.store.create(call.target.collection, call.target.key_namespace, name, candidate)
+            stored = await call.store.create(call.target.collection, call.target.key_namespace, name,
+                                             call.kind.to_storage(candidate))
         except AlreadyExistsError:
             if generate and not meta.get("name") and attempt < 4:
                 continue
@@ -139,7 +140,7 @@ async def update(call: ResourceRequest) -> None:
     except (TypeError, ValueError):
         raise StatusError(400, f'invalid resource version: "{version}"', "BadRequest") from None
     try:
-        old = await call.store.get(target.collection, target.key_namespace, target.name)
+        old = call.kind.on_read(await call.store.get(target.collection, target.key_namespace, target.name))
     except Exception as error:
         raise call.storage_error(error, target.name) from None
     if int(old["metadata"]["resourceVersion"]) != expected:
@@ -193,8 +194,8 @@ async def _write_update(call: ResourceRequest, new: Object, expected: int) -> No
                                     expected_resource_version=expected)
             call.respond(200, new)
             return
-        stored = await call.store.update(target.collection, target.key_namespace, target.name, new,
-                                         expected_resource_version=expected)
+        stored = await call.store.update(target.collection, target.key_namespace, target.name,
+                                         call.kind.to_storage(new), expected_resource_version=expected)
     except Exception as error:
         raise call.storage_error(error, target.name) from None
     call.respond(200, stored)
@@ -238,7 +239,8 @@ async def patch(call: ResourceRequest) -> None:
     options = patch_options(call.query, patch_type, call.header(b"user-agent"))
     for attempt in range(PATCH_RETRIES):
         try:
-            old: Object | None = await call.store.get(target.collection, target.key_namespace, target.name)
+            old: Object | None = call.kind.on_read(
+                await call.store.get(target.collection, target.key_namespace, target.name))
         except NotFoundError:
             old = None
         except Exception as error:
@@ -350,7 +352,8 @@ async def _create_applied(call: ResourceRequest, new: Object) -> None:
         call.respond(201, new)
         return
     try:
-        stored = await call.store.create(target.collection, target.key_namespace, target.name, new)
+        stored = await call.store.create(target.collection, target.key_namespace, target.name,
+                                         call.kind.to_storage(new))
     except AlreadyExistsError:
         raise ConflictError("created concurrently") from None
     except Exception as error:
@@ -374,8 +377,8 @@ async def _store_patched(call: ResourceRequest, new: Object, old: Object) -> Non
                                     expected_resource_version=expected)
             call.respond(200, new)
             return
-        stored = await call.store.update(target.collection, target.key_namespace, target.name, new,
-                                         expected_resource_version=expected)
+        stored = await call.store.update(target.collection, target.key_namespace, target.name,
+                                         call.kind.to_storage(new), expected_resource_version=expected)
     except ConflictError:
         raise
     except Exception as error:
@@ -504,7 +507,7 @@ async def delete_collection(call: ResourceRequest) -> None:
                 item = await call.store.delete(call.target.collection, meta.get("namespace", ""), meta["name"])
             except NotFoundError:
                 continue
-        deleted.append(item)
+        deleted.append(call.kind.on_read(item))
     respond(call.request, 200, {"kind": call.info.list_kind, "apiVersion": call.info.api_version,
                                 "metadata": {"resourceVersion": str(call.store.current_resource_version())},
                                 "items": deleted}, call.output if call.output.form != "table" else Output("json"),

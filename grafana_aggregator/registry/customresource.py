@@ -95,6 +95,10 @@ class CustomResourceStrategy(Strategy):
         #: The schema as validation, pruning and defaulting use it (empty when the CRD keeps every field).
         self.schema: dict[str, Any] = schema
         self.preserve_unknown_fields = bool(spec.get("preserveUnknownFields"))
+        storage = next((str(v.get("name")) for v in spec.get("versions") or []
+                        if isinstance(v, dict) and v.get("storage")), version)
+        #: The apiVersion objects are stored with (the CRD's storage version), whatever version wrote them.
+        self.storage_api_version = f"{group}/{storage}"
         self._has_defaults = _has_defaults(schema)
         self.list_map_keys = list_map_keys(schema)
         self._last_read: tuple[Object | None, Object | None] = (None, None)
@@ -133,19 +137,28 @@ class CustomResourceStrategy(Strategy):
         return prune(obj, self.schema)
 
     def on_read(self, obj: Object) -> Object:
-        """Stored objects get the schema's current defaults (a default added after they were written), as kube
-        defaults on decoding from storage; the object last read is remembered, so a watch event is copied once
-        for all its watchers."""
-        if not self._has_defaults:
+        """A stored object as this version serves it: kube's `None` conversion (apiVersion rewritten) and the
+        schema's current defaults (a default added after it was written), as kube converts and defaults on
+        decoding from storage.  The object last read is remembered, so a watch event is converted once for all
+        its watchers."""
+        converted = obj.get("apiVersion") != self.info.api_version
+        if not self._has_defaults and not converted:
             return obj
         last, answer = self._last_read
         if last is obj and answer is not None:
             return answer
-        defaulted = copy.deepcopy(obj)
-        apply_defaults(defaulted, self.schema)
-        answer = obj if defaulted == obj else defaulted
+        result = copy.deepcopy(obj)
+        result["apiVersion"] = self.info.api_version
+        if self._has_defaults:
+            apply_defaults(result, self.schema)
+        answer = obj if result == obj else result
         self._last_read = (obj, answer)
         return answer
+
+    def to_storage(self, obj: Object) -> Object:
+        if obj.get("apiVersion") == self.storage_api_version:
+            return obj
+        return {**obj, "apiVersion": self.storage_api_version}
 
     def scale_paths(self) -> dict[str, Any]:
         return self.scale

@@ -41,6 +41,7 @@ from .aggregation.routing import ProxyMaker, RoutingTable
 from .aggregation.upstream import UpstreamClients
 from .apimachinery.rest import GroupVersionResource, serve_locally
 from .apimachinery.structural import structural_errors
+from .apimachinery.watch import end_watches
 from .apimachinery.strategy import LocalGroupVersion, wall_clock
 from .config.remote_services import RemoteService, RemoteServicesError, load_remote_services
 from .config.settings import KEYS, ConfigError, Settings, load_settings
@@ -531,12 +532,14 @@ def make_service(settings: Settings, runtime: Runtime, reactor: IReactorCore,
     crd_controller = CRDController(store, informer, clock, now)
 
     def install_custom_resources(gv: LocalGroupVersion) -> None:
+        end_watches(watches, gv.group, gv.version, keep={info.plural for info in gv.infos})
         routing.add_local(gv, GroupVersionResource(gv.group, gv.version, list(gv.kinds), store, clock,
                                                    watches=watches))
         openapi.add_group(gv)
         registration.add(LocalAPIService(gv.group, gv.version, CRD_GROUP_PRIORITY_MINIMUM, CRD_VERSION_PRIORITY))
 
     def uninstall_custom_resources(group: str, version: str) -> None:
+        end_watches(watches, group, version)
         routing.remove_local(group, version)
         openapi.remove_group(group, version)
         registration.remove(f"{version}.{group}")

@@ -16,7 +16,7 @@ from __future__ import annotations
 import copy
 import json
 import random
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from twisted.internet.interfaces import IDelayedCall
@@ -111,6 +111,12 @@ class WatchStream:
     def end(self) -> None:
         """End the stream cleanly (the client sees the end of the response, not a reset)."""
         self._end()
+
+    @property
+    def resource(self) -> tuple[str, str, str]:
+        """The group, version and resource (plural) this stream watches."""
+        info = self._call.info
+        return info.group, info.version, info.plural
 
     def _ended(self) -> bool:
         """Whether the stream has ended (the client may have gone while the reactor ran)."""
@@ -255,3 +261,13 @@ class WatchStream:
             if timer.active():
                 timer.cancel()
         self._timers = []
+
+
+def end_watches(watches: set[WatchStream], group: str, version: str, keep: Collection[str] = ()) -> int:
+    """End the open watches of a group-version's resources that are no longer served (their CRD is gone), all
+    but those in keep, as kube ends them; the number ended."""
+    ending = [stream for stream in watches
+              if stream.resource[:2] == (group, version) and stream.resource[2] not in keep]
+    for stream in ending:
+        stream.end()
+    return len(ending)

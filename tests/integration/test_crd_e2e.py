@@ -238,13 +238,22 @@ class CRDRoundTripTests(KubectlDaemonCase):
         self.assertIn("Warning: example.com/v1beta1 Widget is deprecated; use example.com/v1", err)
 
     async def delete_crd(self, binary: str) -> None:
-        """Deleting a CRD deletes its instances first, then its API (kubectl waits for both)."""
+        """Deleting a CRD deletes its instances first, then its API (kubectl waits for both); a watch of its kind
+        sees the instance go and then ends, as kube ends it."""
+        watcher = getProcessOutputAndValue("timeout", ["30", binary, "get", "certificates", "-n", "default",
+                                                       "--watch", "--output-watch-events", "-o",
+                                                       "custom-columns=EVENT:.type,NAME:.object.metadata.name"],
+                                           env=self.env, path=self.folder)
+        await deferLater(reactor, 2.0, lambda: None)
         out, _ = await self.kubectl("delete", "crd", "certificates.cert-manager.io", "--timeout=30s", binary=binary)
         self.assertEqual(out.strip(), 'customresourcedefinition.apiextensions.k8s.io "certificates.cert-manager.io" '
                                       'deleted')
         _, err = await self.kubectl("get", "--raw", "/apis/cert-manager.io/v1/namespaces/default/certificates",
                                     binary=binary, ok=False)
         self.assertIn("NotFound", err)
+        watched, _, code = await watcher
+        self.assertNotEqual(code, 124, "the watch of a deleted CRD's kind was not ended")
+        self.assertEqual(watched.decode().split(), ["EVENT", "NAME", "ADDED", "c1", "DELETED", "c1"])
         out, _ = await self.kubectl("api-resources", "--api-group", "cert-manager.io", "-o", "name", binary=binary)
         self.assertEqual(out.split(), ["issuers.cert-manager.io"])
         out, _ = await self.kubectl("get", "apiservice", "v1.cert-manager.io", "-o", "jsonpath={.spec.groupPriorityMinimum}",

@@ -544,7 +544,10 @@ def make_service(settings: Settings, runtime: Runtime, reactor: IReactorCore,
         openapi.remove_group(group, version)
         registration.remove(f"{version}.{group}")
 
-    custom_resources = CustomResourceServing(informer, install_custom_resources, uninstall_custom_resources)
+    built_in = frozenset((gv.group, gv.version) for gv in [*groups, *reviews, *([bundled_gv] if
+                                                                               settings.experimental_apis else [])])
+    custom_resources = CustomResourceServing(informer, install_custom_resources, uninstall_custom_resources,
+                                             lambda: built_in)
 
     if replicas is None:
         for part in (informer, bundled, custom_resources, registration, autoregistration, availability,

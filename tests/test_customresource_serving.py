@@ -8,10 +8,13 @@ from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
+from twisted.logger import globalLogPublisher
+from twisted.internet.testing import EventLoggingObserver
 from twisted.trial.unittest import SynchronousTestCase
 
 from grafana_aggregator.apimachinery.strategy import LocalGroupVersion
 from grafana_aggregator.controllers.customresources import CRDS, CustomResourceServing, is_established
+from grafana_aggregator.registry.apiservice import APISERVICES
 from grafana_aggregator.storage.informer import Informer
 from grafana_aggregator.storage.memory import MemoryStore
 
@@ -32,10 +35,12 @@ def issuers() -> dict[str, Any]:
     return crd
 
 
-class ServingTests(SynchronousTestCase):
+class ServingCase(SynchronousTestCase):
+    """CRDs in a memory store, their informer, and the served group-versions recorded."""
+
     def setUp(self) -> None:
         self.store = MemoryStore()
-        self.informer = Informer(self.store, (CRDS,), Clock())
+        self.informer = Informer(self.store, (CRDS, APISERVICES), Clock())
         self.installed: dict[tuple[str, str], LocalGroupVersion] = {}
         self.removed: list[tuple[str, str]] = []
         self.serving = CustomResourceServing(self.informer, self.install, self.uninstall)
@@ -66,6 +71,11 @@ class ServingTests(SynchronousTestCase):
 
     def kinds(self, key: tuple[str, str] = ("cert-manager.io", "v1")) -> list[str]:
         return [k.info.kind for k in self.installed[key].kinds]
+
+
+
+class ServingTests(ServingCase):
+    """Established CRDs' versions are served, shared by a group, rebuilt and removed."""
 
     def test_established_at_start_is_served(self) -> None:
         self.put(established(CERTIFICATES))
@@ -114,3 +124,46 @@ class ServingTests(SynchronousTestCase):
         self.assertTrue(is_established(established(CERTIFICATES)))
         self.assertFalse(is_established(established(CERTIFICATES, "False")))
         self.assertFalse(is_established(CERTIFICATES))
+
+
+class NotServedTests(ServingCase):
+    """A CRD never takes over a group-version served here, and a remote APIService of its group-version wins."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.serving = CustomResourceServing(self.informer, self.install, self.uninstall,
+                                             lambda: {("service.grafana.app", "v0alpha1")})
+        self.log = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+
+    def test_built_in_group_version_is_not_taken(self) -> None:
+        crd = established(CERTIFICATES)
+        crd["metadata"]["name"] = "certificates.service.grafana.app"
+        crd["spec"]["group"] = "service.grafana.app"
+        crd["spec"]["versions"] = [{**version, "name": "v0alpha1"} for version in crd["spec"]["versions"]
+                                   if version["name"] == "v1"]
+        self.put(crd)
+        self.start()
+        self.assertEqual(self.installed, {})
+        self.assertIn("service.grafana.app/v0alpha1 is served by this server itself",
+                      self.serving.not_served[("service.grafana.app", "v0alpha1")])
+        self.assertEqual(len([e for e in self.log if e.get("reason")]), 1)
+
+    def test_remote_apiservice_wins_until_deleted(self) -> None:
+        remote = {"apiVersion": "apiregistration.k8s.io/v1", "kind": "APIService",
+                  "metadata": {"name": "v1.cert-manager.io"},
+                  "spec": {"group": "cert-manager.io", "version": "v1", "groupPriorityMinimum": 100,
+                           "versionPriority": 10, "service": {"namespace": "ns", "name": "cm", "port": 443}}}
+        self.successResultOf(Deferred.fromCoroutine(self.store.create(APISERVICES, "", "v1.cert-manager.io",
+                                                                      copy.deepcopy(remote))))
+        self.put(established(CERTIFICATES))
+        self.start()
+        self.assertEqual(self.installed, {})
+        self.assertIn("the APIService v1.cert-manager.io sends cert-manager.io/v1 to a remote backend",
+                      self.serving.not_served[("cert-manager.io", "v1")])
+        self.successResultOf(Deferred.fromCoroutine(self.store.delete(APISERVICES, "", "v1.cert-manager.io")))
+        self.assertEqual(self.kinds(), ["Certificate"])
+        self.assertEqual(self.serving.not_served, {})
+        # Registered remote again: the CRD's kinds stop being served here.
+        self.successResultOf(Deferred.fromCoroutine(self.store.create(APISERVICES, "", "v1.cert-manager.io",
+                                                                      copy.deepcopy(remote))))
+        self.assertEqual((self.installed, self.removed), ({}, [("cert-manager.io", "v1")]))

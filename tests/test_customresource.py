@@ -110,3 +110,16 @@ class StrategyTests(SynchronousTestCase):
         obj = certificate(conditions=[])
         without.prepare_for_create(obj)
         self.assertIn("status", obj)
+
+
+class AcceptedNamesTests(SynchronousTestCase):
+    """A CRD is served under status.acceptedNames, as kube serves it, once the naming controller has set them."""
+
+    def test_accepted_names_win_over_spec(self) -> None:
+        crd = copy.deepcopy(CERTIFICATES)
+        crd["status"] = {"acceptedNames": copy.deepcopy(crd["spec"]["names"])}
+        crd["spec"]["names"]["shortNames"] = ["taken"]
+        info = CustomResourceStrategy(crd, "v1").info
+        self.assertEqual(info.short_names, tuple(CERTIFICATES["spec"]["names"].get("shortNames") or ()))
+        del crd["status"]
+        self.assertEqual(CustomResourceStrategy(crd, "v1").info.short_names, ("taken",))

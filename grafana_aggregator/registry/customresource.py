@@ -71,7 +71,10 @@ class CustomResourceStrategy(Strategy):
 
     def __init__(self, crd: Object, version: str):
         spec = crd.get("spec") or {}
-        names = spec.get("names") or {}
+        # Served under the names the naming controller accepted (kube's crdHandler serves status.acceptedNames, so
+        # a rename that conflicts with another CRD does not change what is served).
+        accepted = (crd.get("status") or {}).get("acceptedNames") or {}
+        names = accepted if accepted.get("plural") and accepted.get("kind") else spec.get("names") or {}
         entry = version_of(crd, version)
         subresources = entry.get("subresources") or {}
         schema = (entry.get("schema") or {}).get("openAPIV3Schema") or {}

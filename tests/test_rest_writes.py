@@ -432,9 +432,6 @@ class APIServiceCreateTests(_WritesTestCase):
         self.assertEqual(reply.code, 201)
         self.assertEqual(reply.headers.getRawHeaders(b"Warning"), [b'299 - "duplicate field \\"spec.versionPriority\\""'])
 
-    test_duplicate_field_is_named_by_path.todo = (  # type: ignore[attr-defined]
-        "bug: negotiation.decode_json records only the bare key ('duplicate field \"versionPriority\"')")
-
     def test_field_manager_recorded(self) -> None:
         """The fieldManager query parameter names the Update entry of managedFields."""
         created = self.create(f"{APISERVICES}?fieldManager=kubectl-create&fieldValidation=Strict")

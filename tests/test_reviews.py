@@ -204,14 +204,14 @@ class SelfSubjectAccessReviewTests(SynchronousTestCase):
         response = self.aggregator.request("POST", SSAR, "alicetoken", data)
         self.assertEqual(response.code, 201)
         self.assertEqual(response.headers.getRawHeaders("warning"),
-                         ['299 - "unknown field \\"spec.extra\\""', '299 - "duplicate field \\"verb\\""'])
+                         ['299 - "unknown field \\"spec.extra\\""', '299 - "duplicate field \\"spec.nonResourceAttributes.verb\\""'])
         self.assertNotIn("extra", json.loads(response.body)["spec"])
         response = self.aggregator.request("POST", SSAR + "?fieldValidation=Ignore", "alicetoken", data)
         self.assertEqual((response.code, response.headers.getRawHeaders("warning")), (201, None))
         code, body = self.aggregator.call("POST", SSAR + "?fieldValidation=Strict", "alicetoken", data)
         self.assertEqual((code, body["message"]), (400, 'SelfSubjectAccessReview in version "v1" cannot be handled as a '
                                                         'SelfSubjectAccessReview: strict decoding error: unknown field '
-                                                        '"spec.extra", duplicate field "verb"'))
+                                                        '"spec.extra", duplicate field "spec.nonResourceAttributes.verb"'))
         code, body = self.aggregator.call("POST", SSAR + "?fieldValidation=Sloppy", "alicetoken", data)
         self.assertEqual((code, body["reason"]), (400, "BadRequest"))
 

@@ -313,13 +313,14 @@ def load_json(data: bytes, max_values: int = MAX_BODY_VALUES, *, yaml_numbers: b
     except UnicodeDecodeError as error:
         raise BodyError(BodyError.UNICODE, f"invalid UTF-8 at byte {error.start}") from None
     _check_json_shape(data, max_values)
-    repeated: list[str] = []
+    repeated: list[tuple[dict[str, Any], str]] = []
 
     def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
         result = dict(items)
         if len(result) != len(items):
             seen: set[str] = set()
-            repeated.extend(key for key, _ in items if key in seen or seen.add(key))  # type: ignore[func-returns-value]
+            repeated.extend((result, key) for key, _ in items
+                            if key in seen or seen.add(key))  # type: ignore[func-returns-value]
         return result
 
     hooks: dict[str, Any] = {"object_pairs_hook": pairs} if duplicates else {}
@@ -336,7 +337,26 @@ def load_json(data: bytes, max_values: int = MAX_BODY_VALUES, *, yaml_numbers: b
         surrogate = _lone_surrogate(value)
         if surrogate is not None:
             raise BodyError(BodyError.SURROGATE, f"{surrogate} is half of a UTF-16 surrogate pair, not a character")
-    return Decoded(value, tuple(repeated))
+    return Decoded(value, tuple(_duplicate_paths(value, repeated)) if repeated else ())
+
+
+def _duplicate_paths(root: Any, repeated: list[tuple[dict[str, Any], str]]) -> list[str]:
+    """The full paths (`spec.versionPriority`, `items[0].name`) of repeated keys, as sigs.k8s.io/json names them:
+    the decoder builds objects inside out, so where each object sits is found once the whole value is built."""
+    where: dict[int, str] = {}
+    stack: list[tuple[Any, str]] = [(root, "")]
+    while stack:
+        value, path = stack.pop()
+        if isinstance(value, dict):
+            where[id(value)] = path
+            stack.extend((child, f"{path}.{key}" if path else key) for key, child in value.items())
+        elif isinstance(value, list):
+            stack.extend((child, f"{path}[{index}]") for index, child in enumerate(value))
+    paths = []
+    for mapping, key in repeated:
+        parent = where.get(id(mapping), "")
+        paths.append(f"{parent}.{key}" if parent else key)
+    return paths
 
 
 def decode_json(data: bytes, max_values: int = MAX_DOCUMENT_VALUES) -> Decoded:
@@ -626,9 +646,19 @@ class _YamlBuilder:
             key = top.key
             assert key is not None
             if key in top.value:
-                self.duplicates.append(key)
+                self.duplicates.append(self.path(key))
             top.value[key] = value
         top.key, top.merge, top.expect_key = None, False, True
+
+    def path(self, key: str) -> str:
+        """The full path of a key of the innermost open mapping (`spec.versionPriority`)."""
+        path = ""
+        for collection in self.stack[:-1]:
+            if isinstance(collection.value, list):
+                path += f"[{len(collection.value)}]"
+            elif collection.key is not None:
+                path = f"{path}.{collection.key}" if path else str(collection.key)
+        return f"{path}.{key}" if path else key
 
     @staticmethod
     def merge(target: dict[str, Any], source: Any) -> None:

@@ -21,6 +21,7 @@ from typing import Any
 
 from .harness import (AUTHORIZATION, LARGE_BYTES, LARGE_PATH, SMALL_PATH, TOKEN, UPLOAD_PATH, VERSION, Api, Pki,
                       Process, Processes, RssSampler, WrkResult, cpu_seconds, free_port, percentile, wait_port, wrk)
+from . import crds as crdbench
 from . import propagation
 from .report import Results, Row
 from .stack import (Aggregator, Etcd, Nginx, register, start_aggregator, start_backend, start_etcd,
@@ -780,3 +781,239 @@ def replicas(ctx: Context) -> None:
 
 NAMES = (*NAMES, "etcd-replicas")
 RUNNERS["etcd-replicas"] = replicas
+
+
+CRD_TIMED = 20
+CRD_INSTALLED = 100
+CRD_LISTED_WITHIN = 10.0
+CR_CREATES = 600
+CR_WRITERS = 4
+CR_ROUNDS = 3
+CR_NAMESPACE = "bench-crds"
+CR_GROUP = f"cr{crdbench.GROUP_SUFFIX}"
+REFERENCE_LABEL = "crds-reference"
+
+
+def _crd_group(prefix: str, index: int) -> str:
+    return f"{prefix}{index:03d}{crdbench.GROUP_SUFFIX}"
+
+
+@dataclass
+class _Listing:
+    """When (seconds after its POST was sent) one new group was answered, then first listed in each `/apis`."""
+
+    answered: float
+    legacy: float | None = None
+    aggregated: float | None = None
+
+
+def _create_until_listed(api: Api, path: str, body: dict[str, Any], group: str, with_resources: bool) -> tuple[
+        float, _Listing]:
+    """POST body, then GET both `/apis` (one after the other, each until it lists group) for at most
+    CRD_LISTED_WITHIN seconds; returns the moment the POST was sent and what was seen when."""
+    started = time.monotonic()
+    api.json("POST", path, body)
+    listing = _Listing(time.monotonic() - started)
+    while listing.legacy is None or listing.aggregated is None:
+        if listing.legacy is None:
+            _, _, data = api.request("GET", "/apis", headers={"Accept": LEGACY_DISCOVERY})
+            if group in crdbench.legacy_groups(data):
+                listing.legacy = time.monotonic() - started
+        if listing.aggregated is None:
+            _, _, data = api.request("GET", "/apis", headers={"Accept": AGGREGATED_DISCOVERY})
+            if group in crdbench.aggregated_groups(data, with_resources):
+                listing.aggregated = time.monotonic() - started
+        if time.monotonic() - started > CRD_LISTED_WITHIN:
+            break
+    return started, listing
+
+
+def _timed_post(api: Api, path: str, body: dict[str, Any]) -> float:
+    """Milliseconds for one POST's round trip."""
+    started = time.monotonic()
+    api.json("POST", path, body)
+    return 1000 * (time.monotonic() - started)
+
+
+def _listed_groups(api: Api) -> tuple[set[str], set[str]]:
+    """The bench CRD groups legacy `/apis` lists, and those aggregated `/apis` lists with resources."""
+    legacy = crdbench.legacy_groups(api.request("GET", "/apis", headers={"Accept": LEGACY_DISCOVERY})[2])
+    aggregated = crdbench.aggregated_groups(
+        api.request("GET", "/apis", headers={"Accept": AGGREGATED_DISCOVERY})[2], with_resources=True)
+    return ({g for g in legacy if g.endswith(crdbench.GROUP_SUFFIX)},
+            {g for g in aggregated if g.endswith(crdbench.GROUP_SUFFIX)})
+
+
+def _apis_loads(url: str, seconds: float) -> dict[str, WrkResult]:
+    """`GET /apis`, legacy then aggregated, with wrk at c=1 after a second of warm-up each."""
+    auth = f"Authorization: {AUTHORIZATION}"
+    measured = {}
+    for label, accept in (("legacy", LEGACY_DISCOVERY), ("aggregated", AGGREGATED_DISCOVERY)):
+        wrk(url, 1, 1, [auth, f"Accept: {accept}"])
+        measured[label] = wrk(url, 1, seconds, [auth, f"Accept: {accept}"])
+    return measured
+
+
+def _ms(values: list[float], fraction: float) -> float:
+    return 1000 * percentile(values, fraction)
+
+
+def crds(ctx: Context) -> None:
+    """Issue 15, on a daemon of its own (file storage) so it starts with no CRD: CRD create → Established and listed
+    in `/apis` against an APIService create → listed; custom resource creates against ExternalName creates;
+    `/apis` with 100 CRDs against `/apis` with none.
+
+    After the first 80 CRDs, 20 CRDs and 20 APIServices are created one at a time, alternately; after each POST
+    the harness polls both `/apis` until they list the new group, and a CRD watch notes when the CRD is first seen
+    Established.  The creates run
+    in rounds that alternate the two kinds (one writer, then CR_WRITERS), so drift during the run hits both.
+    """
+    daemon = start_aggregator(ctx.processes, ctx.pki, name="aggregator-crds")
+    api = daemon.api
+    seconds = max(2.0, ctx.seconds / 2)
+    try:
+        rss_empty = daemon.process.rss()
+        empty = _apis_loads(f"{daemon.url}/apis", seconds)
+        bodies_empty = {label: len(api.request("GET", "/apis", headers={"Accept": accept})[2])
+                        for label, accept in (("legacy", LEGACY_DISCOVERY), ("aggregated", AGGREGATED_DISCOVERY))}
+
+        # 1. The first CRDs (the Widget kind's among them), then one CRD at a time: POST → Established (watch) and
+        # → listed in both /apis, with 80-99 installed; an APIService beside each.
+        wanted = {CR_GROUP}
+        bulk_ms = [_timed_post(api, crdbench.CRDS, crdbench.widget_crd(CR_GROUP))]
+        while len(wanted) < CRD_INSTALLED - CRD_TIMED:
+            group = _crd_group("b", len(wanted))
+            bulk_ms.append(_timed_post(api, crdbench.CRDS, crdbench.widget_crd(group)))
+            wanted.add(group)
+        resource_version = api.json("GET", crdbench.CRDS)["metadata"]["resourceVersion"]
+        watch = propagation.StreamWatch(
+            "CRDs", propagation.https_to(daemon.port), "GET",
+            f"{crdbench.CRDS}?watch=1&resourceVersion={resource_version}&allowWatchBookmarks=false", None,
+            {"Authorization": AUTHORIZATION, "Accept": "application/json"}, crdbench.established_marks,
+            time.monotonic() + 300)
+        watch.start()
+        crd_posts: dict[str, tuple[float, _Listing]] = {}
+        references: list[_Listing] = []
+        try:
+            for index in range(CRD_TIMED):
+                group = _crd_group("r", index)
+                apiservice = _remote_apiservice(group, REFERENCE_LABEL)
+                references.append(_create_until_listed(api, APISERVICES, apiservice, group, False)[1])
+                group = _crd_group("t", index)
+                crd = crdbench.widget_crd(group)
+                crd_posts[crd["metadata"]["name"]] = _create_until_listed(api, crdbench.CRDS, crd, group, True)
+            watch.wait_for(crd_posts, within=CRD_LISTED_WITHIN)
+        finally:
+            watch.stop()
+        established = [watch.arrived[name] - started for name, (started, _) in crd_posts.items()
+                       if name in watch.arrived]
+        listings = [listing for _, listing in crd_posts.values()]
+        section = f"crds: create → served, {CRD_TIMED} one at a time, {len(bulk_ms)}+ installed"
+        ctx.add(Row(section, f"CRD POST round trip while the first {len(bulk_ms)} were created: p50",
+                    percentile(bulk_ms, 0.5), "ms"))
+        ctx.add(Row(section, f"CRD POST round trip while the first {len(bulk_ms)} were created: p99",
+                    percentile(bulk_ms, 0.99), "ms"))
+        reference_name = "APIService"
+        figures = (
+            ("POST round trip", [x.answered for x in listings], [x.answered for x in references], None),
+            ("POST → Established (watch)", established, [x.answered for x in references], 1000.0),
+            ("POST → in legacy /apis", [x.legacy for x in listings if x.legacy is not None],
+             [x.legacy for x in references if x.legacy is not None], 1000.0),
+            ("POST → in aggregated /apis", [x.aggregated for x in listings if x.aggregated is not None],
+             [x.aggregated for x in references if x.aggregated is not None], 1000.0),
+        )
+        for name, values, reference, target in figures:
+            for tag, fraction in (("p50", 0.5), ("p99", 0.99), ("max", 1.0)):
+                ctx.add(Row(section, f"CRD {name}: {tag}", _ms(values, fraction), "ms", _ms(reference, fraction),
+                            f"{reference_name} {'POST round trip' if 'Established' in name else name}",
+                            at_most=target if tag == "p99" else None))
+        missing = (CRD_TIMED - len(established)) + sum(1 for x in listings if x.legacy is None or x.aggregated is None)
+        ctx.add(Row(section, f"CRDs not Established and listed within {CRD_LISTED_WITHIN:g} s", missing, "",
+                    at_most=0))
+        if watch.error:
+            ctx.add(Row(section, f"CRD watch failed: {watch.error[:100]}", float("nan"), "", at_most=0))
+
+        # 2. 100 CRDs (the APIServices deleted): /apis beside /apis with none.
+        api.json("DELETE", f"{APISERVICES}?labelSelector=bench%3D{REFERENCE_LABEL}")
+        wanted |= {_crd_group("t", index) for index in range(CRD_TIMED)}
+        deadline = time.monotonic() + 60
+        while True:
+            legacy, aggregated = _listed_groups(api)  # the reference APIServices' groups are gone from legacy too
+            if legacy == wanted and aggregated == wanted:
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{len(legacy)} / {len(aggregated)} of {len(wanted)} CRD groups listed after 60 s")
+            time.sleep(0.1)
+        installed = _apis_loads(f"{daemon.url}/apis", seconds)
+        section = f"crds: {CRD_INSTALLED} CRDs installed"
+        for label in ("legacy", "aggregated"):
+            result, reference_result = installed[label], empty[label]
+            ctx.add(Row(section, f"{label} /apis p50", result.p50_ms, "ms", reference_result.p50_ms, "0 CRDs"))
+            ctx.add(Row(section, f"{label} /apis p99", result.p99_ms, "ms", reference_result.p99_ms, "0 CRDs",
+                        at_most=10.0))
+            ctx.add(Row(section, f"{label} /apis requests/s", result.rps, "req/s", reference_result.rps, "0 CRDs"))
+            if result.errors or reference_result.errors:
+                ctx.add(Row(section, f"{label} /apis errors", result.errors + reference_result.errors, "", at_most=0))
+            body = len(api.request("GET", "/apis", headers={"Accept": LEGACY_DISCOVERY if label == "legacy"
+                                                            else AGGREGATED_DISCOVERY})[2])
+            ctx.add(Row(section, f"{label} /apis body", body / 1024, "KB", bodies_empty[label] / 1024, "0 CRDs"))
+        ctx.add(Row(section, "daemon RSS", daemon.process.rss() / MB, "MB", rss_empty / MB, "0 CRDs"))
+
+        # 3. Custom resource creates against ExternalName creates: same client, writers and count, alternating.
+        widgets = f"/apis/{CR_GROUP}/{crdbench.CR_VERSION}/namespaces/{CR_NAMESPACE}/widgets"
+        externalnames = f"/apis/service.grafana.app/v0alpha1/namespaces/{CR_NAMESPACE}/externalnames"
+        kinds: dict[str, Callable[[str], tuple[str, dict[str, Any]]]] = {
+            "Widget": lambda name: (widgets, crdbench.widget(CR_GROUP, CR_NAMESPACE, name)),
+            "ExternalName": lambda name: (externalnames, {
+                "apiVersion": "service.grafana.app/v0alpha1", "kind": "ExternalName",
+                "metadata": {"name": name, "namespace": CR_NAMESPACE, "labels": {"app": "bench"}},
+                "spec": {"host": "grafana.example.com"}}),
+        }
+        for writers in (1, CR_WRITERS):
+            label = "1 writer" if writers == 1 else f"{writers} concurrent writers"
+            round_trips: dict[str, list[float]] = {kind: [] for kind in kinds}
+            errors: dict[str, list[str]] = {kind: [] for kind in kinds}
+            for round_ in range(CR_ROUNDS):
+                order = list(kinds) if round_ % 2 == 0 else list(reversed(kinds))
+                for kind in order:
+                    marks = [f"{kind.lower()}-w{writers}-r{round_}-{i:04d}" for i in range(CR_CREATES // CR_ROUNDS)]
+                    apis = threading.local()
+                    clients: list[Api] = []
+
+                    def create(mark: str, make: Callable[[str], tuple[str, dict[str, Any]]] = kinds[kind]) -> None:
+                        if not hasattr(apis, "api"):
+                            apis.api = Api(daemon.port)  # one keep-alive connection per writer
+                            clients.append(apis.api)
+                        path, body = make(mark)
+                        apis.api.json("POST", path, body)
+
+                    if round_ == 0:
+                        create(f"{kind.lower()}-w{writers}-warm-up")
+                    try:
+                        writes = _write_all(marks, writers, create)
+                    finally:
+                        for client in clients:
+                            client.close()
+                    round_trips[kind] += [1000 * (writes.answered[m] - writes.sent[m]) for m in writes.answered]
+                    errors[kind] += writes.errors
+            section = f"crds: create, {label}"
+            cr, builtin = round_trips["Widget"], round_trips["ExternalName"]
+            for tag, fraction in (("p50", 0.5), ("p99", 0.99)):
+                ctx.add(Row(section, f"custom resource (Widget) create {tag}", percentile(cr, fraction), "ms",
+                            percentile(builtin, fraction), "ExternalName create"))
+            ctx.add(Row(section, "custom resource create p99 / ExternalName create p99",
+                        percentile(cr, 0.99) / percentile(builtin, 0.99), "×", 1.0, "ExternalName", at_most=1.5))
+            ctx.add(Row(section, "creates of each kind", len(cr), "", len(builtin), "ExternalName",
+                        at_least=CR_CREATES))
+            for kind, problems in errors.items():
+                if problems:
+                    ctx.add(Row(section, f"{kind} create failed: {problems[0][:100]}", len(problems), "", at_most=0))
+        stored = api.json("GET", f"{widgets}/widget-w1-r0-0000")
+        ctx.add(Row("crds: create, 1 writer", "stored Widget defaulted and pruned as its schema says",
+                    1.0 if crdbench.defaulted_and_pruned(stored) else 0.0, "", at_least=1))
+    finally:
+        ctx.processes.stop(daemon.process)
+
+
+NAMES = (*NAMES, "crds")
+RUNNERS["crds"] = crds

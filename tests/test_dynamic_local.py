@@ -10,8 +10,10 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
 
+import grafana_aggregator.web.openapi
 from grafana_aggregator.apimachinery.strategy import LocalGroupVersion
 from grafana_aggregator.controllers.local_apiservices import LocalAPIService
+from grafana_aggregator.example.server import example_group_version
 from grafana_aggregator.registry.apiservice import APISERVICES
 from grafana_aggregator.registry.customresource import CustomResourceStrategy
 from grafana_aggregator.storage.memory import MemoryStore
@@ -66,6 +68,49 @@ class OpenAPITests(SynchronousTestCase):
         openapi.remove_group("cert-manager.io", "v1")
         openapi._current_v3()
         self.assertNotIn("apis/cert-manager.io/v1", openapi._v3)
+
+    def test_add_group_rebuilds_only_its_documents(self) -> None:
+        """Adding a group-version builds its own v3 document only, and the Swagger 2.0 document (which holds every
+        kind) on its next request: a CRD created with many installed must not rebuild them all (issue 15 bench)."""
+        calls: dict[str, list[list[str]]] = {"v2": [], "v3": []}
+        swagger_v2, v3_documents = grafana_aggregator.web.openapi.swagger_v2, grafana_aggregator.web.openapi.v3_documents
+
+        def counting_v2(groups: Any, **kwargs: Any) -> Any:
+            calls["v2"].append(sorted(groups))
+            return swagger_v2(groups, **kwargs)
+
+        def counting_v3(kinds: Any) -> Any:
+            kinds = list(kinds)
+            calls["v3"].append(sorted({f"{k.group}/{k.version}" for k in kinds}))
+            return v3_documents(kinds)
+
+        self.patch(grafana_aggregator.web.openapi, "swagger_v2", counting_v2)
+        self.patch(grafana_aggregator.web.openapi, "v3_documents", counting_v3)
+        openapi = OpenAPIResource([example_group_version()], (1, 33))
+        openapi._current_v2()
+        calls["v2"].clear()
+        calls["v3"].clear()
+        openapi.add_group(GV)
+        self.assertEqual(calls, {"v2": [], "v3": [["cert-manager.io/v1"]]})
+        openapi._current_v2()
+        self.assertEqual(len(calls["v2"]), 1)
+
+    def test_incremental_documents_equal_a_full_build(self) -> None:
+        """Documents after adds, a replacement and a removal are those of a resource built with the final groups."""
+        other = LocalGroupVersion("cert-manager.io", "v1alpha1", (CustomResourceStrategy(CERTIFICATES, "v1"),))
+        openapi = OpenAPIResource([example_group_version()], (1, 33))
+        openapi.add_group(GV)
+        openapi.add_group(other)
+        openapi.add_group(LocalGroupVersion("cert-manager.io", "v1", ()))
+        openapi.add_group(GV)
+        openapi.remove_group("cert-manager.io", "v1alpha1")
+        full = OpenAPIResource([example_group_version(), GV], (1, 33))
+        for built in (openapi, full):
+            built._current_v2()
+            built._current_v3()
+        self.assertEqual(openapi._v2_json.data, full._v2_json.data)
+        self.assertEqual(openapi._v3_index.data, full._v3_index.data)
+        self.assertEqual({k: d.data for k, d in openapi._v3.items()}, {k: d.data for k, d in full._v3.items()})
 
 
 class RegistrationTests(SynchronousTestCase):

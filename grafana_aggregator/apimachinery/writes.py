@@ -187,18 +187,24 @@ async def _write_update(call: ResourceRequest, new: Object, expected: int) -> No
     if dry_run(call.query):
         call.respond(200, new)
         return
-    target = call.target
     try:
-        if finalized(new):
-            await call.store.delete(target.collection, target.key_namespace, target.name,
-                                    expected_resource_version=expected)
-            call.respond(200, new)
-            return
-        stored = await call.store.update(target.collection, target.key_namespace, target.name,
-                                         call.kind.to_storage(new), expected_resource_version=expected)
+        stored = await _store_update(call, new, expected)
     except Exception as error:
-        raise call.storage_error(error, target.name) from None
+        raise call.storage_error(error, call.target.name) from None
     call.respond(200, stored)
+
+
+async def _store_update(call: ResourceRequest, new: Object, expected: int) -> Object:
+    """Store an update, or delete the object when the update removes its last finalizer while it is being
+    deleted (as kube does); the object to answer with."""
+    target = call.target
+    if finalized(new):
+        await call.store.delete(target.collection, target.key_namespace, target.name,
+                                expected_resource_version=expected)
+        return new
+    stored: Object = await call.store.update(target.collection, target.key_namespace, target.name,
+                                             call.kind.to_storage(new), expected_resource_version=expected)
+    return stored
 
 
 def finalized(obj: Object) -> bool:
@@ -372,13 +378,7 @@ async def _store_patched(call: ResourceRequest, new: Object, old: Object) -> Non
         call.respond(200, new)
         return
     try:
-        if finalized(new):
-            await call.store.delete(target.collection, target.key_namespace, target.name,
-                                    expected_resource_version=expected)
-            call.respond(200, new)
-            return
-        stored = await call.store.update(target.collection, target.key_namespace, target.name,
-                                         call.kind.to_storage(new), expected_resource_version=expected)
+        stored = await _store_update(call, new, expected)
     except ConflictError:
         raise
     except Exception as error:

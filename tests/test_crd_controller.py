@@ -314,6 +314,34 @@ class ValidationRulesTests(SynchronousTestCase):
         self.assertEqual([c["type"] for c in status["conditions"]], ["NamesAccepted", "Established"])
 
 
+class APIApprovalTests(SynchronousTestCase):
+    """kube's KubernetesAPIApprovalPolicyConformant condition on CRDs of the protected *.k8s.io groups."""
+
+    def protected(self, annotation: str) -> dict[str, Any]:
+        body = crd()
+        body["metadata"] = {"name": "widgets.things.k8s.io", "annotations": {"api-approved.kubernetes.io": annotation}}
+        body["spec"]["group"] = "things.k8s.io"
+        return body
+
+    def test_conditions(self) -> None:
+        harness = Harness(self)
+        harness.start()
+        harness.create(self.protected("unapproved, experimental"))
+        self.assertEqual(find_condition(harness.get("widgets.things.k8s.io"), "KubernetesAPIApprovalPolicyConformant"), {
+            "type": "KubernetesAPIApprovalPolicyConformant", "status": "False", "reason": "UnapprovedAnnotation",
+            "message": 'not approved: "unapproved, experimental"', "lastTransitionTime": CREATED})
+        approved = harness.get("widgets.things.k8s.io")
+        approved["metadata"]["annotations"]["api-approved.kubernetes.io"] = "https://github.com/kubernetes/enhancements/pull/1111"
+        code, reply = harness.request("PUT", f"{URL}/widgets.things.k8s.io", approved)
+        self.assertEqual(code, 200, reply)
+        found = find_condition(harness.get("widgets.things.k8s.io"), "KubernetesAPIApprovalPolicyConformant")
+        assert found is not None
+        self.assertEqual((found["status"], found["reason"], found["message"]),
+                         ("True", "ApprovedAnnotation", "approved in https://github.com/kubernetes/enhancements/pull/1111"))
+        harness.create(crd())
+        self.assertIsNone(find_condition(harness.get("widgets.example.com"), "KubernetesAPIApprovalPolicyConformant"))
+
+
 class DeletionTests(SynchronousTestCase):
     """Deleting a CRD deletes its instances, then the CRD."""
 

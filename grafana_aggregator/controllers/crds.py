@@ -39,7 +39,7 @@ from ..registry.crdstatus import (
     set_condition,
     terminating_condition,
 )
-from ..registry.customresourcedefinition import unenforced_rules
+from ..registry.customresourcedefinition import approval_condition, unenforced_rules
 from ..registry.customresourcedefinition import CUSTOMRESOURCEDEFINITIONS
 from ..storage import (
     AlreadyExistsError,
@@ -57,6 +57,8 @@ from .workqueue import Retry, WorkQueue
 _log = Logger()
 
 CRDS = CUSTOMRESOURCEDEFINITIONS
+#: kube's condition on a CRD of a protected group (*.k8s.io, *.kubernetes.io): is its API approved?
+APPROVAL_CONDITION = "KubernetesAPIApprovalPolicyConformant"
 #: Ours: whether the CRD's x-kubernetes-validations rules are enforced (they are not: no CEL evaluator).
 VALIDATION_RULES_ENFORCED = "ValidationRulesEnforced"
 #: How long a cleanup waits before looking again at instances that are still there (finalizers of their own).
@@ -140,13 +142,8 @@ class CRDController(Service):
         established = establish_status(updated, now)
         if established is not None:
             updated["status"] = established
-        wanted = rules_condition(updated)
-        current = find_condition(updated, VALIDATION_RULES_ENFORCED)
-        if wanted is not None:
-            if current is None or any(current.get(key) != wanted[key] for key in ("status", "reason", "message")):
-                set_condition(updated, wanted, now)
-        elif current is not None:
-            updated["status"]["conditions"] = [c for c in updated["status"]["conditions"] if c is not current]
+        _keep_condition(updated, VALIDATION_RULES_ENFORCED, rules_condition(updated), now)
+        _keep_condition(updated, APPROVAL_CONDITION, approval_condition(updated), now)
         if updated != crd:
             await self._write(updated)
 
@@ -222,6 +219,16 @@ def _cleanup_started(crd: Object) -> bool:
     condition = find_condition(crd, "Terminating")
     return bool((crd.get("metadata") or {}).get("deletionTimestamp")) and condition is not None and \
         condition.get("reason") != INSTANCE_DELETION_PENDING[1]
+
+
+def _keep_condition(crd: Object, condition_type: str, wanted: dict[str, str] | None, now: datetime.datetime) -> None:
+    """Set a condition the CRD must carry (its time moving only when its status does), or drop one it must not."""
+    current = find_condition(crd, condition_type)
+    if wanted is not None:
+        if current is None or any(current.get(key) != wanted[key] for key in ("status", "reason", "message")):
+            set_condition(crd, wanted, now)
+    elif current is not None:
+        crd["status"]["conditions"] = [c for c in crd["status"]["conditions"] if c is not current]
 
 
 def _names_settled(crd: Object) -> bool:

@@ -746,10 +746,29 @@ def _approval(annotations: dict[str, Any]) -> tuple[str, str]:
                        'starting with "unapproved", see https://github.com/kubernetes/enhancements/pull/1111')
 
 
+def is_protected_group(group: str) -> bool:
+    """IsProtectedCommunityGroup: k8s.io, kubernetes.io and their subdomains."""
+    return group in ("k8s.io", "kubernetes.io") or group.endswith((".k8s.io", ".kubernetes.io"))
+
+
+#: The KubernetesAPIApprovalPolicyConformant condition kube's API approval controller sets, by approval state.
+APPROVAL_CONDITIONS = {"invalid": ("False", "InvalidAnnotation"), "missing": ("False", "MissingAnnotation"),
+                       "approved": ("True", "ApprovedAnnotation"), "bypassed": ("False", "UnapprovedAnnotation")}
+
+
+def approval_condition(crd: Object) -> dict[str, Any] | None:
+    """The KubernetesAPIApprovalPolicyConformant condition of a CRD in a protected group (None elsewhere)."""
+    if not is_protected_group(_str(_spec(crd), "group")):
+        return None
+    state, reason = _approval(_dict(_meta(crd).get("annotations")))
+    status, why = APPROVAL_CONDITIONS[state]
+    return {"type": "KubernetesAPIApprovalPolicyConformant", "status": status, "reason": why, "message": reason}
+
+
 def validate_api_approval(new: Object, old: Object | None) -> list[FieldError]:
     """validateAPIApproval: a CRD in a *.k8s.io or *.kubernetes.io group needs the api-approved annotation."""
     group = _str(_spec(new), "group")
-    if not (group in ("k8s.io", "kubernetes.io") or group.endswith((".k8s.io", ".kubernetes.io"))):
+    if not is_protected_group(group):
         return []
     state, reason = _approval(_dict(_meta(new).get("annotations")))
     if old is not None and _approval(_dict(_meta(old).get("annotations")))[0] == state:

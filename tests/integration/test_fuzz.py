@@ -1,6 +1,6 @@
 """A bounded, property-based fuzz run of the daemon, driven by its own OpenAPI v3 documents (schemathesis).
 
-Every operation of every group-version served here is called with generated valid and invalid
+Every operation of every group-version served here (and of a real CRD's kind, installed first) is called with generated valid and invalid
 parameters and bodies, with a fixed seed and a time budget; no answer may be a 5xx or break the
 documented response schema, and the daemon may log no traceback while it runs.
 """
@@ -15,12 +15,15 @@ from typing import Any
 import yaml
 from treq.client import HTTPClient
 from twisted.internet import reactor, ssl
+from twisted.internet.task import deferLater
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import TestCase
 from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool
 
 from .test_daemon import BIN, TWISTD, DaemonProcess
 
+CERTIFICATES_CRD = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "crds", "cert-manager",
+                                "cert-manager.io_certificates.yaml")
 #: The seed of the run: the same inputs on every run, so a failure can be reproduced.
 SEED = 20261203
 #: Seconds of fuzzing per group-version, and generated cases per operation at most.
@@ -75,9 +78,21 @@ class FuzzTests(TestCase):
         client = HTTPClient(Agent(reactor, BrowserLikePolicyForHTTPS(trustRoot=ssl.Certificate.loadPEM(anchor)),
                                   pool=HTTPConnectionPool(reactor, persistent=False)))
         headers = {"Authorization": f"Bearer {token}"}
-        index = await (await client.get(url + "/openapi/v3", headers=headers)).json()
-        keys = sorted(index["paths"])
+        # A real CRD, so that its kind (a large structural schema, served in process) is fuzzed too.
+        with open(CERTIFICATES_CRD) as handle:
+            crd = yaml.safe_load(handle)
+        created = await client.post(url + "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", json=crd,
+                                    headers=headers)
+        self.assertEqual(created.code, 201, await created.text())
+        for _ in range(100):
+            index = await (await client.get(url + "/openapi/v3", headers=headers)).json()
+            if "apis/cert-manager.io/v1" in index["paths"]:
+                break
+            await deferLater(reactor, 0.05, lambda: None)
+        # The CRD's kind first: fuzzing apiextensions.k8s.io may delete the CRD.
+        keys = sorted(index["paths"], key=lambda key: (key != "apis/cert-manager.io/v1", key))
         self.assertIn("apis/apiregistration.k8s.io/v1", keys)
+        self.assertEqual(keys[0], "apis/cert-manager.io/v1")
         for key in keys:
             document = await (await client.get(f"{url}/openapi/v3/{key}", headers=headers)).json()
             path = os.path.join(self.folder, key.replace("/", "_") + ".json")

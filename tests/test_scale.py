@@ -399,3 +399,41 @@ class ScaleDiscoveryTests(SynchronousTestCase):
             {"subresource": "scale", "responseKind": {"group": "autoscaling", "version": "v1", "kind": "Scale"},
              "verbs": ["get", "patch", "update"]}])
         self.assertEqual([s["subresource"] for s in gadgets["subresources"]], ["status"])
+
+
+class ApplyScaleTests(SynchronousTestCase):
+    """Server-side apply of a Scale, as kube accepts it for a custom resource: the manager owns the replicas
+    field of the object through the scale subresource, and a field another manager owns is a conflict."""
+
+    APPLY = "application/apply-patch+yaml"
+
+    def scale(self, replicas: int) -> bytes:
+        return json.dumps({"apiVersion": "autoscaling/v1", "kind": "Scale", "metadata": {"name": "web"},
+                           "spec": {"replicas": replicas}}).encode()
+
+    def test_apply_sets_and_owns_replicas(self) -> None:
+        server = Server(self)
+        server.create({"size": "small"})
+        reply = server.request("PATCH", f"{SCALE}?fieldManager=hpa", self.scale(4), self.APPLY)
+        self.assertEqual(reply.code, 200, reply.body)
+        self.assertEqual((reply.json()["kind"], reply.json()["spec"]), ("Scale", {"replicas": 4}))
+        widget = server.widget()
+        self.assertEqual(widget["spec"], {"size": "small", "replicas": 4})
+        entries = {(e["manager"], e["operation"], e.get("subresource", "")): e["fieldsV1"]
+                   for e in widget["metadata"]["managedFields"]}
+        self.assertEqual(entries[("hpa", "Apply", "scale")], {"f:spec": {"f:replicas": {}}})
+
+    def test_conflict_unless_forced(self) -> None:
+        server = Server(self)
+        server.create({"size": "small"})
+        self.assertEqual(server.request("PATCH", f"{SCALE}?fieldManager=hpa", self.scale(4), self.APPLY).code, 200)
+        reply = server.request("PATCH", f"{SCALE}?fieldManager=other", self.scale(2), self.APPLY)
+        self.assertEqual(status_of(reply)[:2], (409, "Conflict"))
+        reply = server.request("PATCH", f"{SCALE}?fieldManager=other&force=true", self.scale(2), self.APPLY)
+        self.assertEqual((reply.code, server.widget()["spec"]["replicas"]), (200, 2))
+
+    def test_field_manager_required(self) -> None:
+        server = Server(self)
+        server.create({"size": "small"})
+        reply = server.request("PATCH", SCALE, self.scale(4), self.APPLY)
+        self.assertEqual(status_of(reply)[0], 422)

@@ -2,8 +2,8 @@
 """The `scale` subresource: an `autoscaling/v1` Scale read from and written into the kind's own object, as kube
 serves it for a CRD with `subresources.scale` (what `kubectl scale` and autoscalers use).
 
-GET answers the Scale of the object; PUT and PATCH (JSON or merge patch of the Scale) set the object's replicas
-at `specReplicasPath`, through the kind's usual update (its validation, managedFields with subresource `scale`),
+GET answers the Scale of the object; PUT and PATCH (JSON or merge patch of the Scale, or a server-side apply of
+one, whose manager comes to own the replicas field) set the object's replicas at `specReplicasPath`, through the kind's usual update (its validation, managedFields with subresource `scale`),
 with the Scale's resourceVersion, when it has one, as the precondition; without one, a write that races another
 is made again on the new object (kube's GuaranteedUpdate), not answered with a 409.
 """
@@ -26,17 +26,18 @@ from .gotypes import (
     struct,
     type_meta_fields,
 )
-from .negotiation import JSON_PATCH, MERGE_PATCH, Output, decode_object, media_type
-from .query import dry_run, field_manager
+from . import apply as ssa
+from .negotiation import APPLY_PATCH, JSON_PATCH, MERGE_PATCH, Output, decode_object, decode_yaml, media_type
+from .query import dry_run, field_manager, patch_options
 from .resourcerequest import ResourceRequest, respond
 from .status import StatusError, method_not_allowed
-from .strategy import Object
-from .writes import PATCH_RETRIES, prepare_update
+from .strategy import Object, rfc3339
+from .writes import PATCH_RETRIES, prepare_update, reset_fields
 
 API_VERSION = "autoscaling/v1"
 KIND = "Scale"
 #: The patch types a Scale accepts (kube's custom-resource handler refuses strategic merge patch here too).
-PATCH_TYPES = (JSON_PATCH, MERGE_PATCH)
+PATCH_TYPES = (JSON_PATCH, MERGE_PATCH, APPLY_PATCH)
 _MODIFIED = "the object has been modified; please apply your changes to the latest version and try again"
 #: autoscaling/v1 Scale as Go decodes it, for kube's messages about bodies that do not fit it.
 SCALE_TYPE = struct(
@@ -104,6 +105,9 @@ async def serve_scale(call: ResourceRequest, method: str, paths: dict[str, Any])
     put_scale: Any = None
     patch_body = b""
     apply = patching.apply_merge_patch
+    applied: Any = None
+    manager = field_manager(call.query, call.header(b"user-agent"))
+    force = False
     if method == "PUT":
         put_scale = decode_object(call.read_body(), call.header(b"content-type"), call.max_values).value
     elif method == "PATCH":
@@ -111,8 +115,13 @@ async def serve_scale(call: ResourceRequest, method: str, paths: dict[str, Any])
         if patch_type not in PATCH_TYPES:
             raise StatusError(415, "the body of the request was in an unknown format - accepted media types "
                                    f"include: {', '.join(PATCH_TYPES)}", "UnsupportedMediaType")
-        apply = patching.apply_json_patch if patch_type == JSON_PATCH else patching.apply_merge_patch
-        patch_body = call.read_body()
+        if patch_type == APPLY_PATCH:
+            options = patch_options(call.query, APPLY_PATCH, call.header(b"user-agent"))
+            manager, force = options.manager, options.force
+            applied = decode_yaml(call.read_body()).value
+        else:
+            apply = patching.apply_json_patch if patch_type == JSON_PATCH else patching.apply_merge_patch
+            patch_body = call.read_body()
     for attempt in range(PATCH_RETRIES):
         try:
             current = await call.store.get(target.collection, target.key_namespace, target.name)
@@ -123,16 +132,23 @@ async def serve_scale(call: ResourceRequest, method: str, paths: dict[str, Any])
             _answer(call, 200, scale_of(current, paths))
             return
         old_scale = scale_of(current, paths)
-        new_scale = put_scale if method == "PUT" else apply(copy.deepcopy(old_scale), patch_body)
+        if applied is not None:
+            new_scale = applied
+        else:
+            new_scale = put_scale if method == "PUT" else apply(copy.deepcopy(old_scale), patch_body)
         replicas = _check_scale(call, new_scale)
         requested = (new_scale.get("metadata") or {}).get("resourceVersion")
         if method == "PATCH" and requested == old_scale["metadata"].get("resourceVersion"):
             requested = None  # (taken from the object patched, not asked for by the patch: no precondition)
         if requested and requested != current["metadata"]["resourceVersion"]:
             raise call.conflict(target.name, _MODIFIED)
-        wanted = copy.deepcopy(current)
-        _set(wanted, str(paths.get("specReplicasPath") or ".spec.replicas"), replicas)
-        new = prepare_update(call, wanted, current, field_manager(call.query, call.header(b"user-agent")), "Update")
+        replicas_path = str(paths.get("specReplicasPath") or ".spec.replicas")
+        if applied is not None:
+            new = _apply_scale(call, current, applied, replicas_path, manager, force)
+        else:
+            wanted = copy.deepcopy(current)
+            _set(wanted, replicas_path, replicas)
+            new = prepare_update(call, wanted, current, manager, "Update")
         if dry_run(call.query):
             _answer(call, 200, scale_of(new, paths))
             return
@@ -148,6 +164,24 @@ async def serve_scale(call: ResourceRequest, method: str, paths: dict[str, Any])
             raise call.storage_error(error, target.name) from None
         _answer(call, 200, scale_of(stored, paths))
         return
+
+
+def _apply_scale(call: ResourceRequest, current: Object, applied: dict[str, Any], replicas_path: str, manager: str,
+                 force: bool) -> Object:
+    """A server-side apply of a Scale, as kube maps it onto the object: the manager applies (and comes to own,
+    with subresource `scale`) the object's replicas field, or releases it when the Scale has no spec.replicas;
+    a field another manager owns is a 409 conflict unless forced."""
+    info = call.info
+    meta = current["metadata"]
+    config: Object = {"apiVersion": info.api_version, "kind": info.kind,
+                      "metadata": {key: meta[key] for key in ("name", "namespace") if key in meta}}
+    spec: dict[str, Any] = applied["spec"] if isinstance(applied.get("spec"), dict) else {}
+    if "replicas" in spec:
+        _set(config, replicas_path, spec.get("replicas") or 0)
+    new = ssa.server_side_apply(copy.deepcopy(current), config, manager, force, rfc3339(call.now()), info.api_version,
+                                reset_fields=reset_fields(call), list_map_keys=call.kind.list_map_keys,
+                                kind=info.kind, subresource="scale", max_values=call.max_values)
+    return prepare_update(call, new, current, manager, "Apply")
 
 
 def _check_scale(call: ResourceRequest, scale: Any) -> int:

@@ -128,6 +128,43 @@ class WorkersTests(WorkersCase):
         assert posts is not None
         self.assertEqual(float(posts.group(1)), created)  # each counted once, by the process that accepted it
 
+    async def test_custom_resources_through_every_process(self) -> None:
+        """With workers = 3 on file storage, a CRD created through one process serves its kind through every
+        process (the workers pass local groups to the owner), and its deletion removes it from all of them."""
+        daemon, url = await self.start_workers("3")
+        crds = url + "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+        response = await self.client.post(crds, json=WIDGETS_CRD, headers=self.headers)
+        self.assertEqual(response.code, 201, await treq.content(response))
+        widgets = url + "/apis/example.com/v1/namespaces/default/widgets"
+
+        async def create(n: int) -> None:
+            for _ in range(50):  # served once the owner has established it: within milliseconds
+                response = await self.client.post(widgets, headers=self.headers, json={
+                    "apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": f"w{n}"},
+                    "spec": {"size": n}})
+                if response.code != 404:
+                    break
+                await deferLater(reactor, 0.02, lambda: None)
+            self.assertEqual(response.code, 201, await treq.content(response))
+
+        created = await self.until_every_process(daemon, 3, b"POST", create)
+        listed = await treq.json_content(await self.client.get(widgets, headers=self.headers))
+        self.assertEqual(sorted(item["spec"]["size"] for item in listed["items"]), list(range(1, created + 1)))
+        response = await self.client.delete(crds + "/widgets.example.com", headers=self.headers)
+        self.assertEqual(response.code, 200, await treq.content(response))
+        for _ in range(100):  # the cleanup deletes the instances, then the CRD
+            gone = await self.client.get(crds + "/widgets.example.com", headers=self.headers)
+            await treq.content(gone)
+            if gone.code == 404:
+                break
+            await deferLater(reactor, 0.05, lambda: None)
+        self.assertEqual(gone.code, 404)
+        for _ in range(6):  # whichever process answers
+            response = await self.client.get(widgets, headers=self.headers)
+            await treq.content(response)
+            self.assertEqual(response.code, 404)
+        self.assertNotIn(b"Traceback", daemon.output)
+
     async def test_forged_identity_over_tls_is_not_trusted(self) -> None:
         """X-Remote-* and impersonator headers from a client without credentials get 401 from every process."""
         daemon, url = await self.start_workers("2")
@@ -316,3 +353,14 @@ class WorkersSocketActivationTests(test_socket_activation.SocketActivationTests)
                 break
         self.assertEqual(served_by(daemon.output), {0, 1})
         self.assertEqual(await daemon.stop(), 0)
+
+
+WIDGETS_CRD = {
+    "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+    "metadata": {"name": "widgets.example.com"},
+    "spec": {"group": "example.com", "scope": "Namespaced",
+             "names": {"plural": "widgets", "singular": "widget", "kind": "Widget"},
+             "versions": [{"name": "v1", "served": True, "storage": True, "schema": {"openAPIV3Schema": {
+                 "type": "object", "properties": {"spec": {"type": "object", "properties": {
+                     "size": {"type": "integer"}}}}}}}]},
+}

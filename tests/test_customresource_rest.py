@@ -313,3 +313,27 @@ class SelectorAndTableTests(SynchronousTestCase):
         table = served.request("GET", SERVERS, accept=TABLE).json()
         self.assertEqual([c["name"] for c in table["columnDefinitions"]], ["Name", "Tier", "Replicas"])
         self.assertEqual(table["rows"][0]["cells"], ["a", "web", 3])
+
+
+class GenerationTests(SynchronousTestCase):
+    """metadata.generation moves as kube's CR strategy moves it."""
+
+    def test_status_change_bumps_generation_without_status_subresource(self) -> None:
+        definition = crd()
+        for version in definition["spec"]["versions"]:
+            version["subresources"] = {}
+        served = Served(self, definition)
+        created = served.request("POST", SERVERS, server()).json()
+        created["status"] = {"phase": "Running"}
+        updated = served.request("PUT", f"{SERVERS}/s1", created).json()
+        self.assertEqual((updated["status"], updated["metadata"]["generation"]), ({"phase": "Running"}, 2))
+        updated["metadata"]["labels"] = {"a": "b"}
+        relabelled = served.request("PUT", f"{SERVERS}/s1", updated).json()
+        self.assertEqual(relabelled["metadata"]["generation"], 2)
+
+    def test_status_ignored_with_status_subresource(self) -> None:
+        served = Served(self)
+        created = served.request("POST", SERVERS, server()).json()
+        created["status"] = {"phase": "Running"}
+        updated = served.request("PUT", f"{SERVERS}/s1", created).json()
+        self.assertEqual(("status" in updated, updated["metadata"]["generation"]), (False, 1))

@@ -166,6 +166,12 @@ class CustomResourceStrategy(Strategy):
     def scale_paths(self) -> dict[str, Any]:
         return self.scale
 
+    def spec_changed(self, new: Object, old: Object) -> bool:
+        """kube's CR strategy: without a status subresource, any change outside metadata bumps the generation."""
+        if self.info.has_status:
+            return super().spec_changed(new, old)
+        return {k: v for k, v in new.items() if k != "metadata"} != {k: v for k, v in old.items() if k != "metadata"}
+
     def refuse_create(self) -> str | None:
         return "create not allowed while custom resource definition is terminating" if self.terminating else None
 

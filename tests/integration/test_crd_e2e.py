@@ -11,10 +11,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
+from typing import Any
 
 from twisted.internet import reactor
+from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
-from twisted.internet.utils import getProcessOutputAndValue
+from twisted.internet.protocol import ProcessProtocol
+from twisted.python.failure import Failure
+from twisted.trial.unittest import TestCase
 
 from .test_kubectl_e2e import KubectlDaemonCase, versioned_kubectl
 
@@ -121,6 +126,44 @@ ESTABLISHED_CRDS = ["alertmanagers.monitoring.coreos.com", "applications.argopro
                     "servicemonitors.monitoring.coreos.com", "widgets.example.com"]
 
 
+class KubectlWatch(ProcessProtocol):
+    """A running `kubectl get --watch`: its output so far, and whether it has ended."""
+
+    def __init__(self, case: TestCase) -> None:
+        self.case = case
+        self.output = b""
+        self.done = False
+        self.process: Any = None
+
+    def outReceived(self, data: bytes) -> None:
+        self.output += data
+
+    def processEnded(self, reason: Failure) -> None:
+        self.done = True
+
+    async def lines(self, count: int, within: float = 30) -> None:
+        """Wait until the watch has printed count lines."""
+        started = time.monotonic()
+        while len(self.output.splitlines()) < count:
+            if time.monotonic() - started > within or self.done:
+                self.case.fail(f"kubectl's watch printed {self.output!r}, not {count} lines, within {within} s")
+            await deferLater(reactor, 0.05, lambda: None)
+
+    async def ended_within(self, seconds: float) -> bool:
+        started = time.monotonic()
+        while not self.done and time.monotonic() - started < seconds:
+            await deferLater(reactor, 0.05, lambda: None)
+        return self.done
+
+    async def stop(self) -> None:
+        """End the watch (if it has not ended) and wait for the process to go."""
+        if not self.done and self.process is not None:
+            self.process.signalProcess("TERM")
+            if not await self.ended_within(10):
+                self.process.signalProcess("KILL")
+                await self.ended_within(10)
+
+
 class CRDRoundTripTests(KubectlDaemonCase):
     """The issue's Done-when round trip, once per kubectl version, each against a server emulating it."""
 
@@ -137,6 +180,14 @@ class CRDRoundTripTests(KubectlDaemonCase):
 
     def path(self, name: str) -> str:
         return os.path.join(self.folder, name)
+
+    def watch(self, binary: str, resource: str, columns: str) -> KubectlWatch:
+        """`kubectl get <resource> --watch` in the default namespace, its output collected as it comes."""
+        watcher = KubectlWatch(self)
+        argv = [binary, "get", resource, "-n", "default", "--watch", "--output-watch-events", "-o", columns]
+        watcher.process = reactor.spawnProcess(watcher, binary, argv, env=self.env, path=self.folder)  # type: ignore[attr-defined]
+        self.addCleanup(lambda: Deferred.fromCoroutine(watcher.stop()))
+        return watcher
 
     async def round_trip(self, binary: str) -> None:
         # CRDs: the real ones server-side (the Alertmanager CRD is larger than kubectl's last-applied annotation
@@ -202,12 +253,9 @@ class CRDRoundTripTests(KubectlDaemonCase):
                                                "servicemonitors.monitoring.coreos.com"])
 
         # patch, edit, scale, and a watch that sees them.
-        watcher = getProcessOutputAndValue("timeout", ["8", binary, "get", "widgets", "-n", "default", "--watch",
-                                                       "--output-watch-events", "-o",
-                                                       "custom-columns=EVENT:.type,COLOR:.object.spec.color,"
-                                                       "REPLICAS:.object.spec.replicas"],
-                                           env=self.env, path=self.folder)
-        await deferLater(reactor, 2.0, lambda: None)
+        watcher = self.watch(binary, "widgets", "custom-columns=EVENT:.type,COLOR:.object.spec.color,"
+                                                "REPLICAS:.object.spec.replicas")
+        await watcher.lines(2)  # the header and ADDED: the watch is open
         out, _ = await self.kubectl("patch", "widget", "w1", "-n", "default", "--type", "merge", "-p",
                                     '{"spec":{"color":"blue"}}', binary=binary)
         self.assertEqual(out.strip(), "widget.example.com/w1 patched")
@@ -228,8 +276,9 @@ class CRDRoundTripTests(KubectlDaemonCase):
         out, _ = await self.kubectl("get", "alertmanager", "am1", "-n", "default", "-o", "jsonpath={.spec.replicas}",
                                     binary=binary)
         self.assertEqual(out, "4")
-        watched, _, _ = await watcher
-        events = [line.split() for line in watched.decode().splitlines()]
+        await watcher.lines(5)
+        await watcher.stop()
+        events = [line.split() for line in watcher.output.decode().splitlines()]
         self.assertEqual(events, [["EVENT", "COLOR", "REPLICAS"], ["ADDED", "red", "1"], ["MODIFIED", "blue", "1"],
                                   ["MODIFIED", "red", "1"], ["MODIFIED", "red", "3"]])
 
@@ -240,20 +289,17 @@ class CRDRoundTripTests(KubectlDaemonCase):
     async def delete_crd(self, binary: str) -> None:
         """Deleting a CRD deletes its instances first, then its API (kubectl waits for both); a watch of its kind
         sees the instance go and then ends, as kube ends it."""
-        watcher = getProcessOutputAndValue("timeout", ["30", binary, "get", "certificates", "-n", "default",
-                                                       "--watch", "--output-watch-events", "-o",
-                                                       "custom-columns=EVENT:.type,NAME:.object.metadata.name"],
-                                           env=self.env, path=self.folder)
-        await deferLater(reactor, 2.0, lambda: None)
+        watcher = self.watch(binary, "certificates", "custom-columns=EVENT:.type,NAME:.object.metadata.name")
+        await watcher.lines(2)
         out, _ = await self.kubectl("delete", "crd", "certificates.cert-manager.io", "--timeout=30s", binary=binary)
         self.assertEqual(out.strip(), 'customresourcedefinition.apiextensions.k8s.io "certificates.cert-manager.io" '
                                       'deleted')
         _, err = await self.kubectl("get", "--raw", "/apis/cert-manager.io/v1/namespaces/default/certificates",
                                     binary=binary, ok=False)
         self.assertIn("NotFound", err)
-        watched, _, code = await watcher
-        self.assertNotEqual(code, 124, "the watch of a deleted CRD's kind was not ended")
-        self.assertEqual(watched.decode().split(), ["EVENT", "NAME", "ADDED", "c1", "DELETED", "c1"])
+        ended = await watcher.ended_within(30)
+        self.assertTrue(ended, "the watch of a deleted CRD's kind was not ended")
+        self.assertEqual(watcher.output.decode().split(), ["EVENT", "NAME", "ADDED", "c1", "DELETED", "c1"])
         out, _ = await self.kubectl("api-resources", "--api-group", "cert-manager.io", "-o", "name", binary=binary)
         self.assertEqual(out.split(), ["issuers.cert-manager.io"])
         out, _ = await self.kubectl("get", "apiservice", "v1.cert-manager.io", "-o", "jsonpath={.spec.groupPriorityMinimum}",

@@ -78,10 +78,8 @@ def rules_condition(crd: Object) -> dict[str, str] | None:
 
 
 class CRDController(Service):
-    """Keeps every CRD's status (names, Established, rules) and carries out CRD deletions (see the module).
-
-    :param uninstall: stops serving a CRD's kind before its instances are deleted (called with the CRD).
-    """
+    """Keeps every CRD's status (names, Established, approval, rules) and carries out CRD deletions (see the
+    module)."""
 
     def __init__(self, store: IStore, informer: Informer, clock: IReactorTime, now: Callable[[], datetime.datetime]):
         self._store = store
@@ -154,7 +152,7 @@ class CRDController(Service):
         return stored
 
     async def _clean_up(self, crd: Object) -> None:
-        """Delete every instance, then drop the finalizer (the store deletes the CRD with its last finalizer)."""
+        """Delete every instance, then write the outcome and drop the finalizer; the CRD goes with the last one."""
         name = str(crd["metadata"]["name"])
         spec, now = crd.get("spec") or {}, self._now()
         collection = Collection(str(spec.get("group", "")), str((spec.get("names") or {}).get("plural", "")))

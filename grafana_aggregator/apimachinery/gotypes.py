@@ -220,6 +220,14 @@ def go_float(value: float) -> str:
     return sign + _fixed(digits, point)
 
 
+def go_float_fixed(value: float) -> str:
+    """strconv.FormatFloat(v, 'f', -1, 64): the shortest digits, never an exponent."""
+    if value == 0:
+        return "0"
+    digits, point = _shortest_digits(value)
+    return ("-" if value < 0 else "") + _fixed(digits, point)
+
+
 def _fixed(digits: str, point: int) -> str:
     """Digits with the decimal point placed (no exponent)."""
     if point <= 0:

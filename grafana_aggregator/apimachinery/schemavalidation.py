@@ -13,16 +13,15 @@ import base64
 import binascii
 import datetime
 import ipaddress
-import json
 import math
 import re
 from collections.abc import Iterable, Mapping
-from decimal import Decimal
 from email.utils import parseaddr
 from functools import lru_cache
 from typing import Any, cast
 
 from .fielderrors import FieldError, required
+from .gotypes import go_float, go_float_fixed, go_format, go_json, go_quote
 from .validation import (
     is_dns1035_label,
     name_is_dns_subdomain,
@@ -87,127 +86,10 @@ class _Result:
 # Go's printing of values.
 
 
-def _digits(value: float) -> tuple[str, int]:
-    """The shortest decimal digits of abs(value) and the decimal point's position (0.d1d2… × 10^dp)."""
-    _, digits, exponent = Decimal(repr(abs(value))).as_tuple()
-    text = "".join(map(str, digits)).rstrip("0") or "0"
-    return text, len(digits) + cast(int, exponent)
-
-
-def _go_e(neg: bool, digits: str, dp: int) -> str:
-    mantissa = digits[0] + ("." + digits[1:] if len(digits) > 1 else "")
-    exponent = dp - 1
-    return f"{'-' if neg else ''}{mantissa}e{'-' if exponent < 0 else '+'}{abs(exponent):02d}"
-
-
-def _go_f(neg: bool, digits: str, dp: int) -> str:
-    if dp <= 0:
-        text = "0." + "0" * -dp + digits
-    elif dp >= len(digits):
-        text = digits + "0" * (dp - len(digits))
-    else:
-        text = digits[:dp] + "." + digits[dp:]
-    return ("-" if neg else "") + text
-
-
-def go_float(value: float) -> str:
-    """A float64 as Go's %v prints it: shortest digits, exponent form below 1e-4 and from 1e+06."""
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    if value == 0:
-        return "-0" if math.copysign(1, value) < 0 else "0"
-    digits, dp = _digits(value)
-    if dp - 1 < -4 or dp - 1 >= 6:
-        return _go_e(value < 0, digits, dp)
-    return _go_f(value < 0, digits, dp)
-
-
-def _format_float_f(value: float) -> str:
-    """strconv.FormatFloat(v, 'f', -1, 64): shortest digits, never an exponent."""
-    if value == 0:
-        return "0"
-    digits, dp = _digits(value)
-    return _go_f(value < 0, digits, dp)
-
-
-def _go_json_float(value: float) -> str:
-    """A float64 as encoding/json writes it."""
-    if value == 0:
-        return "0"
-    digits, dp = _digits(value)
-    if abs(value) < 1e-6 or abs(value) >= 1e21:
-        text = _go_e(value < 0, digits, dp)
-        return re.sub(r"e([+-])0(\d)$", r"e\1\2", text)
-    return _go_f(value < 0, digits, dp)
-
-
-def go_quote(text: str) -> str:
-    """strconv.Quote (Go's %q of a string)."""
-    out = ['"']
-    for char in text:
-        code = ord(char)
-        if char in ('"', "\\"):
-            out.append("\\" + char)
-        elif char in "\a\b\f\n\r\t\v":
-            out.append("\\" + "abfnrtv"["\a\b\f\n\r\t\v".index(char)])
-        elif char.isprintable():
-            out.append(char)
-        elif code < 0x80:
-            out.append(f"\\x{code:02x}")
-        elif code < 0x10000:
-            out.append(f"\\u{code:04x}")
-        else:
-            out.append(f"\\U{code:08x}")
-    out.append('"')
-    return "".join(out)
-
-
-def go_json(value: Any) -> str:
-    """encoding/json.Marshal of a decoded JSON value: sorted keys, compact, `<>&` escaped."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        return _go_json_float(value)
-    if isinstance(value, str):
-        encoded = json.dumps(value, ensure_ascii=False)
-        for char, escape in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"), ("\u2028", "\\u2028"),
-                             ("\u2029", "\\u2029")):
-            encoded = encoded.replace(char, escape)
-        return encoded
-    if isinstance(value, Mapping):
-        return "{" + ",".join(f"{go_json(str(k))}:{go_json(v)}" for k, v in sorted(value.items())) + "}"
-    if isinstance(value, (list, tuple)):
-        return "[" + ",".join(go_json(item) for item in value) + "]"
-    return go_json(str(value))
-
-
-def _go_v(value: Any) -> str:
-    """Go's %v of a scalar."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        return go_float(value)
-    if isinstance(value, str):
-        return value
-    if value is None:
-        return "<nil>"
-    if isinstance(value, list):
-        return "[" + " ".join(_go_v(item) for item in value) + "]"
-    if isinstance(value, Mapping):
-        return "map[" + " ".join(f"{k}:{_go_v(v)}" for k, v in sorted(value.items())) + "]"
-    return str(value)
-
-
 def _bad_value(value: Any) -> str:
     """A field.Error's bad value: %v for numbers and booleans, %q for strings, JSON otherwise."""
     if isinstance(value, (bool, int, float)):
-        return _go_v(value)
+        return go_format(value)
     if isinstance(value, str):
         return go_quote(value)
     return go_json(value)
@@ -591,7 +473,7 @@ def _check_format(fmt: str, data: str, path: str) -> _Result | None:
 
 def _range_error(value: Any, type_name: str, fmt: str, prefix: str, path: str) -> _Error | None:
     """IsValueValidAgainstRange: whether the number fits the declared type and format."""
-    text = str(value) if _kind(value) == "int" else _format_float_f(float(value))
+    text = str(value) if _kind(value) == "int" else go_float_fixed(float(value))
     ok = True
     if type_name == "integer":
         bounds = _INT32 if fmt == "int32" else _INT64
@@ -699,7 +581,7 @@ def _check_enum(schema: Mapping[str, Any], data: Any, path: str) -> _Result | No
     options = schema.get("enum")
     if not options or any(_enum_match(data, option) for option in options if option is not None):
         return None
-    text = _in_body(path, f"should be one of {_go_v(list(options))}")
+    text = _in_body(path, f"should be one of {go_format(list(options))}")
     return _Result(_Error(_ENUM, path, text, _UNSET if data is None else data, values=tuple(options)))
 
 

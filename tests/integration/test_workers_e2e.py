@@ -29,6 +29,7 @@ from . import test_shutdown, test_socket_activation
 from .test_cert_reload import RecordingPolicy
 from .test_daemon import TWISTD, DaemonProcess
 from .test_shutdown_drain import SlowBackend
+from .test_python_client import WIDGETS_CRD
 
 EXTERNALNAMES = "/apis/service.grafana.app/v0alpha1/namespaces/grafana/externalnames"
 #: Which process logged an access line: `... user=<name> worker=<n>`.
@@ -353,14 +354,3 @@ class WorkersSocketActivationTests(test_socket_activation.SocketActivationTests)
                 break
         self.assertEqual(served_by(daemon.output), {0, 1})
         self.assertEqual(await daemon.stop(), 0)
-
-
-WIDGETS_CRD = {
-    "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
-    "metadata": {"name": "widgets.example.com"},
-    "spec": {"group": "example.com", "scope": "Namespaced",
-             "names": {"plural": "widgets", "singular": "widget", "kind": "Widget"},
-             "versions": [{"name": "v1", "served": True, "storage": True, "schema": {"openAPIV3Schema": {
-                 "type": "object", "properties": {"spec": {"type": "object", "properties": {
-                     "size": {"type": "integer"}}}}}}}]},
-}

@@ -6,6 +6,7 @@ Speed itself is measured by `make bench`; these tests pin the behaviour the savi
 from __future__ import annotations
 
 import io
+import os
 from types import SimpleNamespace
 
 from treq.testing import RequestTraversalAgent, StubTreq
@@ -44,6 +45,7 @@ from grafana_aggregator.web.root import transport_chain
 from tests.support import CycleCheck
 from grafana_aggregator.web.site import (
     BODY_READ_SIZE,
+    SPOOL_BUFFER,
     ApiChannel,
     ApiRequest,
     Deadlines,
@@ -355,6 +357,41 @@ class LargeBodyBufferTests(SynchronousTestCase):
             assert request.content is not None
             request.content.close()
             self.assertEqual(client.bufferSize, expected)
+
+    def test_large_request_body_spooled_in_large_writes(self) -> None:
+        """A large body arrives one TLS record at a time; the spool file writes it in SPOOL_BUFFER steps, not one
+        write(2) per record, and the bytes read back are the bytes received."""
+        client, _ = self.sockets()
+        site = SimpleNamespace(_parsePOSTFormSubmission=False)
+        channel = SimpleNamespace(transport=SimpleNamespace(transport=client), site=site, getPeer=lambda: None,
+                                  getHost=lambda: None)
+        request = ApiRequest(channel)
+        request.gotLength(2 * 1024 * 1024)
+        content = request.content
+        assert content is not None
+        self.addCleanup(content.close)
+        record = 16 * 1024
+        chunks = [bytes([n]) * record for n in range(SPOOL_BUFFER // record - 1)]
+        for chunk in chunks:
+            request.handleContentChunk(chunk)
+        self.assertEqual(os.fstat(content.fileno()).st_size, 0, "records were written one by one")
+        more = [b"z" * record] * 2
+        for chunk in more:
+            request.handleContentChunk(chunk)
+        self.assertGreater(os.fstat(content.fileno()).st_size, 0)
+        content.seek(0)
+        self.assertEqual(content.read(), b"".join(chunks + more))
+        self.assertFalse(request.body_refused)
+
+    def test_small_request_body_kept_in_memory(self) -> None:
+        """A body announced under Twisted's 100,000-byte threshold stays in memory, as Twisted keeps it."""
+        client, _ = self.sockets()
+        channel = SimpleNamespace(transport=SimpleNamespace(transport=client),
+                                  site=SimpleNamespace(_parsePOSTFormSubmission=False), getPeer=lambda: None,
+                                  getHost=lambda: None)
+        request = ApiRequest(channel)
+        request.gotLength(99_999)
+        self.assertIsInstance(request.content, io.BytesIO)
 
 
 class PeerChainTests(SynchronousTestCase):

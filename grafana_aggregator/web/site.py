@@ -34,6 +34,7 @@ import io
 import itertools
 import math
 import re
+import tempfile
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs, unquote_to_bytes
@@ -352,6 +353,12 @@ def malformed_answer(reason: str) -> bytes:
 #: A request body larger than this is read from the socket in steps of BODY_READ_SIZE.
 LARGE_BODY = 1024 * 1024
 BODY_READ_SIZE = 256 * 1024
+#: Bodies Twisted would keep in memory (a known length under 100,000 bytes); larger ones, and bodies of unknown
+#: length, are spooled to a temporary file.
+IN_MEMORY_BODY = 100_000
+#: The spool file's buffer: a body arrives one TLS record (16 KiB) at a time, and an unbuffered spool wrote each
+#: record with its own write(2).
+SPOOL_BUFFER = 256 * 1024
 #: After an early answer, seconds the connection stays open, its input discarded, before it is closed (Go's
 #: rstAvoidanceDelay): a client still sending its body then reads the answer rather than a connection reset.
 LINGER = 0.5
@@ -397,6 +404,8 @@ class ApiRequest(server.Request):
     _timed_out = False
     #: The chunk sizes of a chunked body, added up as they are announced.
     _announced = 0
+    #: The body bytes received so far (counted, as asking the spool file costs an lseek(2) per chunk).
+    _received = 0
     #: The request's ApiCall, once made (also its IApiCall component).
     _api_call: ApiCall | None = None
     #: What runs once the request is over (see `when_over`).
@@ -450,15 +459,19 @@ class ApiRequest(server.Request):
         if length is not None and length > LARGE_BODY:
             # A large body arrives in larger reads (Twisted reads 64 KiB at a time).
             raise_buffer(self.channel, BODY_READ_SIZE)
-        super().gotLength(length)
+        if length is not None and length < IN_MEMORY_BODY:
+            self.content = io.BytesIO()
+        else:
+            self.content = tempfile.TemporaryFile(buffering=SPOOL_BUFFER)
 
     def handleContentChunk(self, data: bytes) -> None:
         if self._too_large:
             return
-        super().handleContentChunk(data)
-        content = self.content
-        if content is not None and content.tell() > self._limits().max_body_bytes:
+        self._received += len(data)
+        if self._received > self._limits().max_body_bytes:
             self.refuse_body()
+            return
+        super().handleContentChunk(data)
 
     def process(self) -> None:
         channel = self.channel

@@ -2,7 +2,8 @@
 
 TLS from the client, a bearer token looked up in a dict, the client's identity and hop-by-hop headers
 dropped, `X-Remote-User`/`X-Remote-Group` set, mutual TLS to the backend (verified against a CA) over a
-persistent pool, and the response streamed back; no routing, metrics, logging, limits or timeouts.
+persistent pool, the request body sent on and the response streamed back; no routing, metrics, logging,
+limits or timeouts.
 `make bench` runs it beside the aggregator so that the aggregator's own cost per request shows as a ratio.
 Usage: bare_proxy.py PORT BACKEND_HOST BACKEND_PORT CERT KEY CA CLIENT_CERT CLIENT_KEY TOKEN
 """
@@ -16,7 +17,7 @@ from twisted.internet import reactor, ssl
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 from twisted.web import resource, server
-from twisted.web.client import Agent, HTTPConnectionPool
+from twisted.web.client import Agent, FileBodyProducer, HTTPConnectionPool
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IPolicyForHTTPS, IRequest, IResponse
 from zope.interface import implementer
@@ -54,6 +55,15 @@ class BodyRelay(Protocol):
             self._request.finish()
 
 
+def _body(request: Any) -> FileBodyProducer | None:
+    """The request's body (twisted.web has read it whole, in memory or a spool file), sent on as it is."""
+    content = request.content
+    content.seek(0, 2)
+    size = content.tell()
+    content.seek(0)
+    return FileBodyProducer(content) if size else None
+
+
 class BareProxy(resource.Resource):
     """Every path, forwarded to the backend as the user its token names."""
 
@@ -78,7 +88,7 @@ class BareProxy(resource.Resource):
                 headers.setRawHeaders(name, values)
         headers.setRawHeaders(b"x-remote-user", [user[0]])
         headers.setRawHeaders(b"x-remote-group", user[1])
-        answered = self._agent.request(request.method, self._base + request.uri, headers, None)
+        answered = self._agent.request(request.method, self._base + request.uri, headers, _body(request))
 
         def relay(response: IResponse) -> None:
             request.setResponseCode(response.code)

@@ -28,8 +28,18 @@ from .stack import (Aggregator, Etcd, Nginx, register, start_aggregator, start_b
                     start_reference_proxy, wait_available)
 
 MB = 1024 * 1024
+#: Transfers of each 10 MB body per path (each lasts 20-80 ms, so one alone is noise).
+BODY_REPEATS = 9
 BENCH = os.path.dirname(os.path.abspath(__file__))
 APISERVICES = "/apis/apiregistration.k8s.io/v1/apiservices"
+
+
+@dataclass
+class BareProxy:
+    """bench/bare_proxy.py running, and where it listens."""
+
+    process: Process
+    port: int
 
 
 @dataclass
@@ -43,6 +53,7 @@ class Context:
     _backend: Nginx | None = None
     _aggregator: Aggregator | None = None
     _proxy: Nginx | None = None
+    _bare_proxy: BareProxy | None = None
     rss_at_rest: int = 0
     #: The RSS sampler of every load, by phase name, for the memory rows.
     phases: list[tuple[str, RssSampler]] = field(default_factory=list)
@@ -69,6 +80,13 @@ class Context:
         if self._proxy is None:
             self._proxy = start_reference_proxy(self.processes, self.pki, self.backend.port)
         return self._proxy
+
+    @property
+    def bare_proxy(self) -> BareProxy:
+        """bench/bare_proxy.py, started once for the sections that measure it."""
+        if self._bare_proxy is None:
+            self._bare_proxy = start_bare_proxy(self)
+        return self._bare_proxy
 
     def add(self, row: Row) -> Row:
         return self.results.add(row)
@@ -108,15 +126,15 @@ def start_floor(ctx: Context) -> int:
     return port
 
 
-def start_bare_proxy(ctx: Context) -> int:
+def start_bare_proxy(ctx: Context) -> BareProxy:
     """bench/bare_proxy.py: a bare Twisted reverse proxy to the same backend, the floor for one process."""
     port = free_port()
     pki = ctx.pki
-    ctx.processes.start("bare-proxy", [sys.executable, os.path.join(BENCH, "bare_proxy.py"), str(port), "localhost",
-                                       str(ctx.backend.port), pki.server_cert, pki.server_key, pki.ca,
-                                       pki.client_cert, pki.client_key, TOKEN])
+    process = ctx.processes.start("bare-proxy", [sys.executable, os.path.join(BENCH, "bare_proxy.py"), str(port),
+                                                 "localhost", str(ctx.backend.port), pki.server_cert, pki.server_key,
+                                                 pki.ca, pki.client_cert, pki.client_key, TOKEN])
     wait_port(port)
-    return port
+    return BareProxy(process, port)
 
 
 def proxy(ctx: Context) -> None:
@@ -132,7 +150,7 @@ def proxy(ctx: Context) -> None:
         "nginx": f"https://127.0.0.1:{ctx.proxy.port}{SMALL_PATH}",
         "aggregator": f"{ctx.aggregator.url}{SMALL_PATH}",
         "floor": f"https://127.0.0.1:{start_floor(ctx)}{SMALL_PATH}",
-        "bare": f"https://127.0.0.1:{start_bare_proxy(ctx)}{SMALL_PATH}",
+        "bare": f"https://127.0.0.1:{ctx.bare_proxy.port}{SMALL_PATH}",
     }
     for connections in (1, 50):
         measured: dict[str, WrkResult] = {}
@@ -181,27 +199,39 @@ def _curl(url: str, pki: Pki, *extra: str) -> float:
 
 
 def bodies(ctx: Context) -> None:
-    """A 10 MB download and a 10 MB upload, direct and through the aggregator; the daemon's RSS must stay flat."""
+    """A 10 MB download and a 10 MB upload, direct, through the bare Twisted proxy and through the aggregator, in
+    alternating rounds; the daemon's RSS must stay flat.  Each proxy's CPU per transfer is its own (from /proc),
+    which the machine's drift moves far less than the transfer rates."""
     upload = os.path.join(ctx.processes.folder, "upload.bin")
     with open(upload, "wb") as handle:
         handle.write(os.urandom(LARGE_BYTES))
-    direct_base = f"https://localhost:{ctx.backend.port}"
-    aggregator_base = f"https://localhost:{ctx.aggregator.port}"
-    repeats = 5
-    before = ctx.aggregator.process.rss()  # earlier loads may have grown the heap; growth is counted from here
+    aggregator, bare = ctx.aggregator, ctx.bare_proxy
+    bases = {"direct": f"https://localhost:{ctx.backend.port}", "aggregator": f"https://localhost:{aggregator.port}",
+             "bare": f"https://localhost:{bare.port}"}
+    pids = {"aggregator": aggregator.process.pid, "bare": bare.process.pid}
+    before = aggregator.process.rss()  # earlier loads may have grown the heap; growth is counted from here
     for label, path, extra in (("10 MB download", LARGE_PATH, ()),
                                ("10 MB upload", UPLOAD_PATH, ("-T", upload))):
-        direct_speeds, aggregator_speeds = [], []
-        _curl(direct_base + path, ctx.pki, *extra)
-        _curl(aggregator_base + path, ctx.pki, *extra)
+        speeds: dict[str, list[float]] = {name: [] for name in bases}
+        cpu: dict[str, float] = {name: 0.0 for name in pids}
+        for base in bases.values():
+            _curl(base + path, ctx.pki, *extra)
         with ctx.sampler(label):
-            for _ in range(repeats):
-                direct_speeds.append(_curl(direct_base + path, ctx.pki, *extra))
-                aggregator_speeds.append(_curl(aggregator_base + path, ctx.pki, *extra))
-        direct, aggregator = statistics.median(direct_speeds) / MB, statistics.median(aggregator_speeds) / MB
+            for _ in range(BODY_REPEATS):
+                for name, base in bases.items():
+                    started = cpu_seconds(pids[name]) if name in pids else 0.0
+                    speeds[name].append(_curl(base + path, ctx.pki, *extra))
+                    if name in pids:
+                        cpu[name] += cpu_seconds(pids[name]) - started
+        direct, through, floor = (statistics.median(speeds[name]) / MB for name in ("direct", "aggregator", "bare"))
         ctx.add(Row("bodies", f"{label}: direct", direct, "MB/s"))
-        ctx.add(Row("bodies", f"{label}: aggregator", aggregator, "MB/s", direct, "direct"))
-        ctx.add(Row("bodies", f"{label}: aggregator / direct", 100 * aggregator / direct, "%", at_least=50))
+        ctx.add(Row("bodies", f"{label}: bare Twisted proxy", floor, "MB/s", direct, "direct"))
+        ctx.add(Row("bodies", f"{label}: aggregator", through, "MB/s", direct, "direct"))
+        ctx.add(Row("bodies", f"{label}: aggregator / direct", 100 * through / direct, "%", at_least=50))
+        ctx.add(Row("bodies", f"{label}: aggregator / bare Twisted proxy", through / floor, "×", 1.0,
+                    "bare Twisted proxy"))
+        ctx.add(Row("bodies", f"{label}: aggregator CPU per transfer", 1000 * cpu["aggregator"] / BODY_REPEATS, "ms",
+                    1000 * cpu["bare"] / BODY_REPEATS, "bare Twisted proxy"))
     peak = max(s.peak for phase, s in ctx.phases if phase.startswith("10 MB"))
     ctx.add(Row("bodies", "RSS growth while streaming", (peak - before) / MB, "MB",
                 LARGE_BYTES / MB, "one body", at_most=LARGE_BYTES / MB / 2))

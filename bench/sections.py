@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import base64
 import collections
+import contextlib
 import functools
 import http.client
 import json
 import os
 import re
+import resource
 import ssl
 import statistics
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -546,6 +548,75 @@ WORKERS_CONNECTIONS = (50, 200)
 WORKERS_ROUNDS = 2
 
 
+def _machine_ticks() -> tuple[int, int]:
+    """The machine's busy and total CPU ticks since boot (/proc/stat; idle and iowait are not busy)."""
+    with open("/proc/stat") as handle:
+        fields = [int(value) for value in handle.readline().split()[1:]]
+    return sum(fields) - fields[3] - fields[4], sum(fields)
+
+
+def _process_tree(pid: int) -> list[int]:
+    """A process and its descendants (an aggregator's workers), from /proc."""
+    found, queue = [], [pid]
+    while queue:
+        current = queue.pop()
+        found.append(current)
+        try:
+            with open(f"/proc/{current}/task/{current}/children") as handle:
+                queue.extend(int(child) for child in handle.read().split())
+        except OSError:
+            pass
+    return found
+
+
+def _tree_cpu(pid: int) -> float:
+    total = 0.0
+    for member in _process_tree(pid):
+        try:
+            total += cpu_seconds(member)
+        except OSError:
+            pass  # a worker that ended meanwhile
+    return total
+
+
+@dataclass
+class CpuUse:
+    """Cores used during the wrk rounds of one aggregator: the whole machine, the aggregator's processes, and wrk
+    (a child of this process, counted by getrusage once it has ended)."""
+
+    seconds: float = 0.0
+    busy: float = 0.0
+    daemon: float = 0.0
+    load: float = 0.0
+
+    @contextlib.contextmanager
+    def measuring(self, pid: int) -> Iterator[None]:
+        ticks_busy, ticks_total = _machine_ticks()
+        daemon = _tree_cpu(pid)
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        started = time.monotonic()
+        yield
+        self.seconds += time.monotonic() - started
+        now_busy, now_total = _machine_ticks()
+        cores = len(os.sched_getaffinity(0))
+        self.busy += (now_busy - ticks_busy) / max(1, now_total - ticks_total) * cores * (time.monotonic() - started)
+        self.daemon += _tree_cpu(pid) - daemon
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        self.load += (after.ru_utime - children.ru_utime) + (after.ru_stime - children.ru_stime)
+
+    @property
+    def busy_cores(self) -> float:
+        return self.busy / self.seconds if self.seconds else 0.0
+
+    @property
+    def daemon_cores(self) -> float:
+        return self.daemon / self.seconds if self.seconds else 0.0
+
+    @property
+    def wrk_cores(self) -> float:
+        return self.load / self.seconds if self.seconds else 0.0
+
+
 def _combined(rounds: list[WrkResult]) -> WrkResult:
     """Rounds of one path as one result: all their requests over all their time, the median p50 and p90 of the
     rounds, the worst p99."""
@@ -580,11 +651,28 @@ def workers(ctx: Context) -> None:
             rounds: dict[str, list[WrkResult]] = {label: [] for label in targets}
             for url in targets.values():
                 wrk(url, connections, 1, auth)  # warm up connections, pools and caches
+            usage = {label: CpuUse() for label in ("single", "auto")}
             for _ in range(WORKERS_ROUNDS):
                 for label, url in targets.items():
-                    rounds[label].append(wrk(url, connections, round_seconds, auth))
+                    daemon = {"single": one, "auto": many}.get(label)
+                    if daemon is None:
+                        rounds[label].append(wrk(url, connections, round_seconds, auth))
+                        continue
+                    with usage[label].measuring(daemon.process.pid):
+                        rounds[label].append(wrk(url, connections, round_seconds, auth))
             measured = {label: _combined(results) for label, results in rounds.items()}
             section = f"workers c={connections}"
+            # Where the cores went: with the load generator and the backend on the same cores, the aggregator's
+            # processes can only use what is left, and workers = auto can gain no more than that over one process.
+            for label, name in (("single", "workers = 1"), ("auto", f"workers = auto ({processes})")):
+                use = usage[label]
+                ctx.add(Row(section, f"cores busy, {name}", use.busy_cores, "cores", processes, "cores"))
+                ctx.add(Row(section, f"cores used by the aggregator, {name}", use.daemon_cores, "cores",
+                            use.busy_cores, "cores busy"))
+                ctx.add(Row(section, f"cores used by wrk, {name}", use.wrk_cores, "cores", use.busy_cores,
+                            "cores busy"))
+            ctx.add(Row(section, "aggregator cores, workers = auto vs workers = 1",
+                        usage["auto"].daemon_cores / usage["single"].daemon_cores, "×", 1.0, "workers = 1"))
             _wrk_rows(ctx, section, "aggregator, workers = 1", measured["single"], None, "")
             _wrk_rows(ctx, section, f"aggregator, workers = auto ({processes})", measured["auto"], measured["single"],
                       "workers = 1")

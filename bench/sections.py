@@ -548,11 +548,13 @@ WORKERS_CONNECTIONS = (50, 200)
 WORKERS_ROUNDS = 2
 
 
-def _machine_ticks() -> tuple[int, int]:
-    """The machine's busy and total CPU ticks since boot (/proc/stat; idle and iowait are not busy)."""
+def _machine_ticks() -> tuple[int, int, int]:
+    """The machine's busy, stolen and total CPU ticks since boot, from /proc/stat: busy is user, nice, system, irq
+    and softirq (guest time is already in user); stolen is the time the hypervisor gave the cores to others."""
     with open("/proc/stat") as handle:
-        fields = [int(value) for value in handle.readline().split()[1:]]
-    return sum(fields) - fields[3] - fields[4], sum(fields)
+        user, nice, system, idle, iowait, irq, softirq, steal = (int(v) for v in handle.readline().split()[1:9])
+    busy = user + nice + system + irq + softirq
+    return busy, steal, busy + idle + iowait + steal
 
 
 def _process_tree(pid: int) -> list[int]:
@@ -586,20 +588,23 @@ class CpuUse:
 
     seconds: float = 0.0
     busy: float = 0.0
+    stolen: float = 0.0
     daemon: float = 0.0
     load: float = 0.0
 
     @contextlib.contextmanager
     def measuring(self, pid: int) -> Iterator[None]:
-        ticks_busy, ticks_total = _machine_ticks()
+        ticks_busy, ticks_stolen, ticks_total = _machine_ticks()
         daemon = _tree_cpu(pid)
         children = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.monotonic()
         yield
-        self.seconds += time.monotonic() - started
-        now_busy, now_total = _machine_ticks()
-        cores = len(os.sched_getaffinity(0))
-        self.busy += (now_busy - ticks_busy) / max(1, now_total - ticks_total) * cores * (time.monotonic() - started)
+        elapsed = time.monotonic() - started
+        self.seconds += elapsed
+        now_busy, now_stolen, now_total = _machine_ticks()
+        core_seconds = len(os.sched_getaffinity(0)) * elapsed / max(1, now_total - ticks_total)
+        self.busy += (now_busy - ticks_busy) * core_seconds
+        self.stolen += (now_stolen - ticks_stolen) * core_seconds
         self.daemon += _tree_cpu(pid) - daemon
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         self.load += (after.ru_utime - children.ru_utime) + (after.ru_stime - children.ru_stime)
@@ -607,6 +612,10 @@ class CpuUse:
     @property
     def busy_cores(self) -> float:
         return self.busy / self.seconds if self.seconds else 0.0
+
+    @property
+    def stolen_cores(self) -> float:
+        return self.stolen / self.seconds if self.seconds else 0.0
 
     @property
     def daemon_cores(self) -> float:
@@ -671,6 +680,8 @@ def workers(ctx: Context) -> None:
                             use.busy_cores, "cores busy"))
                 ctx.add(Row(section, f"cores used by wrk, {name}", use.wrk_cores, "cores", use.busy_cores,
                             "cores busy"))
+                ctx.add(Row(section, f"cores taken by the hypervisor (steal), {name}", use.stolen_cores, "cores",
+                            processes, "cores"))
             ctx.add(Row(section, "aggregator cores, workers = auto vs workers = 1",
                         usage["auto"].daemon_cores / usage["single"].daemon_cores, "×", 1.0, "workers = 1"))
             _wrk_rows(ctx, section, "aggregator, workers = 1", measured["single"], None, "")

@@ -30,6 +30,8 @@ from .stack import (Aggregator, Etcd, Nginx, register, start_aggregator, start_b
                     start_reference_proxy, wait_available)
 
 MB = 1024 * 1024
+#: Rounds of the proxy section: each path gets `--seconds` of load in this many turns, the paths alternating.
+PROXY_ROUNDS = 3
 #: Transfers of each 10 MB body per path (each lasts 20-80 ms, so one alone is noise).
 BODY_REPEATS = 9
 BENCH = os.path.dirname(os.path.abspath(__file__))
@@ -145,6 +147,8 @@ def proxy(ctx: Context) -> None:
     Two floors are measured too: bare twisted.web over TLS answering the same object from memory (no
     proxy can be faster than the HTTP server it is built on) and a bare Twisted reverse proxy doing
     only the aggregator's essential job (bench/bare_proxy.py): the aggregator's own cost is the gap to it.
+    Every path is loaded in PROXY_ROUNDS alternating rounds, so that the machine's drift during the section
+    falls on all of them rather than on whichever was measured at the time.
     """
     auth = [f"Authorization: {AUTHORIZATION}"]
     targets = {
@@ -154,15 +158,16 @@ def proxy(ctx: Context) -> None:
         "floor": f"https://127.0.0.1:{start_floor(ctx)}{SMALL_PATH}",
         "bare": f"https://127.0.0.1:{ctx.bare_proxy.port}{SMALL_PATH}",
     }
+    round_seconds = max(2.0, ctx.seconds / PROXY_ROUNDS)
     for connections in (1, 50):
-        measured: dict[str, WrkResult] = {}
-        for name, url in targets.items():
+        rounds: dict[str, list[WrkResult]] = {name: [] for name in targets}
+        for url in targets.values():
             wrk(url, connections, 1, auth)  # warm up connections, pools and caches
-            if name == "aggregator":
-                with ctx.sampler(f"proxy c={connections}"):
-                    measured[name] = wrk(url, connections, ctx.seconds, auth)
-            else:
-                measured[name] = wrk(url, connections, ctx.seconds, auth)
+        with ctx.sampler(f"proxy c={connections}"):
+            for _ in range(PROXY_ROUNDS):
+                for name, url in targets.items():
+                    rounds[name].append(wrk(url, connections, round_seconds, auth))
+        measured = {name: _combined(results) for name, results in rounds.items()}
         direct, nginx, aggregator, floor, bare = (measured[n] for n in ("direct", "nginx", "aggregator", "floor",
                                                                           "bare"))
         section = f"proxy c={connections}"

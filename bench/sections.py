@@ -158,7 +158,7 @@ def proxy(ctx: Context) -> None:
         "floor": f"https://127.0.0.1:{start_floor(ctx)}{SMALL_PATH}",
         "bare": f"https://127.0.0.1:{ctx.bare_proxy.port}{SMALL_PATH}",
     }
-    round_seconds = max(2.0, ctx.seconds / PROXY_ROUNDS)
+    round_seconds = max(2, round(ctx.seconds / PROXY_ROUNDS))  # wrk takes whole seconds
     for connections in (1, 50):
         rounds: dict[str, list[WrkResult]] = {name: [] for name in targets}
         for url in targets.values():

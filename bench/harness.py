@@ -225,7 +225,7 @@ class Api:
                 response = self._connection.getresponse()
                 data = response.read()
                 return response.status, {k.lower(): v for k, v in response.getheaders()}, data
-            except (ConnectionError, http.client.HTTPException):
+            except (ConnectionError, ssl.SSLEOFError, http.client.HTTPException):  # an idle connection the daemon closed
                 self._connection.close()
                 self._connection = None
                 if attempt:

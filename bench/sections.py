@@ -614,21 +614,24 @@ class CpuUse:
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         self.load += (after.ru_utime - children.ru_utime) + (after.ru_stime - children.ru_stime)
 
+    def _cores(self, cpu_seconds: float) -> float:
+        return cpu_seconds / self.seconds if self.seconds else 0.0
+
     @property
     def busy_cores(self) -> float:
-        return self.busy / self.seconds if self.seconds else 0.0
+        return self._cores(self.busy)
 
     @property
     def stolen_cores(self) -> float:
-        return self.stolen / self.seconds if self.seconds else 0.0
+        return self._cores(self.stolen)
 
     @property
     def daemon_cores(self) -> float:
-        return self.daemon / self.seconds if self.seconds else 0.0
+        return self._cores(self.daemon)
 
     @property
     def wrk_cores(self) -> float:
-        return self.load / self.seconds if self.seconds else 0.0
+        return self._cores(self.load)
 
 
 def _combined(rounds: list[WrkResult]) -> WrkResult:

@@ -38,16 +38,13 @@ from .interface import (
     Collection,
     InvalidKeyError,
     IStore,
-    IWatch,
-    ListResult,
     Object,
     StorageError,
     StorageFullError,
     StoreLockedError,
-    WatchEvent,
     validate_path_segment,
 )
-from .memory import ADDED, DELETED, MODIFIED, Change, ObjectTable
+from .memory import ADDED, DELETED, MODIFIED, Change, ObjectTable, TableStore
 from .watch import DEFAULT_HISTORY_SIZE, WatchHub
 
 _log = Logger()
@@ -246,11 +243,12 @@ def _read_reservation(root: str) -> int:
 
 @implementer(IStore)
 @define
-class FileStore:
+class FileStore(TableStore):
     """Objects as `<path>/<group>/<resource>/[<namespace>/]<name>.json` (mode 0600, folders 0700), served from memory.
 
     Make one with `FileStore.open`.  resourceVersions never repeat, across deletions and restarts:
-    `<path>/.resource-version` always holds a number at least as high as any handed out.
+    `<path>/.resource-version` always holds a number at least as high as any handed out.  The watch history starts
+    empty at open: only watches from the resourceVersion at open or later work then.
     """
 
     path: str
@@ -292,66 +290,6 @@ class FileStore:
         _log.info("file storage {path}: {count} objects, resourceVersion {resource_version}",
                   path=path, count=len(loaded.objects), resource_version=start)
         return cls(path, lock_fd, table, reserved, write, remove)
-
-    async def get(self, collection: Collection, namespace: str, name: str) -> Object:
-        """The stored object (a copy); NotFoundError if missing."""
-        return self._table.get(collection, namespace, name)
-
-    async def list(self, collection: Collection, namespace: str | None) -> ListResult:
-        """The objects of one namespace ("" for cluster-scoped), or of all when None, and the store's resourceVersion."""
-        return self._table.list(collection, namespace)
-
-    async def list_at(self, collection: Collection, namespace: str | None, resource_version: int) -> ListResult:
-        """The objects as they were at resource_version; ExpiredError when the history no longer has it."""
-        return self._table.list_at(collection, namespace, resource_version)
-
-    async def stored_keys(self) -> dict[Collection, set[tuple[str, str]]]:
-        """The (namespace, name) of every stored object, by collection (what `migrate` copies)."""
-        return self._table.keys()
-
-    async def create(self, collection: Collection, namespace: str, name: str, obj: Object) -> Object:
-        """Store a new object; AlreadyExistsError if the name is taken."""
-        return self._commit(self._table.plan_create(collection, namespace, name, obj))
-
-    async def update(
-        self,
-        collection: Collection,
-        namespace: str,
-        name: str,
-        obj: Object,
-        expected_resource_version: int | None = None,
-    ) -> Object:
-        """Replace an existing object, only if still at expected_resource_version when that is given."""
-        return self._commit(self._table.plan_update(collection, namespace, name, obj, expected_resource_version))
-
-    async def delete(
-        self,
-        collection: Collection,
-        namespace: str,
-        name: str,
-        expected_resource_version: int | None = None,
-        expected_uid: str | None = None,
-    ) -> Object:
-        """Remove an object and return its last stored state."""
-        return self._commit(
-            self._table.plan_delete(collection, namespace, name, expected_resource_version, expected_uid))
-
-    def watch(
-        self,
-        collection: Collection,
-        namespace: str | None,
-        resource_version: int,
-        on_event: Callable[[WatchEvent], None],
-    ) -> IWatch:
-        """Deliver every change after resource_version, then every later one; ExpiredError if too old.
-
-        The history starts empty at open: only watches from the resourceVersion at open or later work then.
-        """
-        return self._table.watch(collection, namespace, resource_version, on_event)
-
-    def current_resource_version(self) -> int:
-        """The resourceVersion of the latest change."""
-        return self._table.resource_version
 
     def write_problem(self) -> str | None:
         """Why writes fail (the disk is full, the quota used up) since one failed so; None once one succeeds."""

@@ -235,19 +235,16 @@ def _version(obj: Object) -> str:
     return str(obj["metadata"]["resourceVersion"])
 
 
-@implementer(IStore)
-@define
-class MemoryStore:
-    """A store that keeps everything in memory and forgets it on exit: for unit tests.
+class TableStore:
+    """The reads, watches and writes of a store that serves its objects from an ObjectTable (the memory and file
+    stores); a subclass says how a planned change is committed (`_commit`)."""
 
-    Objects are deep-copied in and out; the resourceVersion counter starts at 0, so the first write gets 1.
-    """
+    __slots__ = ()
+    _table: ObjectTable
 
-    history_size: int = DEFAULT_HISTORY_SIZE
-    _table: ObjectTable = field(init=False)
-
-    def __attrs_post_init__(self) -> None:
-        self._table = ObjectTable(WatchHub(self.history_size))
+    def _commit(self, change: Change) -> Object:
+        """Make a planned change durable as the store keeps things, apply it to the table, return the stored object."""
+        raise NotImplementedError
 
     async def get(self, collection: Collection, namespace: str, name: str) -> Object:
         """The stored object (a copy); NotFoundError if missing."""
@@ -267,7 +264,7 @@ class MemoryStore:
 
     async def create(self, collection: Collection, namespace: str, name: str, obj: Object) -> Object:
         """Store a new object; AlreadyExistsError if the name is taken."""
-        return self._table.apply(self._table.plan_create(collection, namespace, name, obj))
+        return self._commit(self._table.plan_create(collection, namespace, name, obj))
 
     async def update(
         self,
@@ -278,7 +275,7 @@ class MemoryStore:
         expected_resource_version: int | None = None,
     ) -> Object:
         """Replace an existing object, only if still at expected_resource_version when that is given."""
-        return self._table.apply(
+        return self._commit(
             self._table.plan_update(collection, namespace, name, obj, expected_resource_version))
 
     async def delete(
@@ -290,7 +287,7 @@ class MemoryStore:
         expected_uid: str | None = None,
     ) -> Object:
         """Remove an object and return its last stored state."""
-        return self._table.apply(
+        return self._commit(
             self._table.plan_delete(collection, namespace, name, expected_resource_version, expected_uid))
 
     def watch(
@@ -304,8 +301,26 @@ class MemoryStore:
         return self._table.watch(collection, namespace, resource_version, on_event)
 
     def current_resource_version(self) -> int:
-        """The resourceVersion of the latest change (0 for a new store)."""
+        """The resourceVersion of the latest change."""
         return self._table.resource_version
+
+
+@implementer(IStore)
+@define
+class MemoryStore(TableStore):
+    """A store that keeps everything in memory and forgets it on exit: for unit tests.
+
+    Objects are deep-copied in and out; the resourceVersion counter starts at 0, so the first write gets 1.
+    """
+
+    history_size: int = DEFAULT_HISTORY_SIZE
+    _table: ObjectTable = field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self._table = ObjectTable(WatchHub(self.history_size))
+
+    def _commit(self, change: Change) -> Object:
+        return self._table.apply(change)
 
     def write_problem(self) -> str | None:
         """Memory never fills up here: None."""

@@ -16,6 +16,7 @@ from twisted.internet import reactor, ssl
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ProcessDone, ProcessTerminated
 from twisted.internet.protocol import ProcessProtocol
+from twisted.internet.task import deferLater
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SkipTest, TestCase
@@ -34,6 +35,21 @@ def require_kubectl() -> str:
             raise AssertionError("kubectl is not installed, and CI must run the end-to-end tests")
         raise SkipTest("kubectl is not installed")
     return kubectl
+
+
+async def get_until(client: HTTPClient, url: str, headers: dict[str, str], code: int, pause: float,
+                    tries: int = 100) -> int:
+    """GET url until it answers `code` (the body read each time), at most `tries` times `pause` seconds apart;
+    returns the last status, for the caller to assert on."""
+    status = 0
+    for _ in range(tries):
+        response = await client.get(url, headers=headers)
+        await response.content()
+        status = response.code
+        if status == code:
+            break
+        await deferLater(reactor, pause, lambda: None)
+    return status
 
 
 class DaemonProcess(ProcessProtocol):

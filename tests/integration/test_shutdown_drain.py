@@ -16,6 +16,7 @@ from twisted.web.server import NOT_DONE_YET, Site
 from grafana_aggregator.tls.certificates import ServingTLS, TLSServerEndpoint, load_key_pair
 
 from . import test_shutdown
+from .test_daemon import get_until
 from ..support import CertificateAuthority
 
 
@@ -69,13 +70,8 @@ class DrainTests(TestCase):
                            ("/apis/apiregistration.k8s.io/v1/apiservices", apiservice)):
             created = await self.client.post(url + path, json=body, headers=self.headers)
             self.assertEqual(created.code, 201, await treq.content(created))
-        for _ in range(100):
-            probe = await self.client.get(url + "/apis/slow.example/v1", headers=self.headers)
-            await treq.content(probe)
-            if probe.code == 200:
-                break
-            await deferLater(reactor, 0.1, lambda: None)
-        self.assertEqual(probe.code, 200)
+        probe = await get_until(self.client, url + "/apis/slow.example/v1", self.headers, 200, 0.1)
+        self.assertEqual(probe, 200)
 
         slow = self.client.get(url + "/apis/slow.example/v1/things", headers=self.headers)
         await deferLater(reactor, 0.3, lambda: None)

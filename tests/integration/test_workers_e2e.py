@@ -27,7 +27,7 @@ from grafana_aggregator.tls.certificates import ServingTLS, TLSServerEndpoint, l
 from ..support import CertificateAuthority
 from . import test_shutdown, test_socket_activation
 from .test_cert_reload import RecordingPolicy
-from .test_daemon import TWISTD, DaemonProcess
+from .test_daemon import TWISTD, DaemonProcess, get_until
 from .test_shutdown_drain import SlowBackend
 from .test_python_client import WIDGETS_CRD
 
@@ -163,13 +163,9 @@ class WorkersTests(WorkersCase):
         self.assertEqual(sorted(item["spec"]["size"] for item in listed["items"]), list(range(1, created + 1)))
         response = await self.client.delete(crds + "/widgets.example.com", headers=self.headers)
         self.assertEqual(response.code, 200, await treq.content(response))
-        for _ in range(100):  # the cleanup deletes the instances, then the CRD
-            gone = await self.client.get(crds + "/widgets.example.com", headers=self.headers)
-            await treq.content(gone)
-            if gone.code == 404:
-                break
-            await deferLater(reactor, 0.05, lambda: None)
-        self.assertEqual(gone.code, 404)
+        # The cleanup deletes the instances, then the CRD.
+        gone = await get_until(self.client, crds + "/widgets.example.com", self.headers, 404, 0.05)
+        self.assertEqual(gone, 404)
         for _ in range(6):  # whichever process answers
             response = await self.client.get(widgets, headers=self.headers)
             await treq.content(response)
@@ -236,13 +232,8 @@ class WorkersTests(WorkersCase):
         for path, body in ((EXTERNALNAMES, slow_name), ("/apis/apiregistration.k8s.io/v1/apiservices", apiservice)):
             created = await self.client.post(url + path, json=body, headers=self.headers)
             self.assertEqual(created.code, 201, await treq.content(created))
-        for _ in range(100):
-            probe = await self.client.get(url + "/apis/slow.example/v1", headers=self.headers)
-            await treq.content(probe)
-            if probe.code == 200:
-                break
-            await deferLater(reactor, 0.1, lambda: None)
-        self.assertEqual(probe.code, 200)
+        probe = await get_until(self.client, url + "/apis/slow.example/v1", self.headers, 200, 0.1)
+        self.assertEqual(probe, 200)
         await self.ready(url)
 
         slow = [self.client.get(url + "/apis/slow.example/v1/things", headers=self.headers) for _ in range(18)]

@@ -318,6 +318,13 @@ class LargeBodyBufferTests(SynchronousTestCase):
         reactor = MemoryReactorClock()
         return FileDescriptor(reactor), FileDescriptor(reactor)
 
+    def request_over(self, client: FileDescriptor) -> ApiRequest:
+        """A request whose channel's TCP transport is `client`."""
+        channel = SimpleNamespace(transport=SimpleNamespace(transport=client),
+                                  site=SimpleNamespace(_parsePOSTFormSubmission=False), getPeer=lambda: None,
+                                  getHost=lambda: None)
+        return ApiRequest(channel)
+
     def relay(self, large: bool) -> tuple[FileDescriptor, FileDescriptor]:
         client, backend = self.sockets()
         request = SimpleNamespace(channel=SimpleNamespace(transport=SimpleNamespace(transport=client)),
@@ -349,10 +356,7 @@ class LargeBodyBufferTests(SynchronousTestCase):
         """A request announcing a large body has its client's socket read in larger steps; a small one not."""
         for length, expected in ((2 * 1024 * 1024, BODY_READ_SIZE), (1000, 2**16)):
             client, _ = self.sockets()
-            site = SimpleNamespace(_parsePOSTFormSubmission=False)
-            channel = SimpleNamespace(transport=SimpleNamespace(transport=client), site=site, getPeer=lambda: None,
-                                      getHost=lambda: None)
-            request = ApiRequest(channel)
+            request = self.request_over(client)
             request.gotLength(length)
             assert request.content is not None
             request.content.close()
@@ -362,10 +366,7 @@ class LargeBodyBufferTests(SynchronousTestCase):
         """A large body arrives one TLS record at a time; the spool file writes it in SPOOL_BUFFER steps, not one
         write(2) per record, and the bytes read back are the bytes received."""
         client, _ = self.sockets()
-        site = SimpleNamespace(_parsePOSTFormSubmission=False)
-        channel = SimpleNamespace(transport=SimpleNamespace(transport=client), site=site, getPeer=lambda: None,
-                                  getHost=lambda: None)
-        request = ApiRequest(channel)
+        request = self.request_over(client)
         request.gotLength(2 * 1024 * 1024)
         content = request.content
         assert content is not None
@@ -386,10 +387,7 @@ class LargeBodyBufferTests(SynchronousTestCase):
     def test_small_request_body_kept_in_memory(self) -> None:
         """A body announced under Twisted's 100,000-byte threshold stays in memory, as Twisted keeps it."""
         client, _ = self.sockets()
-        channel = SimpleNamespace(transport=SimpleNamespace(transport=client),
-                                  site=SimpleNamespace(_parsePOSTFormSubmission=False), getPeer=lambda: None,
-                                  getHost=lambda: None)
-        request = ApiRequest(channel)
+        request = self.request_over(client)
         request.gotLength(99_999)
         self.assertIsInstance(request.content, io.BytesIO)
 

@@ -3,8 +3,9 @@
 serves it for a CRD with `subresources.scale` (what `kubectl scale` and autoscalers use).
 
 GET answers the Scale of the object; PUT and PATCH (JSON or merge patch of the Scale, or a server-side apply of
-one, whose manager comes to own the replicas field) set the object's replicas at `specReplicasPath`, through the kind's usual update (its validation, managedFields with subresource `scale`),
-with the Scale's resourceVersion, when it has one, as the precondition; without one, a write that races another
+one, whose manager comes to own the replicas field) set the object's replicas at `specReplicasPath`, through the
+kind's usual update (its validation, managedFields with subresource `scale`), with the Scale's resourceVersion,
+when it has one, as the precondition; without one, a write that races another
 is made again on the new object (kube's GuaranteedUpdate), not answered with a 409.
 """
 
